@@ -1,0 +1,28 @@
+//! aca-reconciler keeps Azure Container Apps where a platform team's declarative YAML says they
+//! should be: replica bounds, the active revision and traffic split, how many revisions stay
+//! active, image tags, registry tag retention and restarts.
+//!
+//! # Layout
+//!
+//! Data flows one way:
+//!
+//! ```text
+//!   desired-state/*.yaml --spec--> DesiredState --+
+//!                                                 +--plan--> Plan --apply--> Azure
+//!   Azure (ARM, ACR) ------live--> LiveState -----+
+//! ```
+//!
+//! | module | role |
+//! | --- | --- |
+//! | [`spec`] | read the YAML tree, check every rule, build [`spec::DesiredState`] |
+//! | [`duration`] | `30s` / `5m` / `1h` / `7d` |
+//! | [`cli`], [`commands`] | the command line and what each subcommand does |
+//!
+//! Still to come, each in its own module (see the README's architecture section): the Azure
+//! simulator, the ARM/ACR client, the live snapshot, the pure planner, the executor, the
+//! controller loop with its HTTP endpoints, and registry retention.
+
+pub mod cli;
+pub mod commands;
+pub mod duration;
+pub mod spec;

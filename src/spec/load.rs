@@ -1,0 +1,507 @@
+//! Reading the desired-state tree: files -> documents -> raw typed documents.
+//!
+//! # Guarantees
+//! - Files are visited in a fixed order (paths sorted byte-wise), so output never depends on
+//!   the file system's listing order.
+//! - Entries whose name starts with `.` (`.git`, `.github`) are skipped: a desired-state repo's
+//!   CI workflows are YAML too, and are not desired state.
+//! - No input makes this panic or use unbounded memory: files over [`MAX_FILE_BYTES`] are
+//!   refused before they are read whole, YAML alias expansion and nesting depth are bounded by
+//!   the YAML parser's limits, and position indexing is iterative.
+//!
+//! # Errors
+//! Problems are returned as [`Diagnostic`]s, never as a panic or an early return, so one call
+//! reports every problem of the tree.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_yaml::Value;
+
+use super::index::{self, DocIndex, Pos, SourceIndex};
+use super::raw::{API_VERSION, ContainerAppDocument, DefaultsDocument, RegistryRetentionDocument};
+use super::validate;
+use super::{DesiredState, Diagnostic};
+
+/// Files larger than this are refused (contract: 1 MiB).
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// The document kinds this release reads, in the order messages list them.
+pub const KINDS: [&str; 3] = ["Defaults", "ContainerApp", "RegistryRetention"];
+
+/// Settings that come from the command line rather than from the documents.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// `--subscription`: used by apps whose documents and Defaults name none.
+    pub subscription: Option<String>,
+}
+
+/// One document of a file, deserialized into its kind's raw type.
+#[derive(Debug, Clone)]
+pub enum RawDocument {
+    /// `kind: Defaults`.
+    Defaults(DefaultsDocument),
+    /// `kind: ContainerApp`.
+    ContainerApp(Box<ContainerAppDocument>),
+    /// `kind: RegistryRetention`.
+    RegistryRetention(RegistryRetentionDocument),
+}
+
+/// A raw document together with the positions of its keys.
+#[derive(Debug, Clone)]
+pub struct ParsedDoc {
+    /// The document.
+    pub doc: RawDocument,
+    /// Where each of its keys is written.
+    pub index: DocIndex,
+}
+
+/// Everything read from one file.
+#[derive(Debug, Clone)]
+pub struct ParsedFile {
+    /// The file's path, as reached from the path given.
+    pub path: PathBuf,
+    /// The directory whose Defaults chain ends here: the path given (for a directory) or the
+    /// file's own directory (for a file given directly).
+    pub root: PathBuf,
+    /// The documents that parsed; empty for an empty file.
+    pub docs: Vec<ParsedDoc>,
+    /// Problems found while reading or parsing.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// The result of loading a desired-state tree.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    /// What validated. Files with any problem contribute nothing.
+    pub state: DesiredState,
+    /// Every problem, sorted by file and position.
+    pub diagnostics: Vec<Diagnostic>,
+    /// How many files were read.
+    pub files: usize,
+    /// How many non-empty documents they held.
+    pub documents: usize,
+}
+
+/// Loads and validates the desired state under `paths` (files or directories).
+pub fn load(paths: &[PathBuf], options: &LoadOptions) -> Loaded {
+    let mut diagnostics = Vec::new();
+    let files = discover(paths, &mut diagnostics);
+    let parsed: Vec<ParsedFile> = files
+        .into_iter()
+        .map(|(path, root)| parse_file(&path, &root))
+        .collect();
+    let mut loaded = validate::assemble(&parsed, options);
+    loaded.diagnostics.extend(diagnostics);
+    loaded.diagnostics.sort();
+    loaded.diagnostics.dedup();
+    loaded
+}
+
+/// Lists the YAML files under `paths`, each with its Defaults root, in a fixed order.
+pub fn discover(paths: &[PathBuf], diagnostics: &mut Vec<Diagnostic>) -> Vec<(PathBuf, PathBuf)> {
+    let mut out = Vec::new();
+    for path in paths {
+        match fs::metadata(path) {
+            Err(e) => diagnostics.push(Diagnostic::whole(
+                path,
+                format!("cannot read: {e} (point --desired-state or ACAR_DESIRED_STATE at the desired-state directory)"),
+            )),
+            Ok(meta) if meta.is_dir() => {
+                let before = out.len();
+                let mut visited = HashSet::new();
+                walk(path, path, &mut visited, &mut out, diagnostics);
+                if out.len() == before {
+                    diagnostics.push(Diagnostic::whole(
+                        path,
+                        "no *.yaml or *.yml files here; is this the desired-state directory?",
+                    ));
+                }
+            }
+            Ok(_) => {
+                let root = path
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default();
+                out.push((path.clone(), root));
+            }
+        }
+    }
+    out
+}
+
+fn is_yaml(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    )
+}
+
+fn walk(
+    dir: &Path,
+    root: &Path,
+    visited: &mut HashSet<PathBuf>,
+    out: &mut Vec<(PathBuf, PathBuf)>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    // Following symlinked directories is useful (git-sync publishes a tree through one), but a
+    // link back up the tree must not loop forever.
+    if let Ok(canonical) = fs::canonicalize(dir)
+        && !visited.insert(canonical)
+    {
+        return;
+    }
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            diagnostics.push(Diagnostic::whole(
+                dir,
+                format!("cannot read directory: {e}"),
+            ));
+            return;
+        }
+    };
+    let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    children.sort();
+    for child in children {
+        let hidden = child
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_none_or(|n| n.starts_with('.'));
+        if hidden {
+            continue;
+        }
+        match fs::metadata(&child) {
+            Ok(meta) if meta.is_dir() => walk(&child, root, visited, out, diagnostics),
+            Ok(meta) if meta.is_file() && is_yaml(&child) => {
+                out.push((child, root.to_path_buf()));
+            }
+            Ok(_) => {}
+            Err(e) => diagnostics.push(Diagnostic::whole(&child, format!("cannot read: {e}"))),
+        }
+    }
+}
+
+/// Reads and parses one file.
+pub fn parse_file(path: &Path, root: &Path) -> ParsedFile {
+    match read_limited(path) {
+        Ok(bytes) => parse_bytes(path, root, &bytes),
+        Err(diagnostic) => ParsedFile {
+            path: path.to_path_buf(),
+            root: root.to_path_buf(),
+            docs: Vec::new(),
+            diagnostics: vec![diagnostic],
+        },
+    }
+}
+
+fn read_limited(path: &Path) -> Result<Vec<u8>, Diagnostic> {
+    let file =
+        fs::File::open(path).map_err(|e| Diagnostic::whole(path, format!("cannot read: {e}")))?;
+    let mut bytes = Vec::new();
+    // Read at most one byte past the limit: enough to know it is too large, without reading
+    // a multi-gigabyte file into memory.
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Diagnostic::whole(path, format!("cannot read: {e}")))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(Diagnostic::whole(
+            path,
+            "file is larger than 1 MiB, the limit for one desired-state file; split it into several files",
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Parses a file's bytes. `path` is used for messages only.
+pub fn parse_bytes(path: &Path, root: &Path, bytes: &[u8]) -> ParsedFile {
+    let mut file = ParsedFile {
+        path: path.to_path_buf(),
+        root: root.to_path_buf(),
+        docs: Vec::new(),
+        diagnostics: Vec::new(),
+    };
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            let pos = position_of_byte(bytes, e.valid_up_to());
+            file.diagnostics.push(Diagnostic::new(
+                path,
+                pos,
+                "not UTF-8 text: desired-state files must be UTF-8 (is this a binary file, or saved in another encoding?)",
+            ));
+            return file;
+        }
+    };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let source_index = index::index(text);
+    for (n, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let positions = doc_index(&source_index, n);
+        if !positions.duplicates.is_empty() {
+            for dup in &positions.duplicates {
+                file.diagnostics.push(Diagnostic::new(
+                    path,
+                    dup.again,
+                    format!(
+                        "{}: this key is written twice in one mapping (first at line {}); remove one",
+                        dup.path, dup.first.line
+                    ),
+                ));
+            }
+            continue;
+        }
+        let value = match Value::deserialize(de) {
+            Ok(value) => value,
+            Err(e) => {
+                file.diagnostics.push(yaml_error(path, &positions, &e));
+                // After a syntax error the parser cannot find the next document reliably.
+                break;
+            }
+        };
+        if value.is_null() {
+            continue; // an empty document, or one of comments only
+        }
+        match parse_document(value, &positions) {
+            Ok(doc) => file.docs.push(ParsedDoc {
+                doc,
+                index: positions,
+            }),
+            Err(problems) => file.diagnostics.extend(
+                problems
+                    .into_iter()
+                    .map(|(pos, message)| Diagnostic::new(path, pos, message)),
+            ),
+        }
+    }
+    file
+}
+
+fn doc_index(source_index: &SourceIndex, n: usize) -> DocIndex {
+    // Missing only where the two parsers disagree about where documents start (text the
+    // position index could not scan); messages then point at the file's start.
+    source_index
+        .docs
+        .get(n)
+        .cloned()
+        .unwrap_or_else(|| DocIndex::empty_at(Pos::START))
+}
+
+fn yaml_error(path: &Path, positions: &DocIndex, e: &serde_yaml::Error) -> Diagnostic {
+    let message = e.to_string();
+    if message.contains("repetition limit exceeded") {
+        return Diagnostic::new(
+            path,
+            positions.start,
+            "YAML aliases expand this document beyond the allowed size (an alias bomb?); write the values out instead",
+        );
+    }
+    if message.contains("recursion limit exceeded") {
+        let pos = e.location().map_or(positions.start, |l| Pos {
+            line: l.line(),
+            column: l.column(),
+        });
+        return Diagnostic::new(path, pos, "YAML nested too deeply (over 128 levels)");
+    }
+    let pos = e.location().map_or(positions.start, |l| Pos {
+        line: l.line(),
+        column: l.column(),
+    });
+    let hint = if message.contains("cannot start any token") && message.contains("column") {
+        " (tabs cannot indent YAML; use spaces)"
+    } else {
+        ""
+    };
+    Diagnostic::new(path, pos, format!("YAML syntax: {message}{hint}"))
+}
+
+/// 1-based line and column of byte `offset` (columns in characters of the valid prefix).
+fn position_of_byte(bytes: &[u8], offset: usize) -> Pos {
+    let prefix = &bytes[..offset.min(bytes.len())];
+    let line = prefix.iter().filter(|b| **b == b'\n').count() + 1;
+    let line_start = prefix
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
+    let column = String::from_utf8_lossy(&prefix[line_start..])
+        .chars()
+        .count()
+        + 1;
+    Pos { line, column }
+}
+
+type Problems = Vec<(Pos, String)>;
+
+/// Checks apiVersion and kind, then deserializes into the kind's raw type.
+fn parse_document(value: Value, positions: &DocIndex) -> Result<RawDocument, Problems> {
+    let Value::Mapping(map) = &value else {
+        return Err(vec![(
+            positions.start,
+            "a document must be a mapping with apiVersion, kind, metadata and spec".to_owned(),
+        )]);
+    };
+    let mut problems = Problems::new();
+    match map.get("apiVersion") {
+        None => problems.push((
+            positions.start,
+            format!("apiVersion is missing; write `apiVersion: {API_VERSION}`"),
+        )),
+        Some(Value::String(v)) if v == API_VERSION => {}
+        Some(other) => problems.push((
+            positions.locate("apiVersion"),
+            format!(
+                "apiVersion: `{}` is not supported; this release reads `{API_VERSION}`",
+                scalar_text(other)
+            ),
+        )),
+    }
+    let kind = match map.get("kind") {
+        None => {
+            problems.push((
+                positions.start,
+                format!("kind is missing; write one of {}", KINDS.join(", ")),
+            ));
+            None
+        }
+        Some(Value::String(k)) if KINDS.contains(&k.as_str()) => Some(k.clone()),
+        Some(other) => {
+            let text = scalar_text(other);
+            let hint = KINDS
+                .iter()
+                .find(|k| k.eq_ignore_ascii_case(&text))
+                .map(|k| format!(" (kinds are case-sensitive: `{k}`)"))
+                .unwrap_or_default();
+            problems.push((
+                positions.locate("kind"),
+                format!(
+                    "kind: `{text}` is unknown; expected one of {}{hint}",
+                    KINDS.join(", ")
+                ),
+            ));
+            None
+        }
+    };
+    let Some(kind) = kind.filter(|_| problems.is_empty()) else {
+        return Err(problems);
+    };
+    let typed = match kind.as_str() {
+        "Defaults" => typed(value, positions).map(RawDocument::Defaults),
+        "ContainerApp" => typed(value, positions).map(|d| RawDocument::ContainerApp(Box::new(d))),
+        _ => typed(value, positions).map(RawDocument::RegistryRetention),
+    };
+    typed.map_err(|p| vec![p])
+}
+
+fn scalar_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "null".to_owned(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        _ => "a collection".to_owned(),
+    }
+}
+
+/// Deserializes a whole document into `T`, turning serde's error into a located message
+/// that starts with the field's path.
+fn typed<T: serde::de::DeserializeOwned>(
+    value: Value,
+    positions: &DocIndex,
+) -> Result<T, (Pos, String)> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        // The path ends at the offending key, an unknown field included.
+        let path = render_path(e.path());
+        let inner = e.into_inner().to_string();
+        let pos = positions.locate(&path);
+        let shown = if path.is_empty() {
+            "document".to_owned()
+        } else {
+            path
+        };
+        (pos, format!("{shown}: {}", humanize(&inner)))
+    })
+}
+
+/// Makes serde's wording a little more operator-friendly without losing information.
+fn humanize(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        if let Some((field, expected)) = rest.split_once("`, expected ") {
+            return format!("unknown field `{field}`; the fields here are {expected}");
+        }
+        if let Some((field, _)) = rest.split_once("`, there are no fields") {
+            return format!("unknown field `{field}`; nothing may be written here");
+        }
+    }
+    message.to_owned()
+}
+
+fn render_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => out = index::join_index(&out, *index),
+            Segment::Map { key } => out = index::join_key(&out, key),
+            Segment::Enum { variant } => out = index::join_key(&out, variant),
+            Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> ParsedFile {
+        parse_bytes(Path::new("t.yaml"), Path::new(""), text.as_bytes())
+    }
+
+    fn messages(file: &ParsedFile) -> Vec<String> {
+        file.diagnostics.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn empty_and_comment_only_files_hold_no_documents() {
+        for text in ["", "# nothing\n", "---\n---\n", "\u{feff}"] {
+            let f = parse(text);
+            assert!(
+                f.docs.is_empty() && f.diagnostics.is_empty(),
+                "{text:?}: {:?}",
+                f.diagnostics
+            );
+        }
+    }
+
+    #[test]
+    fn type_error_is_located_at_the_field() {
+        let f = parse(
+            "apiVersion: aca-reconciler/v1\nkind: ContainerApp\nmetadata: {name: ca-a}\nspec:\n  replicas:\n    min: two\n    max: 3\n",
+        );
+        assert_eq!(
+            messages(&f),
+            ["t.yaml:6:5: spec.replicas.min: invalid type: string \"two\", expected u32"]
+        );
+    }
+
+    #[test]
+    fn unknown_field_points_at_the_field() {
+        let f = parse(
+            "apiVersion: aca-reconciler/v1\nkind: Defaults\nmetadata: {name: d}\nspec:\n  resourceGroup: rg\n  region: uksouth\n",
+        );
+        let m = messages(&f);
+        assert_eq!(m.len(), 1);
+        assert!(
+            m[0].starts_with("t.yaml:6:3: spec.region: unknown field `region`"),
+            "{m:?}"
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_located() {
+        let f = parse_bytes(Path::new("b.yaml"), Path::new(""), b"a: 1\nb: \xff\n");
+        assert_eq!(f.diagnostics[0].pos, Some(Pos { line: 2, column: 4 }));
+    }
+}
