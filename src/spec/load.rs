@@ -424,17 +424,62 @@ fn typed<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// Makes serde's wording a little more operator-friendly without losing information.
+/// Makes serde's wording operator-friendly without losing information: Rust type names become
+/// plain words, and an unknown field gets the list of allowed ones and a "did you mean".
 fn humanize(message: &str) -> String {
     if let Some(rest) = message.strip_prefix("unknown field `") {
         if let Some((field, expected)) = rest.split_once("`, expected ") {
-            return format!("unknown field `{field}`; the fields here are {expected}");
+            let allowed = expected.strip_prefix("one of ").unwrap_or(expected);
+            let names: Vec<&str> = allowed
+                .split(['`', ',', ' '])
+                .filter(|w| !w.is_empty() && *w != "or")
+                .collect();
+            let hint = closest(field, &names)
+                .map(|n| format!("; did you mean `{n}`?"))
+                .unwrap_or_default();
+            return format!("unknown field `{field}` (allowed here: {allowed}){hint}");
         }
         if let Some((field, _)) = rest.split_once("`, there are no fields") {
             return format!("unknown field `{field}`; nothing may be written here");
         }
     }
-    message.to_owned()
+    message
+        .replace("expected u8", "expected a whole number from 0 to 255")
+        .replace("expected u32", "expected a whole number (0 or more)")
+        .replace("expected u64", "expected a whole number (0 or more)")
+}
+
+/// The allowed name nearest to a misspelt one, if it is near enough to be a typo.
+fn closest<'a>(typo: &str, names: &[&'a str]) -> Option<&'a str> {
+    names
+        .iter()
+        .map(|n| {
+            (
+                edit_distance(&typo.to_ascii_lowercase(), &n.to_ascii_lowercase()),
+                *n,
+            )
+        })
+        .filter(|(d, n)| *d <= 2.max(n.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, n)| n)
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 fn render_path(path: &serde_path_to_error::Path) -> String {
@@ -482,7 +527,9 @@ mod tests {
         );
         assert_eq!(
             messages(&f),
-            ["t.yaml:6:5: spec.replicas.min: invalid type: string \"two\", expected u32"]
+            [
+                "t.yaml:6:5: spec.replicas.min: invalid type: string \"two\", expected a whole number (0 or more)"
+            ]
         );
     }
 
@@ -497,6 +544,20 @@ mod tests {
             m[0].starts_with("t.yaml:6:3: spec.region: unknown field `region`"),
             "{m:?}"
         );
+    }
+
+    #[test]
+    fn suggests_the_field_a_typo_meant() {
+        assert_eq!(
+            closest("replica", &["images", "replicas", "traffic"]),
+            Some("replicas")
+        );
+        assert_eq!(
+            closest("resourcegroup", &["name", "resourceGroup"]),
+            Some("resourceGroup")
+        );
+        assert_eq!(closest("region", &["subscription", "resourceGroup"]), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 
     #[test]
