@@ -5,6 +5,8 @@
 //! To write the `.expected` files after an intended change of wording, run
 //! `ACAR_BLESS=1 cargo test --test spec_fixtures`, then read every changed line in `git diff`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a panic is how a test fails
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
