@@ -256,7 +256,8 @@ pub fn parse_bytes(path: &Path, root: &Path, bytes: &[u8]) -> ParsedFile {
         let value = match Value::deserialize(de) {
             Ok(value) => value,
             Err(e) => {
-                file.diagnostics.push(yaml_error(path, &positions, &e));
+                file.diagnostics
+                    .push(yaml_error(path, text, &positions, &e));
                 // After a syntax error the parser cannot find the next document reliably.
                 break;
             }
@@ -289,8 +290,17 @@ fn doc_index(source_index: &SourceIndex, n: usize) -> DocIndex {
         .unwrap_or_else(|| DocIndex::empty_at(Pos::START))
 }
 
-fn yaml_error(path: &Path, positions: &DocIndex, e: &serde_yaml::Error) -> Diagnostic {
+fn yaml_error(path: &Path, text: &str, positions: &DocIndex, e: &serde_yaml::Error) -> Diagnostic {
     let message = e.to_string();
+    let located = |l: serde_yaml::Location| {
+        clamp_to_text(
+            Pos {
+                line: l.line(),
+                column: l.column(),
+            },
+            text,
+        )
+    };
     if message.contains("repetition limit exceeded") {
         return Diagnostic::new(
             path,
@@ -299,22 +309,30 @@ fn yaml_error(path: &Path, positions: &DocIndex, e: &serde_yaml::Error) -> Diagn
         );
     }
     if message.contains("recursion limit exceeded") {
-        let pos = e.location().map_or(positions.start, |l| Pos {
-            line: l.line(),
-            column: l.column(),
-        });
+        let pos = e.location().map_or(positions.start, located);
         return Diagnostic::new(path, pos, "YAML nested too deeply (over 128 levels)");
     }
-    let pos = e.location().map_or(positions.start, |l| Pos {
-        line: l.line(),
-        column: l.column(),
-    });
+    let pos = e.location().map_or(positions.start, located);
     let hint = if message.contains("cannot start any token") && message.contains("column") {
         " (tabs cannot indent YAML; use spaces)"
     } else {
         ""
     };
     Diagnostic::new(path, pos, format!("YAML syntax: {message}{hint}"))
+}
+
+/// The YAML parser reports "unexpected end" one line past a file without a final newline;
+/// editors cannot go there, so such a position becomes the end of the last line.
+fn clamp_to_text(pos: Pos, text: &str) -> Pos {
+    let lines = text.split('\n').count();
+    if pos.line <= lines {
+        return pos;
+    }
+    let last = text.rsplit('\n').next().unwrap_or("");
+    Pos {
+        line: lines,
+        column: last.chars().count() + 1,
+    }
 }
 
 /// 1-based line and column of byte `offset` (columns in characters of the valid prefix).

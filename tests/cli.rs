@@ -1,0 +1,125 @@
+//! The real binary: exit codes and output of `validate` and `schema`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a panic is how a test fails
+
+mod common;
+
+use common::{Scratch, bin, root, run, stdout};
+
+#[test]
+fn validate_the_example_tree_exits_0() {
+    let out = run(bin(&root()).args(["validate", "desired-state"]), 0);
+    assert_eq!(
+        stdout(&out),
+        "valid: 13 documents in 9 files (10 apps, 1 registry policy)\n"
+    );
+}
+
+#[test]
+fn validate_defaults_to_the_desired_state_option_and_env() {
+    let s = Scratch::new();
+    let out = run(
+        bin(s.path())
+            .env("ACAR_DESIRED_STATE", root().join("desired-state"))
+            .arg("validate"),
+        0,
+    );
+    assert!(stdout(&out).starts_with("valid: 13 documents"));
+    // The flag wins over the environment variable.
+    let out = run(
+        bin(s.path())
+            .env("ACAR_DESIRED_STATE", root().join("desired-state"))
+            .args(["--desired-state", "nowhere", "validate"]),
+        1,
+    );
+    assert!(
+        stdout(&out).starts_with("nowhere: cannot read"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn validate_reports_every_problem_of_every_file_and_exits_1() {
+    let s = Scratch::new();
+    s.write("a.yaml", "apiVersion: aca-reconciler/v1\nkind: ContainerApp\nmetadata: {name: ca-a, resourceGroup: rg, subscription: 00000000-0000-0000-0000-000000000000}\nspec:\n  replicas: {min: 5, max: 2}\n  traffic:\n    - {latestRevision: true, weight: 60}\n");
+    s.write("sub/b.yaml", "kind: Gadget\n");
+    let out = run(bin(s.path()).args(["validate", "."]), 1);
+    assert_eq!(
+        stdout(&out),
+        "./a.yaml:5:3: spec.replicas: min (5) is greater than max (2); min must not exceed max\n\
+         ./a.yaml:6:3: spec.traffic: weights sum to 60; they must sum to 100\n\
+         ./sub/b.yaml:1:1: apiVersion is missing; write `apiVersion: aca-reconciler/v1`\n\
+         ./sub/b.yaml:1:1: kind: `Gadget` is unknown; expected one of Defaults, ContainerApp, RegistryRetention\n\
+         invalid: 4 problems in 1 document in 2 files (0 apps, 0 registry policies)\n"
+    );
+}
+
+#[test]
+fn validate_json_output_is_one_document() {
+    let out = run(
+        bin(&root()).args([
+            "validate",
+            "--output",
+            "json",
+            "tests/fixtures/invalid/replicas-min-greater-than-max.yaml",
+        ]),
+        1,
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["valid"], false);
+    let d = &v["diagnostics"][0];
+    assert_eq!(
+        d["file"],
+        "tests/fixtures/invalid/replicas-min-greater-than-max.yaml"
+    );
+    assert_eq!(
+        (d["line"].as_u64(), d["column"].as_u64()),
+        (Some(8), Some(3))
+    );
+    assert!(
+        d["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("spec.replicas: min (12)")
+    );
+
+    let out = run(
+        bin(&root())
+            .args(["validate", "-o", "json"])
+            .env("ACAR_OUTPUT", "json")
+            .arg("desired-state"),
+        2,
+    );
+    // `-o` is not an option: clap's usage error is exit 2, and says what is wrong.
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unexpected argument"));
+}
+
+#[test]
+fn schema_prints_the_committed_schema() {
+    let out = run(bin(&root()).arg("schema"), 0);
+    let committed = std::fs::read_to_string(root().join("desired-state/schema.json")).unwrap();
+    assert!(stdout(&out) == committed);
+    let v: serde_json::Value = serde_json::from_str(&committed).unwrap();
+    assert_eq!(v["$schema"], "https://json-schema.org/draft/2020-12/schema");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_closed_pipe_is_not_an_error() {
+    use std::process::Stdio;
+    let mut child = bin(&root())
+        .arg("schema")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away at once, like `| head -0`
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
