@@ -69,6 +69,8 @@ pub struct ParsedFile {
     pub root: PathBuf,
     /// The documents that parsed; empty for an empty file.
     pub docs: Vec<ParsedDoc>,
+    /// How many non-empty documents the file holds, including those that did not parse.
+    pub documents: usize,
     /// Problems found while reading or parsing.
     pub diagnostics: Vec<Diagnostic>,
 }
@@ -193,6 +195,7 @@ pub fn parse_file(path: &Path, root: &Path) -> ParsedFile {
             path: path.to_path_buf(),
             root: root.to_path_buf(),
             docs: Vec::new(),
+            documents: 0,
             diagnostics: vec![diagnostic],
         },
     }
@@ -222,6 +225,7 @@ pub fn parse_bytes(path: &Path, root: &Path, bytes: &[u8]) -> ParsedFile {
         path: path.to_path_buf(),
         root: root.to_path_buf(),
         docs: Vec::new(),
+        documents: 0,
         diagnostics: Vec::new(),
     };
     let text = match std::str::from_utf8(bytes) {
@@ -241,6 +245,7 @@ pub fn parse_bytes(path: &Path, root: &Path, bytes: &[u8]) -> ParsedFile {
     for (n, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let positions = doc_index(&source_index, n);
         if !positions.duplicates.is_empty() {
+            file.documents += 1;
             for dup in &positions.duplicates {
                 file.diagnostics.push(Diagnostic::new(
                     path,
@@ -265,6 +270,7 @@ pub fn parse_bytes(path: &Path, root: &Path, bytes: &[u8]) -> ParsedFile {
         if value.is_null() {
             continue; // an empty document, or one of comments only
         }
+        file.documents += 1;
         match parse_document(value, &positions) {
             Ok(doc) => file.docs.push(ParsedDoc {
                 doc,

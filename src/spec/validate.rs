@@ -106,7 +106,7 @@ pub fn assemble(files: &[ParsedFile], options: &LoadOptions) -> Loaded {
         .collect();
 
     Loaded {
-        documents: files.iter().map(|f| f.docs.len()).sum(),
+        documents: files.iter().map(|f| f.documents).sum(),
         files: files.len(),
         state,
         diagnostics,
