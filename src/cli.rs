@@ -34,6 +34,19 @@ pub struct Common {
     /// Output format of plan, status and validate.
     #[arg(long, env = "ACAR_OUTPUT", value_enum, default_value_t = Output::Text, global = true)]
     pub output: Output,
+
+    /// Log format (logs go to stderr).
+    #[arg(long, env = "ACAR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One compact line per event.
+    Text,
+    /// One JSON object per event.
+    Json,
 }
 
 /// Human or machine output.
@@ -55,4 +68,53 @@ pub enum Command {
     },
     /// Print the JSON Schema (draft 2020-12) of every document kind.
     Schema,
+    /// Serve the built-in Azure simulator (ARM Container Apps, ACR, managed identity) over HTTP.
+    Simulate(SimulateArgs),
+}
+
+/// Options of `simulate`.
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Address to serve on. Anything but loopback is an explicit choice.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+
+    /// Seed from a desired-state directory (drifted copies of its apps) or a state dump
+    /// (`.json`, as `GET /_sim/state` returns it). Without it the simulator starts empty.
+    #[arg(long)]
+    pub seed: Option<PathBuf>,
+
+    /// Serve HTTPS with a self-signed certificate for 127.0.0.1, ::1 and localhost.
+    #[arg(long)]
+    pub tls: bool,
+
+    /// Where `--tls` writes the certificate's PEM, for clients to trust.
+    #[arg(long, default_value = "./simulator-cert.pem")]
+    pub tls_cert: PathBuf,
+
+    /// The value `/msi/token` expects in `X-IDENTITY-HEADER` (give it to clients as
+    /// `IDENTITY_HEADER`).
+    #[arg(long, default_value = "simulator")]
+    pub identity_header: String,
+
+    /// Items per page of list responses.
+    #[arg(long)]
+    pub page_size: Option<usize>,
+
+    /// How writes answer: `sync` (200), `async` (202 with Azure-AsyncOperation and Location),
+    /// `location` (202 with Location only).
+    #[arg(long, value_parser = ["sync", "async", "location"])]
+    pub lro: Option<String>,
+
+    /// How long a new revision takes to become ready, e.g. `2s`.
+    #[arg(long, value_parser = parse_duration)]
+    pub revision_ready: Option<std::time::Duration>,
+
+    /// Turn off ARM's per-subscription throttling buckets.
+    #[arg(long)]
+    pub no_throttling: bool,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::duration::parse(s).map_err(|e| e.to_string())
 }

@@ -3,7 +3,8 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command, Output};
+use crate::cli::{Cli, Command, Common, Output, SimulateArgs};
+use crate::simulator::{self, Sim, ServeOptions, store::{Config, LroMode, World}};
 use crate::spec::{self, LoadOptions};
 
 /// Runs the command and returns its exit code.
@@ -11,8 +12,9 @@ use crate::spec::{self, LoadOptions};
 /// # Errors
 /// Only I/O errors writing the output; everything about the input is reported and mapped to
 /// the command's exit code.
-pub fn run(cli: Cli, out: &mut dyn Write) -> std::io::Result<ExitCode> {
+pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> std::io::Result<ExitCode> {
     match cli.command {
+        Command::Simulate(args) => simulate(args, &cli.common, out).await,
         Command::Schema => {
             out.write_all(spec::schema::render().as_bytes())?;
             Ok(ExitCode::SUCCESS)
@@ -38,6 +40,88 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> std::io::Result<ExitCode> {
             })
         }
     }
+}
+
+/// `simulate`: serve the simulator until SIGINT/SIGTERM.
+async fn simulate(args: SimulateArgs, common: &Common, out: &mut (dyn Write + Send)) -> std::io::Result<ExitCode> {
+    crate::telemetry::init(common.log_format, "info");
+    let world = match seed_world(&args, common) {
+        Ok(world) => world,
+        Err(message) => {
+            eprintln!("aca-reconciler simulate: {message}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let summary = format!(
+        "{} in {}, {}",
+        plural(world.apps.len(), "app", "apps"),
+        plural(world.subscriptions.len(), "subscription", "subscriptions"),
+        plural(world.registries.len(), "registry", "registries"),
+    );
+    let registries: Vec<String> = world.registries.keys().cloned().collect();
+    let sim = if args.tls { Sim::new_tls(world, &args.identity_header) } else { Sim::new(world, &args.identity_header) };
+    let options = ServeOptions { listen: args.listen, tls: args.tls, tls_cert: args.tls_cert.clone() };
+    let handle = match simulator::serve(sim, &options).await {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("aca-reconciler simulate: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let base = &handle.base_url;
+    writeln!(out, "aca-reconciler simulator on {base}: {summary}")?;
+    writeln!(out, "  ARM:       --arm-endpoint {base}")?;
+    writeln!(out, "  identity:  IDENTITY_ENDPOINT={base}/msi/token IDENTITY_HEADER={}", args.identity_header)?;
+    for r in &registries {
+        writeln!(out, "  registry:  --registry-endpoint {r}={base}/registries/{r}")?;
+    }
+    if args.tls {
+        writeln!(out, "  TLS:       certificate written to {} (trust it with REQUESTS_CA_BUNDLE or --cacert)", args.tls_cert.display())?;
+    }
+    writeln!(out, "  control:   {base}/_sim/state, /_sim/requests, /_sim/faults, /_sim/outages")?;
+    writeln!(out, "Serving until Ctrl-C.")?;
+    out.flush()?;
+    crate::shutdown::signalled().await;
+    tracing::info!("stopping the simulator");
+    handle.stop().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The simulator's starting world, from `--seed` and the tuning flags.
+fn seed_world(args: &SimulateArgs, common: &Common) -> Result<World, String> {
+    let mut world = match &args.seed {
+        None => World::new(Config::default()),
+        Some(path) if path.extension().is_some_and(|e| e == "json") => {
+            let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            serde_json::from_slice::<World>(&bytes).map_err(|e| format!("{} is not a simulator state dump: {e}", path.display()))?
+        }
+        Some(path) => {
+            let loaded = spec::load(std::slice::from_ref(path), &LoadOptions { subscription: common.subscription.clone() });
+            if !loaded.diagnostics.is_empty() {
+                let lines: Vec<String> = loaded.diagnostics.iter().map(ToString::to_string).collect();
+                return Err(format!("the seed's desired state is invalid (run `aca-reconciler validate {}`):\n{}", path.display(), lines.join("\n")));
+            }
+            simulator::seed::from_desired(&loaded.state, Config::default(), crate::time::Clock::new().now())
+        }
+    };
+    let c = &mut world.config;
+    if let Some(n) = args.page_size {
+        c.page_size = n.max(1);
+    }
+    if let Some(mode) = &args.lro {
+        c.lro_mode = match mode.as_str() {
+            "sync" => LroMode::Sync,
+            "location" => LroMode::LocationOnly,
+            _ => LroMode::Async,
+        };
+    }
+    if let Some(d) = args.revision_ready {
+        c.revision_ready_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    }
+    if args.no_throttling {
+        c.throttling.enabled = false;
+    }
+    Ok(world)
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {

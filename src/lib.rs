@@ -15,14 +15,19 @@
 //! | module | role |
 //! | --- | --- |
 //! | [`spec`] | read the YAML tree, check every rule, build [`spec::DesiredState`] |
-//! | [`duration`] | `30s` / `5m` / `1h` / `7d` |
+//! | [`simulator`] | an in-memory Azure (ARM Container Apps, ACR, identity) served over HTTP |
+//! | [`duration`], [`time`] | `30s` / `5m` / `1h` / `7d`; RFC 3339 timestamps and the clock |
 //! | [`cli`], [`commands`] | the command line and what each subcommand does |
 //!
-//! Still to come, each in its own module (see the README's architecture section): the Azure
-//! simulator, the ARM/ACR client, the live snapshot, the pure planner, the executor, the
+//! Still to come, each in its own module (see the README's architecture section): the ARM/ACR
+//! client, the live snapshot, the pure planner, the executor, the
 //! controller loop with its HTTP endpoints, and registry retention.
 
 pub mod cli;
 pub mod commands;
 pub mod duration;
+pub mod shutdown;
+pub mod simulator;
 pub mod spec;
+pub mod telemetry;
+pub mod time;

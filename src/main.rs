@@ -9,9 +9,18 @@ use aca_reconciler::{cli::Cli, commands};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let stdout = io::stdout();
-    let mut out = stdout.lock();
-    let result = commands::run(cli, &mut out).and_then(|code| out.flush().map(|()| code));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("aca-reconciler: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut out = io::stdout();
+    let result = runtime.block_on(async {
+        let code = commands::run(cli, &mut out).await?;
+        out.flush().map(|()| code)
+    });
     match result {
         Ok(code) => code,
         // `aca-reconciler schema | head` is not a failure.

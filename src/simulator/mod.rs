@@ -1,0 +1,298 @@
+//! An in-memory Azure: the Container Apps ARM API, the ACR data plane, and the token endpoints,
+//! served over HTTP as Azure serves them.
+//!
+//! The controller's tests, `--simulate`, and any ARM client (Azure's SDKs, the az CLI) talk to
+//! it instead of Azure. Fidelity is the point: the same URLs, api-versions, JSON shapes, status
+//! codes and long-running-operation headers, and ACA's behaviour (a template change mints a
+//! revision; Single mode moves traffic itself; Azure's own lack of traffic protection, recorded
+//! as outages instead of prevented).
+//!
+//! # Layout
+//! - [`store`]: the world (apps, revisions, registries, operations) and its behaviour; pure.
+//! - [`arm`]: ARM routes (`/subscriptions/...`), paging, LRO headers, the error envelope.
+//! - [`acr`]: the registry data plane (`/oauth2/...`, `/acr/v1/...`, `/v2/...`).
+//! - [`identity`]: the managed-identity and Entra token endpoints, and token checks.
+//! - [`control`]: `/_sim/` (not Azure): state, config, faults, request counts, outages.
+//! - [`seed`]: drifted live state built from a desired-state tree.
+//!
+//! [`router`] builds the whole thing as one axum `Router`, usable in-process with `oneshot`
+//! or served with [`serve`] on a loopback listener.
+
+pub mod acr;
+pub mod arm;
+pub mod control;
+pub mod identity;
+pub mod seed;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio_util::sync::CancellationToken;
+
+use crate::time::Clock;
+use control::{Counts, Faults};
+use identity::Tokens;
+use store::World;
+
+/// Shared state behind every route.
+#[derive(Debug)]
+pub struct Sim {
+    world: Mutex<World>,
+    tokens: Mutex<Tokens>,
+    faults: Mutex<Faults>,
+    counts: Mutex<Counts>,
+    buckets: Mutex<control::Buckets>,
+    /// The clock every timestamp and deadline reads.
+    pub clock: Clock,
+    /// The value `X-IDENTITY-HEADER` must carry on `/msi/token`.
+    pub identity_header: String,
+    /// Whether this simulator is served over HTTPS (for the URLs it writes).
+    pub tls: bool,
+}
+
+impl Sim {
+    /// A simulator holding `world`.
+    pub fn new(mut world: World, identity_header: impl Into<String>) -> Arc<Self> {
+        let clock = Clock::new();
+        if world.salt == 0 {
+            world.salt = store::splitmix(clock.now().unsigned_abs());
+        }
+        Arc::new(Self {
+            world: Mutex::new(world),
+            tokens: Mutex::new(Tokens::default()),
+            faults: Mutex::new(Faults::default()),
+            counts: Mutex::new(Counts::default()),
+            buckets: Mutex::new(control::Buckets::default()),
+            clock,
+            identity_header: identity_header.into(),
+            tls: false,
+        })
+    }
+
+    /// The same, marked as served over HTTPS.
+    pub fn new_tls(world: World, identity_header: impl Into<String>) -> Arc<Self> {
+        let mut sim = Self::new(world, identity_header);
+        if let Some(s) = Arc::get_mut(&mut sim) {
+            s.tls = true;
+        }
+        sim
+    }
+
+    /// The world, locked. Handlers hold it only while they read or change it, never across
+    /// an await.
+    pub fn world(&self) -> MutexGuard<'_, World> {
+        self.world.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn tokens(&self) -> MutexGuard<'_, Tokens> {
+        self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn faults(&self) -> MutexGuard<'_, Faults> {
+        self.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn counts(&self) -> MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn buckets(&self) -> MutexGuard<'_, control::Buckets> {
+        self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Issues an Entra-style access token for `audience` (what the identity endpoints hand
+    /// out; tests use it to call the simulator directly).
+    pub fn issue_token(&self, audience: &str) -> String {
+        let now = self.clock.now();
+        self.tokens().issue_aad(audience, now)
+    }
+}
+
+/// The base URL a client reached us at, from the `Host` header.
+pub(crate) fn base_url(sim: &Sim, headers: &HeaderMap) -> String {
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    format!("{}://{host}", if sim.tls { "https" } else { "http" })
+}
+
+/// The whole simulator as one router.
+pub fn router(sim: Arc<Sim>) -> Router {
+    Router::new()
+        .route("/msi/token", get(identity::msi_token))
+        .route("/{tenant}/oauth2/v2.0/token", post(identity::entra_token))
+        .nest("/_sim", control::router())
+        .fallback(dispatch)
+        .layer(middleware::from_fn_with_state(sim.clone(), intercept))
+        .with_state(sim)
+}
+
+/// Every request that is not a token or `/_sim/` route: ARM, or the ACR data plane.
+async fn dispatch(State(sim): State<Arc<Sim>>, request: Request) -> Response {
+    let path = request.uri().path().to_owned();
+    if acr::is_acr_path(&path) {
+        acr::handle(sim, request).await
+    } else {
+        arm::handle(sim, request).await
+    }
+}
+
+/// Names the operation a request is, for counts and fault rules: the ARM operationId
+/// (`ContainerApps_Update`) or a name in the same style for the other APIs.
+pub fn operation_name(method: &Method, path: &str) -> String {
+    if path.starts_with("/_sim") {
+        return "Simulator_Control".to_owned();
+    }
+    if path == "/msi/token" {
+        return "ManagedIdentity_GetToken".to_owned();
+    }
+    if path.ends_with("/oauth2/v2.0/token") {
+        return "Entra_GetToken".to_owned();
+    }
+    if acr::is_acr_path(path) {
+        return acr::operation_name(method, path);
+    }
+    arm::Route::parse(path).map_or_else(|| "Unknown".to_owned(), |r| r.operation_name(method).to_owned())
+}
+
+/// Counts the request and applies any fault rule that matches it.
+async fn intercept(State(sim): State<Arc<Sim>>, request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let operation = operation_name(&method, &path);
+    let control = path.starts_with("/_sim");
+    if !control {
+        sim.counts().record(&operation, &method, arm::Route::parse(&path).is_some());
+    }
+    let fault = if control { None } else { sim.faults().take(&method, &path, &operation) };
+    if let Some(fault) = fault {
+        if let Some(response) = fault.apply().await {
+            return response;
+        }
+    }
+    next.run(request).await
+}
+
+/// A JSON response with a status.
+pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
+    (status, [("content-type", "application/json; charset=utf-8")], body.to_string()).into_response()
+}
+
+/// How to serve: address, TLS, where to write the certificate.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Listen address (loopback unless the operator chooses otherwise).
+    pub listen: SocketAddr,
+    /// Serve HTTPS with a self-signed certificate for 127.0.0.1, ::1 and localhost.
+    pub tls: bool,
+    /// Where to write the certificate's PEM (for clients to trust).
+    pub tls_cert: PathBuf,
+}
+
+/// A running simulator.
+#[derive(Debug)]
+pub struct Handle {
+    /// `http://127.0.0.1:PORT` or `https://...`.
+    pub base_url: String,
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// The shared state (for tests that inspect or seed it directly).
+    pub sim: Arc<Sim>,
+    /// Cancel to stop serving.
+    pub shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Handle {
+    /// Stops the server and waits for it.
+    pub async fn stop(self) -> std::io::Result<()> {
+        self.shutdown.cancel();
+        self.task.await.unwrap_or(Ok(()))
+    }
+}
+
+/// Errors from starting the simulator.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The self-signed certificate could not be made or written.
+    #[error("cannot set up TLS: {0}")]
+    Tls(String),
+}
+
+/// Starts serving `sim` in the background; plain HTTP, or HTTPS with a fresh certificate.
+///
+/// # Errors
+/// The address cannot be bound, or the certificate cannot be made or written.
+pub async fn serve(sim: Arc<Sim>, options: &ServeOptions) -> Result<Handle, ServeError> {
+    let listener = std::net::TcpListener::bind(options.listen).map_err(|source| ServeError::Bind {
+        addr: options.listen,
+        source,
+    })?;
+    listener.set_nonblocking(true).map_err(|source| ServeError::Bind {
+        addr: options.listen,
+        source,
+    })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: options.listen,
+        source,
+    })?;
+    let shutdown = CancellationToken::new();
+    let app = router(sim.clone()).into_make_service();
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    let token = shutdown.clone();
+    tokio::spawn(async move {
+        token.cancelled().await;
+        stopper.graceful_shutdown(Some(std::time::Duration::from_secs(2)));
+    });
+    let scheme = if options.tls { "https" } else { "http" };
+    let task = if options.tls {
+        let config = tls_config(&options.tls_cert).await?;
+        let server = axum_server::from_tcp_rustls(listener, config).map_err(|e| ServeError::Tls(e.to_string()))?;
+        tokio::spawn(server.handle(handle).serve(app))
+    } else {
+        let server = axum_server::from_tcp(listener).map_err(|source| ServeError::Bind {
+            addr: options.listen,
+            source,
+        })?;
+        tokio::spawn(server.handle(handle).serve(app))
+    };
+    Ok(Handle {
+        base_url: format!("{scheme}://{addr}"),
+        addr,
+        sim,
+        shutdown,
+        task,
+    })
+}
+
+/// A self-signed certificate for the loopback names, its PEM written to `cert_path`.
+async fn tls_config(cert_path: &std::path::Path) -> Result<axum_server::tls_rustls::RustlsConfig, ServeError> {
+    let names = vec!["127.0.0.1".to_owned(), "::1".to_owned(), "localhost".to_owned()];
+    let certified = rcgen::generate_simple_self_signed(names).map_err(|e| ServeError::Tls(e.to_string()))?;
+    let cert_pem = certified.cert.pem();
+    let key_pem = certified.signing_key.serialize_pem();
+    tokio::fs::write(cert_path, &cert_pem)
+        .await
+        .map_err(|e| ServeError::Tls(format!("cannot write {}: {e}", cert_path.display())))?;
+    axum_server::tls_rustls::RustlsConfig::from_pem(cert_pem.into_bytes(), key_pem.into_bytes())
+        .await
+        .map_err(|e| ServeError::Tls(e.to_string()))
+}
