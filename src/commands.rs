@@ -4,7 +4,10 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use crate::cli::{Cli, Command, Common, Output, SimulateArgs};
-use crate::simulator::{self, Sim, ServeOptions, store::{Config, LroMode, World}};
+use crate::simulator::{
+    self, ServeOptions, Sim,
+    store::{Config, LroMode, World},
+};
 use crate::spec::{self, LoadOptions};
 
 /// Runs the command and returns its exit code.
@@ -43,7 +46,11 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> std::io::Result<Exit
 }
 
 /// `simulate`: serve the simulator until SIGINT/SIGTERM.
-async fn simulate(args: SimulateArgs, common: &Common, out: &mut (dyn Write + Send)) -> std::io::Result<ExitCode> {
+async fn simulate(
+    args: SimulateArgs,
+    common: &Common,
+    out: &mut (dyn Write + Send),
+) -> std::io::Result<ExitCode> {
     crate::telemetry::init(common.log_format, "info");
     let world = match seed_world(&args, common) {
         Ok(world) => world,
@@ -59,8 +66,16 @@ async fn simulate(args: SimulateArgs, common: &Common, out: &mut (dyn Write + Se
         plural(world.registries.len(), "registry", "registries"),
     );
     let registries: Vec<String> = world.registries.keys().cloned().collect();
-    let sim = if args.tls { Sim::new_tls(world, &args.identity_header) } else { Sim::new(world, &args.identity_header) };
-    let options = ServeOptions { listen: args.listen, tls: args.tls, tls_cert: args.tls_cert.clone() };
+    let sim = if args.tls {
+        Sim::new_tls(world, &args.identity_header)
+    } else {
+        Sim::new(world, &args.identity_header)
+    };
+    let options = ServeOptions {
+        listen: args.listen,
+        tls: args.tls,
+        tls_cert: args.tls_cert.clone(),
+    };
     let handle = match simulator::serve(sim, &options).await {
         Ok(h) => h,
         Err(e) => {
@@ -71,14 +86,28 @@ async fn simulate(args: SimulateArgs, common: &Common, out: &mut (dyn Write + Se
     let base = &handle.base_url;
     writeln!(out, "aca-reconciler simulator on {base}: {summary}")?;
     writeln!(out, "  ARM:       --arm-endpoint {base}")?;
-    writeln!(out, "  identity:  IDENTITY_ENDPOINT={base}/msi/token IDENTITY_HEADER={}", args.identity_header)?;
+    writeln!(
+        out,
+        "  identity:  IDENTITY_ENDPOINT={base}/msi/token IDENTITY_HEADER={}",
+        args.identity_header
+    )?;
     for r in &registries {
-        writeln!(out, "  registry:  --registry-endpoint {r}={base}/registries/{r}")?;
+        writeln!(
+            out,
+            "  registry:  --registry-endpoint {r}={base}/registries/{r}"
+        )?;
     }
     if args.tls {
-        writeln!(out, "  TLS:       certificate written to {} (trust it with REQUESTS_CA_BUNDLE or --cacert)", args.tls_cert.display())?;
+        writeln!(
+            out,
+            "  TLS:       certificate written to {} (trust it with REQUESTS_CA_BUNDLE or --cacert)",
+            args.tls_cert.display()
+        )?;
     }
-    writeln!(out, "  control:   {base}/_sim/state, /_sim/requests, /_sim/faults, /_sim/outages")?;
+    writeln!(
+        out,
+        "  control:   {base}/_sim/state, /_sim/requests, /_sim/faults, /_sim/outages"
+    )?;
     writeln!(out, "Serving until Ctrl-C.")?;
     out.flush()?;
     crate::shutdown::signalled().await;
@@ -92,16 +121,32 @@ fn seed_world(args: &SimulateArgs, common: &Common) -> Result<World, String> {
     let mut world = match &args.seed {
         None => World::new(Config::default()),
         Some(path) if path.extension().is_some_and(|e| e == "json") => {
-            let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            serde_json::from_slice::<World>(&bytes).map_err(|e| format!("{} is not a simulator state dump: {e}", path.display()))?
+            let bytes =
+                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            serde_json::from_slice::<World>(&bytes)
+                .map_err(|e| format!("{} is not a simulator state dump: {e}", path.display()))?
         }
         Some(path) => {
-            let loaded = spec::load(std::slice::from_ref(path), &LoadOptions { subscription: common.subscription.clone() });
+            let loaded = spec::load(
+                std::slice::from_ref(path),
+                &LoadOptions {
+                    subscription: common.subscription.clone(),
+                },
+            );
             if !loaded.diagnostics.is_empty() {
-                let lines: Vec<String> = loaded.diagnostics.iter().map(ToString::to_string).collect();
-                return Err(format!("the seed's desired state is invalid (run `aca-reconciler validate {}`):\n{}", path.display(), lines.join("\n")));
+                let lines: Vec<String> =
+                    loaded.diagnostics.iter().map(ToString::to_string).collect();
+                return Err(format!(
+                    "the seed's desired state is invalid (run `aca-reconciler validate {}`):\n{}",
+                    path.display(),
+                    lines.join("\n")
+                ));
             }
-            simulator::seed::from_desired(&loaded.state, Config::default(), crate::time::Clock::new().now())
+            simulator::seed::from_desired(
+                &loaded.state,
+                Config::default(),
+                crate::time::Clock::new().now(),
+            )
         }
     };
     let c = &mut world.config;

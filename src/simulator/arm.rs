@@ -45,11 +45,19 @@ pub enum Route {
     /// `.../revisions/{rev}`
     Revision { id: AppId, rev: String },
     /// `.../revisions/{rev}/{activate|deactivate|restart}`
-    RevisionAction { id: AppId, rev: String, action: String },
+    RevisionAction {
+        id: AppId,
+        rev: String,
+        action: String,
+    },
     /// `.../revisions/{rev}/replicas`
     Replicas { id: AppId, rev: String },
     /// `.../revisions/{rev}/replicas/{replica}`
-    Replica { id: AppId, rev: String, replica: String },
+    Replica {
+        id: AppId,
+        rev: String,
+        replica: String,
+    },
     /// `/subscriptions/{sub}/providers/Microsoft.App/locations/{loc}/containerappOperationStatuses/{op}`
     OperationStatus { sub: String, op: String },
     /// `.../containerappOperationResults/{op}`
@@ -67,30 +75,86 @@ impl Route {
         Some(match l.as_slice() {
             ["subscriptions"] => Route::Subscriptions,
             ["subscriptions", _] => Route::Subscription { sub: s(1) },
-            ["subscriptions", _, "resourcegroups", _] => Route::ResourceGroup { sub: s(1), rg: s(3) },
+            ["subscriptions", _, "resourcegroups", _] => Route::ResourceGroup {
+                sub: s(1),
+                rg: s(3),
+            },
             ["subscriptions", _, "providers", "microsoft.app"] => Route::Provider { sub: s(1) },
-            ["subscriptions", _, "providers", "microsoft.app", "containerapps"] => Route::AppsBySubscription { sub: s(1) },
-            ["subscriptions", _, "providers", "microsoft.app", "locations", _, "containerappoperationstatuses", _] => {
-                Route::OperationStatus { sub: s(1), op: s(7) }
-            }
-            ["subscriptions", _, "providers", "microsoft.app", "locations", _, "containerappoperationresults", _] => {
-                Route::OperationResult { sub: s(1), op: s(7) }
-            }
-            ["subscriptions", _, "resourcegroups", _, "providers", "microsoft.app", "containerapps", rest @ ..] => {
-                match rest {
-                    [] => Route::AppsByResourceGroup { sub: s(1), rg: s(3) },
-                    [_] => Route::App { id: app(7) },
-                    [_, "listsecrets"] => Route::ListSecrets { id: app(7) },
-                    [_, "revisions"] => Route::Revisions { id: app(7) },
-                    [_, "revisions", _] => Route::Revision { id: app(7), rev: s(9) },
-                    [_, "revisions", _, "replicas"] => Route::Replicas { id: app(7), rev: s(9) },
-                    [_, "revisions", _, "replicas", _] => Route::Replica { id: app(7), rev: s(9), replica: s(11) },
-                    [_, "revisions", _, action @ ("activate" | "deactivate" | "restart")] => {
-                        Route::RevisionAction { id: app(7), rev: s(9), action: (*action).to_owned() }
-                    }
-                    _ => return None,
-                }
-            }
+            [
+                "subscriptions",
+                _,
+                "providers",
+                "microsoft.app",
+                "containerapps",
+            ] => Route::AppsBySubscription { sub: s(1) },
+            [
+                "subscriptions",
+                _,
+                "providers",
+                "microsoft.app",
+                "locations",
+                _,
+                "containerappoperationstatuses",
+                _,
+            ] => Route::OperationStatus {
+                sub: s(1),
+                op: s(7),
+            },
+            [
+                "subscriptions",
+                _,
+                "providers",
+                "microsoft.app",
+                "locations",
+                _,
+                "containerappoperationresults",
+                _,
+            ] => Route::OperationResult {
+                sub: s(1),
+                op: s(7),
+            },
+            [
+                "subscriptions",
+                _,
+                "resourcegroups",
+                _,
+                "providers",
+                "microsoft.app",
+                "containerapps",
+                rest @ ..,
+            ] => match rest {
+                [] => Route::AppsByResourceGroup {
+                    sub: s(1),
+                    rg: s(3),
+                },
+                [_] => Route::App { id: app(7) },
+                [_, "listsecrets"] => Route::ListSecrets { id: app(7) },
+                [_, "revisions"] => Route::Revisions { id: app(7) },
+                [_, "revisions", _] => Route::Revision {
+                    id: app(7),
+                    rev: s(9),
+                },
+                [_, "revisions", _, "replicas"] => Route::Replicas {
+                    id: app(7),
+                    rev: s(9),
+                },
+                [_, "revisions", _, "replicas", _] => Route::Replica {
+                    id: app(7),
+                    rev: s(9),
+                    replica: s(11),
+                },
+                [
+                    _,
+                    "revisions",
+                    _,
+                    action @ ("activate" | "deactivate" | "restart"),
+                ] => Route::RevisionAction {
+                    id: app(7),
+                    rev: s(9),
+                    action: (*action).to_owned(),
+                },
+                _ => return None,
+            },
             _ => return None,
         })
     }
@@ -148,7 +212,10 @@ impl Route {
 /// ARM's error envelope with its request-id headers.
 pub fn error_response(e: &ArmError) -> Response {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    json_response(status, &json!({"error": {"code": e.code, "message": e.message}}))
+    json_response(
+        status,
+        &json!({"error": {"code": e.code, "message": e.message}}),
+    )
 }
 
 /// The 429 ARM sends when a subscription's bucket is empty (N§7).
@@ -158,10 +225,17 @@ pub fn throttled(sub: &str, write: bool, retry_after: u64) -> Response {
     let mut r = error_response(&ArmError::new(
         429,
         "SubscriptionRequestsThrottled",
-        format!("Number of '{kind}' requests for subscription '{sub}' exceeded. Please try again after '{retry_after}' seconds after additional tokens are available. Refer to https://aka.ms/arm-throttling"),
+        format!(
+            "Number of '{kind}' requests for subscription '{sub}' exceeded. Please try again after '{retry_after}' seconds after additional tokens are available. Refer to https://aka.ms/arm-throttling"
+        ),
     ));
-    r.headers_mut().insert("retry-after", HeaderValue::from(retry_after));
-    let name = if write { "x-ms-ratelimit-remaining-subscription-writes" } else { "x-ms-ratelimit-remaining-subscription-reads" };
+    r.headers_mut()
+        .insert("retry-after", HeaderValue::from(retry_after));
+    let name = if write {
+        "x-ms-ratelimit-remaining-subscription-writes"
+    } else {
+        "x-ms-ratelimit-remaining-subscription-reads"
+    };
     r.headers_mut().insert(name, HeaderValue::from_static("0"));
     r
 }
@@ -188,7 +262,9 @@ pub(crate) fn decode(s: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(b) => {
                         out.push(b);
@@ -207,63 +283,123 @@ pub(crate) fn decode(s: &str) -> String {
 // api-versions of Microsoft.App that the simulator answers; others get ARM's error. The
 // resource shapes used here are the same in all of them (N§1 "All operations below exist in both").
 const KNOWN_API_VERSIONS: &[&str] = &[
-    "2022-03-01", "2022-06-01-preview", "2022-10-01", "2022-11-01-preview", "2023-04-01-preview", "2023-05-01",
-    "2023-05-02-preview", "2023-08-01-preview", "2023-11-02-preview", "2024-02-02-preview", "2024-03-01",
-    "2024-08-02-preview", "2024-10-02-preview", "2025-01-01", "2025-02-02-preview", "2025-07-01",
-    "2025-10-02-preview", "2026-01-01",
+    "2022-03-01",
+    "2022-06-01-preview",
+    "2022-10-01",
+    "2022-11-01-preview",
+    "2023-04-01-preview",
+    "2023-05-01",
+    "2023-05-02-preview",
+    "2023-08-01-preview",
+    "2023-11-02-preview",
+    "2024-02-02-preview",
+    "2024-03-01",
+    "2024-08-02-preview",
+    "2024-10-02-preview",
+    "2025-01-01",
+    "2025-02-02-preview",
+    "2025-07-01",
+    "2025-10-02-preview",
+    "2026-01-01",
 ];
 
 fn check_api_version(route: &Route, q: &HashMap<String, String>) -> Result<(), ArmError> {
     let Some(v) = q.get("api-version") else {
-        return Err(ArmError::new(400, "MissingApiVersionParameter", "The api-version query parameter (?api-version=) is required for all requests."));
+        return Err(ArmError::new(
+            400,
+            "MissingApiVersionParameter",
+            "The api-version query parameter (?api-version=) is required for all requests.",
+        ));
     };
-    let generic = matches!(route, Route::Subscriptions | Route::Subscription { .. } | Route::ResourceGroup { .. } | Route::Provider { .. });
+    let generic = matches!(
+        route,
+        Route::Subscriptions
+            | Route::Subscription { .. }
+            | Route::ResourceGroup { .. }
+            | Route::Provider { .. }
+    );
     if generic || KNOWN_API_VERSIONS.contains(&v.as_str()) {
         Ok(())
     } else {
         Err(ArmError::new(
             400,
             "NoRegisteredProviderFound",
-            format!("No registered resource provider found for location 'eastus' and API version '{v}' for type 'containerApps'. The supported api-versions are '{}'.", KNOWN_API_VERSIONS.join(", ")),
+            format!(
+                "No registered resource provider found for location 'eastus' and API version '{v}' for type 'containerApps'. The supported api-versions are '{}'.",
+                KNOWN_API_VERSIONS.join(", ")
+            ),
         ))
     }
 }
 
+#[allow(clippy::result_large_err)] // the error is the finished 401 response
 fn check_auth(sim: &Sim, headers: &HeaderMap) -> Result<(), Response> {
     let unauthorized = |code: &str, message: &str| {
         let mut r = error_response(&ArmError::new(401, code, message));
-        let challenge = format!("Bearer authorization_uri=\"https://login.microsoftonline.com/{TENANT_ID}\", error=\"invalid_token\", error_description=\"{message}\"");
+        let challenge = format!(
+            "Bearer authorization_uri=\"https://login.microsoftonline.com/{TENANT_ID}\", error=\"invalid_token\", error_description=\"{message}\""
+        );
         if let Ok(v) = HeaderValue::from_str(&challenge) {
             r.headers_mut().insert("www-authenticate", v);
         }
         r
     };
     let Some(token) = bearer(headers) else {
-        return Err(unauthorized("AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing."));
+        return Err(unauthorized(
+            "AuthenticationFailed",
+            "Authentication failed. The 'Authorization' header is missing.",
+        ));
     };
     let now = sim.clock.now();
     match sim.tokens().check(token, now).cloned() {
-        None => Err(unauthorized("InvalidAuthenticationToken", "The access token is invalid or has expired.")),
-        Some(Grant::Aad { audience }) if is_arm_audience(&audience, &base_url(sim, headers)) => Ok(()),
+        None => Err(unauthorized(
+            "InvalidAuthenticationToken",
+            "The access token is invalid or has expired.",
+        )),
+        Some(Grant::Aad { audience }) if is_arm_audience(&audience, &base_url(sim, headers)) => {
+            Ok(())
+        }
         Some(Grant::Aad { audience }) => Err(unauthorized(
             "InvalidAuthenticationTokenAudience",
-            &format!("The access token has been obtained for wrong audience or resource '{audience}'. It should exactly match with one of the allowed audiences 'https://management.core.windows.net/','https://management.azure.com/'."),
+            &format!(
+                "The access token has been obtained for wrong audience or resource '{audience}'. It should exactly match with one of the allowed audiences 'https://management.core.windows.net/','https://management.azure.com/'."
+            ),
         )),
-        Some(_) => Err(unauthorized("InvalidAuthenticationToken", "The access token is not an Entra ID token.")),
+        Some(_) => Err(unauthorized(
+            "InvalidAuthenticationToken",
+            "The access token is not an Entra ID token.",
+        )),
     }
 }
 
-fn page(items: Vec<Value>, q: &HashMap<String, String>, page_size: usize, next_base: &str, api_version: &str) -> Value {
-    let skip: usize = q.get("$skipToken").and_then(|s| s.parse().ok()).unwrap_or(0);
+fn page(
+    items: Vec<Value>,
+    q: &HashMap<String, String>,
+    page_size: usize,
+    next_base: &str,
+    api_version: &str,
+) -> Value {
+    let skip: usize = q
+        .get("$skipToken")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let size = page_size.max(1);
     let end = (skip + size).min(items.len());
-    let value: Vec<Value> = items.get(skip..end).map(<[Value]>::to_vec).unwrap_or_default();
-    let next = (end < items.len()).then(|| format!("{next_base}?api-version={api_version}&$skipToken={end}"));
+    let value: Vec<Value> = items
+        .get(skip..end)
+        .map(<[Value]>::to_vec)
+        .unwrap_or_default();
+    let next = (end < items.len())
+        .then(|| format!("{next_base}?api-version={api_version}&$skipToken={end}"));
     json!({"value": value, "nextLink": next})
 }
 
 fn location_slug(app: &Value) -> String {
-    app.get("location").and_then(Value::as_str).unwrap_or("eastus").to_ascii_lowercase().replace(' ', "")
+    app.get("location")
+        .and_then(Value::as_str)
+        .unwrap_or("eastus")
+        .to_ascii_lowercase()
+        .replace(' ', "")
 }
 
 /// Serves one ARM request.
@@ -296,7 +432,9 @@ async fn handle_inner(sim: &Arc<Sim>, request: Request) -> Response {
         return error_response(&ArmError::new(
             404,
             "InvalidResourceType",
-            format!("The resource type could not be found for the path '{path}' (the simulator serves Microsoft.App/containerApps)."),
+            format!(
+                "The resource type could not be found for the path '{path}' (the simulator serves Microsoft.App/containerApps)."
+            ),
         ));
     };
     if let Err(r) = check_auth(sim, request.headers()) {
@@ -317,30 +455,61 @@ async fn handle_inner(sim: &Arc<Sim>, request: Request) -> Response {
             Err(retry_after) => return throttled(sub, write, retry_after),
         }
     }
-    let api_version = q.get("api-version").cloned().unwrap_or_else(|| API_VERSION.to_owned());
+    let api_version = q
+        .get("api-version")
+        .cloned()
+        .unwrap_or_else(|| API_VERSION.to_owned());
     let method = request.method().clone();
     let base = base_url(sim, request.headers());
     let body = match axum::body::to_bytes(request.into_body(), MAX_BODY).await {
         Ok(b) => b,
-        Err(_) => return error_response(&ArmError::new(413, "RequestEntityTooLarge", "The request body is larger than 4 MB.")),
+        Err(_) => {
+            return error_response(&ArmError::new(
+                413,
+                "RequestEntityTooLarge",
+                "The request body is larger than 4 MB.",
+            ));
+        }
     };
     let now = sim.clock.now();
-    let result = route_request(sim, &route, &method, &q, &base, &path, &api_version, &body, now);
+    let result = route_request(
+        sim,
+        &route,
+        &method,
+        &q,
+        &base,
+        &path,
+        &api_version,
+        &body,
+        now,
+    );
     let mut response = result.unwrap_or_else(|e| error_response(&e));
     if let Some(left) = remaining {
-        let name = if write { "x-ms-ratelimit-remaining-subscription-writes" } else { "x-ms-ratelimit-remaining-subscription-reads" };
+        let name = if write {
+            "x-ms-ratelimit-remaining-subscription-writes"
+        } else {
+            "x-ms-ratelimit-remaining-subscription-reads"
+        };
         response.headers_mut().insert(name, HeaderValue::from(left));
     }
     response
 }
 
 fn method_not_allowed(method: &Method) -> ArmError {
-    ArmError::new(405, "HttpMethodNotAllowed", format!("The HTTP method '{method}' is not supported for this resource."))
+    ArmError::new(
+        405,
+        "HttpMethodNotAllowed",
+        format!("The HTTP method '{method}' is not supported for this resource."),
+    )
 }
 
 fn parse_body(body: &Bytes) -> Result<Value, ArmError> {
     serde_json::from_slice(body).map_err(|e| {
-        ArmError::new(400, "InvalidRequestContent", format!("The request content was invalid and could not be deserialized: '{e}'."))
+        ArmError::new(
+            400,
+            "InvalidRequestContent",
+            format!("The request content was invalid and could not be deserialized: '{e}'."),
+        )
     })
 }
 
@@ -361,26 +530,40 @@ fn route_request(
     match route {
         Route::Subscriptions if is_get => {
             let w = sim.world();
-            let subs: Vec<Value> = w.subscriptions.iter().map(|(id, s)| subscription_json(id, &s.display_name)).collect();
+            let subs: Vec<Value> = w
+                .subscriptions
+                .iter()
+                .map(|(id, s)| subscription_json(id, &s.display_name))
+                .collect();
             ok(json!({"value": subs, "count": {"type": "Total", "value": subs.len()}}))
         }
         Route::Subscription { sub } if is_get => {
             let w = sim.world();
             match w.subscriptions.get(&sub.to_lowercase()) {
                 Some(s) => ok(subscription_json(&sub.to_lowercase(), &s.display_name)),
-                None => Err(ArmError::new(404, "SubscriptionNotFound", format!("The subscription '{sub}' could not be found."))),
+                None => Err(ArmError::new(
+                    404,
+                    "SubscriptionNotFound",
+                    format!("The subscription '{sub}' could not be found."),
+                )),
             }
         }
         Route::ResourceGroup { sub, rg } if is_get => {
             let w = sim.world();
-            let app = w.apps.iter().find(|(id, _)| id.subscription == sub.to_lowercase() && id.resource_group == rg.to_lowercase());
+            let app = w.apps.iter().find(|(id, _)| {
+                id.subscription == sub.to_lowercase() && id.resource_group == rg.to_lowercase()
+            });
             match app {
                 Some((_, rec)) => ok(json!({
                     "id": format!("/subscriptions/{sub}/resourceGroups/{}", rec.resource_group),
                     "name": rec.resource_group, "type": "Microsoft.Resources/resourceGroups",
                     "location": location_slug(&rec.app), "properties": {"provisioningState": "Succeeded"},
                 })),
-                None => Err(ArmError::new(404, "ResourceGroupNotFound", format!("Resource group '{rg}' could not be found."))),
+                None => Err(ArmError::new(
+                    404,
+                    "ResourceGroupNotFound",
+                    format!("Resource group '{rg}' could not be found."),
+                )),
             }
         }
         Route::Provider { sub } if is_get => ok(provider_json(sub)),
@@ -389,14 +572,26 @@ fn route_request(
             w.tick(now);
             let page_size = w.config.page_size;
             let items = w.list_apps(sub, None);
-            ok(page(items, q, page_size, &format!("{base}{path}"), api_version))
+            ok(page(
+                items,
+                q,
+                page_size,
+                &format!("{base}{path}"),
+                api_version,
+            ))
         }
         Route::AppsByResourceGroup { sub, rg } if is_get => {
             let mut w = sim.world();
             w.tick(now);
             let page_size = w.config.page_size;
             let items = w.list_apps(sub, Some(rg));
-            ok(page(items, q, page_size, &format!("{base}{path}"), api_version))
+            ok(page(
+                items,
+                q,
+                page_size,
+                &format!("{base}{path}"),
+                api_version,
+            ))
         }
         Route::App { id } => match method.as_str() {
             "GET" => {
@@ -417,13 +612,21 @@ fn route_request(
             }
             _ => Err(method_not_allowed(method)),
         },
-        Route::ListSecrets { id } if *method == Method::POST => ok(json!({"value": sim.world().list_secrets(id)?})),
+        Route::ListSecrets { id } if *method == Method::POST => {
+            ok(json!({"value": sim.world().list_secrets(id)?}))
+        }
         Route::Revisions { id } if is_get => {
             let mut w = sim.world();
             w.tick(now);
             let page_size = w.config.page_size;
             let items = w.list_revisions(id)?;
-            ok(page(items, q, page_size, &format!("{base}{path}"), api_version))
+            ok(page(
+                items,
+                q,
+                page_size,
+                &format!("{base}{path}"),
+                api_version,
+            ))
         }
         Route::Revision { id, rev } if is_get => {
             let mut w = sim.world();
@@ -442,9 +645,18 @@ fn route_request(
         Route::Replica { id, rev, replica } if is_get => {
             let mut w = sim.world();
             w.tick(now);
-            let found = w.list_replicas(id, rev)?.into_iter().find(|r| r["name"].as_str() == Some(replica.as_str()));
+            let found = w
+                .list_replicas(id, rev)?
+                .into_iter()
+                .find(|r| r["name"].as_str() == Some(replica.as_str()));
             found.map_or_else(
-                || Err(ArmError::new(404, "ContainerAppReplicaNotFound", format!("Replica '{replica}' was not found."))),
+                || {
+                    Err(ArmError::new(
+                        404,
+                        "ContainerAppReplicaNotFound",
+                        format!("Replica '{replica}' was not found."),
+                    ))
+                },
                 |r| Ok(json_response(StatusCode::OK, &r)),
             )
         }
@@ -464,13 +676,23 @@ fn write_response(
     api_version: &str,
 ) -> Result<Response, ArmError> {
     let Some(op) = &result.operation else {
-        let status = if result.created { StatusCode::CREATED } else { StatusCode::OK };
+        let status = if result.created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
         return Ok(json_response(status, &result.app));
     };
     let loc = location_slug(&result.app);
-    let ops = format!("{base}/subscriptions/{}/providers/Microsoft.App/locations/{loc}", id.subscription);
+    let ops = format!(
+        "{base}/subscriptions/{}/providers/Microsoft.App/locations/{loc}",
+        id.subscription
+    );
     let status_url = format!("{ops}/containerappOperationStatuses/{op}?api-version={api_version}");
     let result_url = format!("{ops}/containerappOperationResults/{op}?api-version={api_version}");
+    // Azure-AsyncOperation goes to ...OperationStatuses and Location to ...OperationResults, as
+    // ARM's protocol has them (N§1.2). The spec's PATCH example puts an operationResults URL in
+    // azure-asyncoperation; one URL cannot answer both polling protocols, so we keep ARM's split.
     // PATCH answers 202 with no body (N§1.2); PUT answers 201 with the resource.
     let mut response = if replace {
         json_response(StatusCode::CREATED, &result.app)
@@ -478,10 +700,10 @@ fn write_response(
         StatusCode::ACCEPTED.into_response()
     };
     let h = response.headers_mut();
-    if mode == LroMode::Async || replace {
-        if let Ok(v) = HeaderValue::from_str(&status_url) {
-            h.insert("azure-asyncoperation", v);
-        }
+    if (mode == LroMode::Async || replace)
+        && let Ok(v) = HeaderValue::from_str(&status_url)
+    {
+        h.insert("azure-asyncoperation", v);
     }
     if let Ok(v) = HeaderValue::from_str(&result_url) {
         h.insert("location", v);
@@ -490,14 +712,27 @@ fn write_response(
     Ok(response)
 }
 
-fn operation_status(sim: &Sim, sub: &str, op: &str, now: crate::time::Millis) -> Result<Response, ArmError> {
+fn operation_status(
+    sim: &Sim,
+    sub: &str,
+    op: &str,
+    now: crate::time::Millis,
+) -> Result<Response, ArmError> {
     let (status, details, retry_after) = {
         let mut w = sim.world();
         let retry_after = w.config.lro_retry_after_s;
         let found = w.operation(op, now);
         match found {
-            Some((status, o)) if o.app.subscription == sub.to_lowercase() => (status, o, retry_after),
-            _ => return Err(ArmError::new(404, "OperationNotFound", format!("Operation '{op}' was not found."))),
+            Some((status, o)) if o.app.subscription == sub.to_lowercase() => {
+                (status, o, retry_after)
+            }
+            _ => {
+                return Err(ArmError::new(
+                    404,
+                    "OperationNotFound",
+                    format!("Operation '{op}' was not found."),
+                ));
+            }
         }
     };
     let mut body = json!({
@@ -514,30 +749,45 @@ fn operation_status(sim: &Sim, sub: &str, op: &str, now: crate::time::Millis) ->
     }
     let mut r = json_response(StatusCode::OK, &body);
     if status == "InProgress" {
-        r.headers_mut().insert("retry-after", HeaderValue::from(retry_after));
+        r.headers_mut()
+            .insert("retry-after", HeaderValue::from(retry_after));
     }
     Ok(r)
 }
 
-fn operation_result(sim: &Sim, base: &str, path: &str, op: &str, now: crate::time::Millis) -> Result<Response, ArmError> {
+fn operation_result(
+    sim: &Sim,
+    base: &str,
+    path: &str,
+    op: &str,
+    now: crate::time::Millis,
+) -> Result<Response, ArmError> {
     let mut w = sim.world();
     let retry_after = w.config.lro_retry_after_s;
     let Some((status, details)) = w.operation(op, now) else {
-        return Err(ArmError::new(404, "OperationNotFound", format!("Operation '{op}' was not found.")));
+        return Err(ArmError::new(
+            404,
+            "OperationNotFound",
+            format!("Operation '{op}' was not found."),
+        ));
     };
     match status.as_str() {
         "InProgress" => {
             let mut r = StatusCode::ACCEPTED.into_response();
-            if let Ok(v) = HeaderValue::from_str(&format!("{base}{path}?api-version={API_VERSION}")) {
+            if let Ok(v) = HeaderValue::from_str(&format!("{base}{path}?api-version={API_VERSION}"))
+            {
                 r.headers_mut().insert("location", v);
             }
-            r.headers_mut().insert("retry-after", HeaderValue::from(retry_after));
+            r.headers_mut()
+                .insert("retry-after", HeaderValue::from(retry_after));
             Ok(r)
         }
         "Failed" => Err(ArmError::new(
             500,
             "ContainerAppOperationFailed",
-            details.fails_with.unwrap_or_else(|| "The operation failed.".to_owned()),
+            details
+                .fails_with
+                .unwrap_or_else(|| "The operation failed.".to_owned()),
         )),
         _ => Ok(json_response(StatusCode::OK, &w.get_app(&details.app)?)),
     }
@@ -557,7 +807,15 @@ fn subscription_json(id: &str, name: &str) -> Value {
 
 fn provider_json(sub: &str) -> Value {
     let versions: Vec<&str> = KNOWN_API_VERSIONS.iter().rev().copied().collect();
-    let types = ["containerApps", "containerApps/revisions", "containerApps/revisions/replicas", "locations", "locations/containerappOperationResults", "locations/containerappOperationStatuses", "managedEnvironments"];
+    let types = [
+        "containerApps",
+        "containerApps/revisions",
+        "containerApps/revisions/replicas",
+        "locations",
+        "locations/containerappOperationResults",
+        "locations/containerappOperationStatuses",
+        "managedEnvironments",
+    ];
     json!({
         "id": format!("/subscriptions/{sub}/providers/Microsoft.App"),
         "namespace": "Microsoft.App",
@@ -580,16 +838,28 @@ mod tests {
         let p = "/subscriptions/S/resourcegroups/RG/providers/microsoft.app/containerapps/CA/revisions/ca--v1/Activate";
         assert_eq!(
             Route::parse(p),
-            Some(Route::RevisionAction { id: AppId::new("s", "rg", "ca"), rev: "ca--v1".into(), action: "activate".into() })
+            Some(Route::RevisionAction {
+                id: AppId::new("s", "rg", "ca"),
+                rev: "ca--v1".into(),
+                action: "activate".into()
+            })
         );
         assert_eq!(
             Route::parse("/subscriptions/s/providers/Microsoft.App/containerApps"),
             Some(Route::AppsBySubscription { sub: "s".into() })
         );
-        assert_eq!(Route::parse("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Web/sites/x"), None);
         assert_eq!(
-            Route::parse("/subscriptions/s/providers/Microsoft.App/locations/eastus/containerappOperationStatuses/op1"),
-            Some(Route::OperationStatus { sub: "s".into(), op: "op1".into() })
+            Route::parse("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Web/sites/x"),
+            None
+        );
+        assert_eq!(
+            Route::parse(
+                "/subscriptions/s/providers/Microsoft.App/locations/eastus/containerappOperationStatuses/op1"
+            ),
+            Some(Route::OperationStatus {
+                sub: "s".into(),
+                op: "op1".into()
+            })
         );
     }
 

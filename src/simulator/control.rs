@@ -24,7 +24,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::store::{ArmError, AppId, Config, Throttling, World, merge_patch, splitmix};
+use super::store::{AppId, ArmError, Config, Throttling, World, merge_patch, splitmix};
 use super::{Sim, json_response};
 use crate::time::Millis;
 
@@ -98,11 +98,16 @@ pub fn glob(pattern: &str, text: &str) -> bool {
         match p {
             [] => t.is_empty(),
             [b'*', b'*', rest @ ..] => (0..=t.len()).any(|i| go(rest, &t[i..])),
-            [b'*', rest @ ..] => (0..=t.len()).take_while(|i| *i == 0 || t[i - 1] != b'/').any(|i| go(rest, &t[i..])),
+            [b'*', rest @ ..] => (0..=t.len())
+                .take_while(|i| *i == 0 || t[i - 1] != b'/')
+                .any(|i| go(rest, &t[i..])),
             [c, rest @ ..] => t.first().is_some_and(|x| x == c) && go(rest, &t[1..]),
         }
     }
-    go(pattern.to_ascii_lowercase().as_bytes(), text.to_ascii_lowercase().as_bytes())
+    go(
+        pattern.to_ascii_lowercase().as_bytes(),
+        text.to_ascii_lowercase().as_bytes(),
+    )
 }
 
 /// The fault rules in force.
@@ -129,13 +134,22 @@ impl Applied {
         let fault = self.terminal?;
         Some(match fault {
             Fault::Throttle { retry_after } => {
-                let mut r = super::arm::error_response(&ArmError::new(429, "TooManyRequests", format!("Injected throttling: retry after {retry_after} s.")));
-                r.headers_mut().insert("retry-after", HeaderValue::from(retry_after));
+                let mut r = super::arm::error_response(&ArmError::new(
+                    429,
+                    "TooManyRequests",
+                    format!("Injected throttling: retry after {retry_after} s."),
+                ));
+                r.headers_mut()
+                    .insert("retry-after", HeaderValue::from(retry_after));
                 r
             }
             Fault::Status { status, code } => super::arm::error_response(&ArmError::new(
                 status,
-                code.as_deref().unwrap_or(if status >= 500 { "InternalServerError" } else { "InjectedFault" }),
+                code.as_deref().unwrap_or(if status >= 500 {
+                    "InternalServerError"
+                } else {
+                    "InjectedFault"
+                }),
                 format!("Injected fault: status {status}."),
             )),
             Fault::LockConflict => super::arm::error_response(&ArmError::new(
@@ -144,8 +158,16 @@ impl Applied {
                 "Cannot modify container app because another operation is in progress. Please retry the operation after the in-progress operation completes.",
             )),
             Fault::Drop => {
-                let broken = futures_util::stream::iter([Err::<axum::body::Bytes, std::io::Error>(std::io::Error::other("connection dropped by fault injection"))]);
-                (StatusCode::OK, [("content-type", "application/json")], Body::from_stream(broken)).into_response()
+                let broken =
+                    futures_util::stream::iter([Err::<axum::body::Bytes, std::io::Error>(
+                        std::io::Error::other("connection dropped by fault injection"),
+                    )]);
+                (
+                    StatusCode::OK,
+                    [("content-type", "application/json")],
+                    Body::from_stream(broken),
+                )
+                    .into_response()
             }
             Fault::Latency { .. } => return None,
         })
@@ -168,13 +190,19 @@ impl Faults {
         let mut any = false;
         for i in 0..self.rules.len() {
             let rule = &self.rules[i];
-            let op_ok = rule.operation.as_deref().is_none_or(|o| o == "*" || o.eq_ignore_ascii_case(operation));
-            let method_ok = rule.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method.as_str()));
+            let op_ok = rule
+                .operation
+                .as_deref()
+                .is_none_or(|o| o == "*" || o.eq_ignore_ascii_case(operation));
+            let method_ok = rule
+                .method
+                .as_deref()
+                .is_none_or(|m| m.eq_ignore_ascii_case(method.as_str()));
             let path_ok = rule.path.as_deref().is_none_or(|p| glob(p, path));
             if !(op_ok && method_ok && path_ok) {
                 continue;
             }
-            if matches!(applied.terminal, Some(_)) && !matches!(rule.fault, Fault::Latency { .. }) {
+            if applied.terminal.is_some() && !matches!(rule.fault, Fault::Latency { .. }) {
                 continue;
             }
             if let Some(p) = rule.probability {
@@ -233,7 +261,13 @@ pub struct Buckets {
 
 impl Buckets {
     /// Takes a token: `Ok(remaining)` (None when throttling is off), or `Err(retry_after_s)`.
-    pub fn take(&mut self, subscription: &str, write: bool, config: &Throttling, now: Millis) -> Result<Option<u64>, u64> {
+    pub fn take(
+        &mut self,
+        subscription: &str,
+        write: bool,
+        config: &Throttling,
+        now: Millis,
+    ) -> Result<Option<u64>, u64> {
         if !config.enabled {
             return Ok(None);
         }
@@ -242,7 +276,10 @@ impl Buckets {
         } else {
             (config.read_burst, config.read_per_second)
         };
-        let entry = self.buckets.entry((subscription.to_lowercase(), write)).or_insert((burst, now));
+        let entry = self
+            .buckets
+            .entry((subscription.to_lowercase(), write))
+            .or_insert((burst, now));
         let elapsed = (now - entry.1).max(0) as f64 / 1000.0;
         entry.0 = (entry.0 + elapsed * rate).min(burst);
         entry.1 = now;
@@ -250,7 +287,11 @@ impl Buckets {
             entry.0 -= 1.0;
             Ok(Some(entry.0.floor() as u64))
         } else {
-            let wait = if rate > 0.0 { ((1.0 - entry.0) / rate).ceil() as u64 } else { 60 };
+            let wait = if rate > 0.0 {
+                ((1.0 - entry.0) / rate).ceil() as u64
+            } else {
+                60
+            };
             Err(wait.max(1))
         }
     }
@@ -265,7 +306,10 @@ pub fn router() -> Router<Arc<Sim>> {
         .route("/requests", get(get_requests).delete(delete_requests))
         .route("/outages", get(get_outages))
         .route("/restarts", get(get_restarts))
-        .route("/faults", get(get_faults).post(post_faults).delete(delete_faults))
+        .route(
+            "/faults",
+            get(get_faults).post(post_faults).delete(delete_faults),
+        )
         .route("/inject", post(inject))
         .route("/token", post(token))
         .route("/health", get(|| async { "ok" }))
@@ -273,14 +317,23 @@ pub fn router() -> Router<Arc<Sim>> {
 }
 
 fn bad(message: impl std::fmt::Display) -> Response {
-    json_response(StatusCode::BAD_REQUEST, &json!({"error": {"code": "BadSimulatorRequest", "message": message.to_string()}}))
+    json_response(
+        StatusCode::BAD_REQUEST,
+        &json!({"error": {"code": "BadSimulatorRequest", "message": message.to_string()}}),
+    )
 }
 
 async fn get_state(State(sim): State<Arc<Sim>>) -> Response {
     let now = sim.clock.now();
     let mut w = sim.world();
     w.tick(now);
-    json_response(StatusCode::OK, &serde_json::to_value(&*w).unwrap_or(Value::Null))
+    match serde_json::to_value(&*w) {
+        Ok(v) => json_response(StatusCode::OK, &v),
+        Err(e) => json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &json!({"error": {"code": "StateNotSerializable", "message": e.to_string()}}),
+        ),
+    }
 }
 
 async fn put_state(State(sim): State<Arc<Sim>>, body: axum::body::Bytes) -> Response {
@@ -301,7 +354,10 @@ async fn reset(State(sim): State<Arc<Sim>>) -> Response {
 }
 
 async fn get_config(State(sim): State<Arc<Sim>>) -> Response {
-    json_response(StatusCode::OK, &serde_json::to_value(&sim.world().config).unwrap_or(Value::Null))
+    json_response(
+        StatusCode::OK,
+        &serde_json::to_value(&sim.world().config).unwrap_or(Value::Null),
+    )
 }
 
 async fn patch_config(State(sim): State<Arc<Sim>>, body: axum::body::Bytes) -> Response {
@@ -315,14 +371,20 @@ async fn patch_config(State(sim): State<Arc<Sim>>, body: axum::body::Bytes) -> R
     match serde_json::from_value::<Config>(current) {
         Ok(config) => {
             w.config = config;
-            json_response(StatusCode::OK, &serde_json::to_value(&w.config).unwrap_or(Value::Null))
+            json_response(
+                StatusCode::OK,
+                &serde_json::to_value(&w.config).unwrap_or(Value::Null),
+            )
         }
         Err(e) => bad(format!("invalid config: {e}")),
     }
 }
 
 async fn get_requests(State(sim): State<Arc<Sim>>) -> Response {
-    json_response(StatusCode::OK, &serde_json::to_value(&*sim.counts()).unwrap_or(Value::Null))
+    json_response(
+        StatusCode::OK,
+        &serde_json::to_value(&*sim.counts()).unwrap_or(Value::Null),
+    )
 }
 
 async fn delete_requests(State(sim): State<Arc<Sim>>) -> Response {
@@ -406,8 +468,14 @@ async fn inject(State(sim): State<Arc<Sim>>, Json(i): Json<Injection>) -> Respon
 }
 
 async fn token(State(sim): State<Arc<Sim>>, Query(q): Query<HashMap<String, String>>) -> Response {
-    let audience = q.get("audience").cloned().unwrap_or_else(|| "https://management.azure.com/".to_owned());
-    json_response(StatusCode::OK, &json!({"access_token": sim.issue_token(&audience), "token_type": "Bearer"}))
+    let audience = q
+        .get("audience")
+        .cloned()
+        .unwrap_or_else(|| "https://management.azure.com/".to_owned());
+    json_response(
+        StatusCode::OK,
+        &json!({"access_token": sim.issue_token(&audience), "token_type": "Bearer"}),
+    )
 }
 
 #[cfg(test)]
@@ -416,9 +484,18 @@ mod tests {
 
     #[test]
     fn globs() {
-        assert!(glob("/subscriptions/*/resourceGroups/*/providers/Microsoft.App/containerApps/*", "/subscriptions/s/resourcegroups/rg/providers/microsoft.app/containerapps/ca"));
-        assert!(!glob("/subscriptions/*/providers", "/subscriptions/a/b/providers"));
-        assert!(glob("**/revisions/*/deactivate", "/subscriptions/s/x/y/revisions/r1/deactivate"));
+        assert!(glob(
+            "/subscriptions/*/resourceGroups/*/providers/Microsoft.App/containerApps/*",
+            "/subscriptions/s/resourcegroups/rg/providers/microsoft.app/containerapps/ca"
+        ));
+        assert!(!glob(
+            "/subscriptions/*/providers",
+            "/subscriptions/a/b/providers"
+        ));
+        assert!(glob(
+            "**/revisions/*/deactivate",
+            "/subscriptions/s/x/y/revisions/r1/deactivate"
+        ));
         assert!(glob("*", ""));
         assert!(!glob("a*", "b"));
     }
@@ -426,7 +503,16 @@ mod tests {
     #[test]
     fn counted_rules_expire() {
         let mut f = Faults::default();
-        f.add(FaultRule { id: 0, operation: Some("ContainerApps_Get".into()), method: None, path: None, fault: Fault::LockConflict, count: Some(2), probability: None, hits: 0 });
+        f.add(FaultRule {
+            id: 0,
+            operation: Some("ContainerApps_Get".into()),
+            method: None,
+            path: None,
+            fault: Fault::LockConflict,
+            count: Some(2),
+            probability: None,
+            hits: 0,
+        });
         assert!(f.take(&Method::GET, "/x", "ContainerApps_Get").is_some());
         assert!(f.take(&Method::GET, "/x", "ContainerApps_List").is_none());
         assert!(f.take(&Method::GET, "/x", "containerapps_get").is_some());
@@ -435,7 +521,13 @@ mod tests {
 
     #[test]
     fn buckets_refill_at_their_rate() {
-        let cfg = Throttling { enabled: true, read_burst: 2.0, read_per_second: 1.0, write_burst: 1.0, write_per_second: 0.5 };
+        let cfg = Throttling {
+            enabled: true,
+            read_burst: 2.0,
+            read_per_second: 1.0,
+            write_burst: 1.0,
+            write_per_second: 0.5,
+        };
         let mut b = Buckets::default();
         assert_eq!(b.take("s", false, &cfg, 0), Ok(Some(1)));
         assert_eq!(b.take("s", false, &cfg, 0), Ok(Some(0)));

@@ -56,7 +56,10 @@ fn b64url(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
         for i in 0..=chunk.len() {
             out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
         }
@@ -68,7 +71,9 @@ impl Tokens {
     fn mint(&mut self, claims: serde_json::Value, grant: Grant, now: Millis) -> String {
         self.counter += 1;
         let header = json!({"typ": "JWT", "alg": "RS256", "kid": "simulator"});
-        let sig: Vec<u8> = (0..4u64).flat_map(|i| splitmix(self.counter * 7 + i + now as u64).to_le_bytes()).collect();
+        let sig: Vec<u8> = (0..4u64)
+            .flat_map(|i| splitmix(self.counter * 7 + i + now as u64).to_le_bytes())
+            .collect();
         let token = format!(
             "{}.{}.{}",
             b64url(header.to_string().as_bytes()),
@@ -91,7 +96,13 @@ impl Tokens {
             "appid": "a1b2c3d4-0000-4000-8000-0000000000a1", "idtyp": "app",
             "xms_mirid": "/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/rg-ops/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-aca-reconciler",
         });
-        self.mint(claims, Grant::Aad { audience: audience.to_owned() }, now)
+        self.mint(
+            claims,
+            Grant::Aad {
+                audience: audience.to_owned(),
+            },
+            now,
+        )
     }
 
     /// Issues an ACR refresh or access token.
@@ -108,15 +119,23 @@ impl Tokens {
 
     /// The grant of a token that this simulator issued and that has not expired.
     pub fn check(&self, token: &str, now: Millis) -> Option<&Grant> {
-        self.issued.get(token).filter(|(_, exp)| *exp > now).map(|(g, _)| g)
+        self.issued
+            .get(token)
+            .filter(|(_, exp)| *exp > now)
+            .map(|(g, _)| g)
     }
 }
 
 /// `Authorization: Bearer TOKEN` -> TOKEN.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 /// Is `audience` one that ARM accepts? Azure's ARM audiences, or the simulator's own URL
@@ -125,19 +144,33 @@ pub fn is_arm_audience(audience: &str, own_base: &str) -> bool {
     let a = audience.trim_end_matches('/').to_ascii_lowercase();
     let own = own_base.trim_end_matches('/').to_ascii_lowercase();
     let localhost_alias = own.replace("127.0.0.1", "localhost");
-    matches!(a.as_str(), "https://management.azure.com" | "https://management.core.windows.net")
-        || a == own
+    matches!(
+        a.as_str(),
+        "https://management.azure.com" | "https://management.core.windows.net"
+    ) || a == own
         || a == localhost_alias
 }
 
 fn scope_to_resource(scope: &str) -> String {
-    scope.split_whitespace().next().unwrap_or("").trim_end_matches("/.default").to_owned()
+    scope
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .trim_end_matches("/.default")
+        .to_owned()
 }
 
 /// Container Apps' managed-identity endpoint (`IDENTITY_ENDPOINT`, api-version 2019-08-01):
 /// `GET ?resource=...&api-version=2019-08-01` with `X-IDENTITY-HEADER` (N§9).
-pub async fn msi_token(State(sim): State<Arc<Sim>>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
-    let header_ok = headers.get("x-identity-header").and_then(|h| h.to_str().ok()) == Some(sim.identity_header.as_str());
+pub async fn msi_token(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let header_ok = headers
+        .get("x-identity-header")
+        .and_then(|h| h.to_str().ok())
+        == Some(sim.identity_header.as_str());
     if !header_ok {
         return json_response(
             StatusCode::UNAUTHORIZED,
@@ -158,7 +191,10 @@ pub async fn msi_token(State(sim): State<Arc<Sim>>, headers: HeaderMap, Query(q)
     };
     let now = sim.clock.now();
     let token = sim.tokens().issue_aad(resource, now);
-    let client_id = q.get("client_id").cloned().unwrap_or_else(|| "a1b2c3d4-0000-4000-8000-0000000000a1".to_owned());
+    let client_id = q
+        .get("client_id")
+        .cloned()
+        .unwrap_or_else(|| "a1b2c3d4-0000-4000-8000-0000000000a1".to_owned());
     json_response(
         StatusCode::OK,
         &json!({
@@ -180,13 +216,22 @@ pub async fn entra_token(
     axum::Form(form): axum::Form<HashMap<String, String>>,
 ) -> Response {
     let error = |code: &str, description: &str| {
-        json_response(StatusCode::BAD_REQUEST, &json!({"error": code, "error_description": description}))
+        json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": code, "error_description": description}),
+        )
     };
     if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
-        return error("unsupported_grant_type", "AADSTS70003: only client_credentials is supported by the simulator.");
+        return error(
+            "unsupported_grant_type",
+            "AADSTS70003: only client_credentials is supported by the simulator.",
+        );
     }
     if !form.contains_key("client_secret") && !form.contains_key("client_assertion") {
-        return error("invalid_client", "AADSTS7000216: client_assertion or client_secret is required.");
+        return error(
+            "invalid_client",
+            "AADSTS7000216: client_assertion or client_secret is required.",
+        );
     }
     let Some(scope) = form.get("scope") else {
         return error("invalid_scope", "AADSTS1002012: the scope is required.");
@@ -226,10 +271,25 @@ mod tests {
 
     #[test]
     fn arm_audiences() {
-        assert!(is_arm_audience("https://management.azure.com/", "http://127.0.0.1:1"));
-        assert!(is_arm_audience("https://management.core.windows.net/", "http://127.0.0.1:1"));
-        assert!(is_arm_audience("http://127.0.0.1:8080", "http://127.0.0.1:8080"));
-        assert!(is_arm_audience("http://localhost:8080/", "http://127.0.0.1:8080"));
-        assert!(!is_arm_audience("https://vault.azure.net", "http://127.0.0.1:8080"));
+        assert!(is_arm_audience(
+            "https://management.azure.com/",
+            "http://127.0.0.1:1"
+        ));
+        assert!(is_arm_audience(
+            "https://management.core.windows.net/",
+            "http://127.0.0.1:1"
+        ));
+        assert!(is_arm_audience(
+            "http://127.0.0.1:8080",
+            "http://127.0.0.1:8080"
+        ));
+        assert!(is_arm_audience(
+            "http://localhost:8080/",
+            "http://127.0.0.1:8080"
+        ));
+        assert!(!is_arm_audience(
+            "https://vault.azure.net",
+            "http://127.0.0.1:8080"
+        ));
     }
 }

@@ -89,23 +89,33 @@ impl Sim {
     /// The world, locked. Handlers hold it only while they read or change it, never across
     /// an await.
     pub fn world(&self) -> MutexGuard<'_, World> {
-        self.world.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.world
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn tokens(&self) -> MutexGuard<'_, Tokens> {
-        self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn faults(&self) -> MutexGuard<'_, Faults> {
-        self.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.faults
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn counts(&self) -> MutexGuard<'_, Counts> {
-        self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn buckets(&self) -> MutexGuard<'_, control::Buckets> {
-        self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Issues an Entra-style access token for `audience` (what the identity endpoints hand
@@ -161,7 +171,10 @@ pub fn operation_name(method: &Method, path: &str) -> String {
     if acr::is_acr_path(path) {
         return acr::operation_name(method, path);
     }
-    arm::Route::parse(path).map_or_else(|| "Unknown".to_owned(), |r| r.operation_name(method).to_owned())
+    arm::Route::parse(path).map_or_else(
+        || "Unknown".to_owned(),
+        |r| r.operation_name(method).to_owned(),
+    )
 }
 
 /// Counts the request and applies any fault rule that matches it.
@@ -171,20 +184,30 @@ async fn intercept(State(sim): State<Arc<Sim>>, request: Request, next: Next) ->
     let operation = operation_name(&method, &path);
     let control = path.starts_with("/_sim");
     if !control {
-        sim.counts().record(&operation, &method, arm::Route::parse(&path).is_some());
+        sim.counts()
+            .record(&operation, &method, arm::Route::parse(&path).is_some());
     }
-    let fault = if control { None } else { sim.faults().take(&method, &path, &operation) };
-    if let Some(fault) = fault {
-        if let Some(response) = fault.apply().await {
-            return response;
-        }
+    let fault = if control {
+        None
+    } else {
+        sim.faults().take(&method, &path, &operation)
+    };
+    if let Some(fault) = fault
+        && let Some(response) = fault.apply().await
+    {
+        return response;
     }
     next.run(request).await
 }
 
 /// A JSON response with a status.
 pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
-    (status, [("content-type", "application/json; charset=utf-8")], body.to_string()).into_response()
+    (
+        status,
+        [("content-type", "application/json; charset=utf-8")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 /// How to serve: address, TLS, where to write the certificate.
@@ -241,14 +264,17 @@ pub enum ServeError {
 /// # Errors
 /// The address cannot be bound, or the certificate cannot be made or written.
 pub async fn serve(sim: Arc<Sim>, options: &ServeOptions) -> Result<Handle, ServeError> {
-    let listener = std::net::TcpListener::bind(options.listen).map_err(|source| ServeError::Bind {
-        addr: options.listen,
-        source,
-    })?;
-    listener.set_nonblocking(true).map_err(|source| ServeError::Bind {
-        addr: options.listen,
-        source,
-    })?;
+    let listener =
+        std::net::TcpListener::bind(options.listen).map_err(|source| ServeError::Bind {
+            addr: options.listen,
+            source,
+        })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| ServeError::Bind {
+            addr: options.listen,
+            source,
+        })?;
     let addr = listener.local_addr().map_err(|source| ServeError::Bind {
         addr: options.listen,
         source,
@@ -265,7 +291,8 @@ pub async fn serve(sim: Arc<Sim>, options: &ServeOptions) -> Result<Handle, Serv
     let scheme = if options.tls { "https" } else { "http" };
     let task = if options.tls {
         let config = tls_config(&options.tls_cert).await?;
-        let server = axum_server::from_tcp_rustls(listener, config).map_err(|e| ServeError::Tls(e.to_string()))?;
+        let server = axum_server::from_tcp_rustls(listener, config)
+            .map_err(|e| ServeError::Tls(e.to_string()))?;
         tokio::spawn(server.handle(handle).serve(app))
     } else {
         let server = axum_server::from_tcp(listener).map_err(|source| ServeError::Bind {
@@ -284,9 +311,16 @@ pub async fn serve(sim: Arc<Sim>, options: &ServeOptions) -> Result<Handle, Serv
 }
 
 /// A self-signed certificate for the loopback names, its PEM written to `cert_path`.
-async fn tls_config(cert_path: &std::path::Path) -> Result<axum_server::tls_rustls::RustlsConfig, ServeError> {
-    let names = vec!["127.0.0.1".to_owned(), "::1".to_owned(), "localhost".to_owned()];
-    let certified = rcgen::generate_simple_self_signed(names).map_err(|e| ServeError::Tls(e.to_string()))?;
+async fn tls_config(
+    cert_path: &std::path::Path,
+) -> Result<axum_server::tls_rustls::RustlsConfig, ServeError> {
+    let names = vec![
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+        "localhost".to_owned(),
+    ];
+    let certified =
+        rcgen::generate_simple_self_signed(names).map_err(|e| ServeError::Tls(e.to_string()))?;
     let cert_pem = certified.cert.pem();
     let key_pem = certified.signing_key.serialize_pem();
     tokio::fs::write(cert_path, &cert_pem)

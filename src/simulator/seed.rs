@@ -13,20 +13,29 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
-use super::store::{AppId, AppRecord, Config, Registry, Revision, Subscription, Tag, World, splitmix};
+use super::store::{
+    AppId, AppRecord, Config, Registry, Revision, Subscription, Tag, World, splitmix,
+};
 use crate::spec::{AppSpec, DesiredState, ImageRef, Repositories, RevisionMode};
 use crate::time::Millis;
 
 const DAY: Millis = 86_400_000;
 
 fn hash(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| splitmix(h ^ u64::from(b)))
+    s.bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| splitmix(h ^ u64::from(b)))
 }
 
 /// A digest for an image, stable across runs.
 fn digest_of(repo: &str, tag: &str) -> String {
     let h = hash(&format!("{repo}:{tag}"));
-    format!("sha256:{:016x}{:016x}{:016x}{:016x}", splitmix(h), splitmix(h ^ 1), splitmix(h ^ 2), splitmix(h ^ 3))
+    format!(
+        "sha256:{:016x}{:016x}{:016x}{:016x}",
+        splitmix(h),
+        splitmix(h ^ 1),
+        splitmix(h ^ 2),
+        splitmix(h ^ 3)
+    )
 }
 
 /// `n` earlier versions of `tag`, newest first: `v1.2.0` -> `v1.1.9`, `v1.1.8`, ...; other
@@ -57,19 +66,32 @@ fn older_versions(tag: &str, n: usize) -> Vec<String> {
         }
     }
     let stem = tag.rsplit_once('-').map_or(tag, |(s, _)| s);
-    (1..=n).map(|k| format!("{stem}-{:07x}", hash(&format!("{tag}{k}")) & 0xfff_ffff)).collect()
+    (1..=n)
+        .map(|k| format!("{stem}-{:07x}", hash(&format!("{tag}{k}")) & 0xfff_ffff))
+        .collect()
 }
 
 /// A revision suffix from a tag: `v1.7.2` -> `v172`; must start with a letter.
 fn suffix_of(tag: &str) -> String {
-    let s: String = tag.to_ascii_lowercase().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+    let s: String = tag
+        .to_ascii_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
     let s = s.trim_matches('-').to_owned();
-    if s.starts_with(|c: char| c.is_ascii_lowercase()) { s } else { format!("r{s}") }
+    if s.starts_with(|c: char| c.is_ascii_lowercase()) {
+        s
+    } else {
+        format!("r{s}")
+    }
 }
 
 fn env_id(key: &crate::spec::AppKey) -> String {
     let short = key.resource_group.trim_start_matches("rg-");
-    format!("/subscriptions/{}/resourceGroups/{}/providers/Microsoft.App/managedEnvironments/cae-{short}", key.subscription, key.resource_group)
+    format!(
+        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.App/managedEnvironments/cae-{short}",
+        key.subscription, key.resource_group
+    )
 }
 
 fn container_json(name: &str, image: &str) -> Value {
@@ -99,7 +121,9 @@ fn desired_images(spec: &AppSpec) -> BTreeMap<String, ImageRef> {
     let name = spec.key.name.trim_start_matches("ca-").to_owned();
     let full = format!("mcr.microsoft.com/k8se/{name}:1.0.0");
     let image = crate::spec::validate::parse_image(&full).ok();
-    image.map(|i| BTreeMap::from([(name, i)])).unwrap_or_default()
+    image
+        .map(|i| BTreeMap::from([(name, i)]))
+        .unwrap_or_default()
 }
 
 fn image_with_tag(image: &ImageRef, tag: &str) -> String {
@@ -122,7 +146,11 @@ pub fn from_desired(desired: &DesiredState, config: Config, now: Millis) -> Worl
         let history = (keep + 3).max(6);
         let multiple = spec.revision_mode != Some(RevisionMode::Single);
         // Every fifth app runs in the other mode, for the mode change to have work.
-        let live_multiple = if h % 5 == 0 { !multiple } else { multiple };
+        let live_multiple = if h.is_multiple_of(5) {
+            !multiple
+        } else {
+            multiple
+        };
 
         // One tag list per container, oldest first; the desired tag itself is not deployed.
         let versions: BTreeMap<&String, Vec<String>> = images
@@ -134,7 +162,11 @@ pub fn from_desired(desired: &DesiredState, config: Config, now: Millis) -> Worl
                 (c, older)
             })
             .collect();
-        let mut named: Vec<String> = spec.traffic.iter().flat_map(|t| t.named_revisions().map(str::to_owned).collect::<Vec<_>>()).collect();
+        let mut named: Vec<String> = spec
+            .traffic
+            .iter()
+            .flat_map(|t| t.named_revisions().map(str::to_owned).collect::<Vec<_>>())
+            .collect();
         named.sort();
         named.dedup();
 
@@ -142,7 +174,11 @@ pub fn from_desired(desired: &DesiredState, config: Config, now: Millis) -> Worl
         let mut used = BTreeSet::new();
         let mut revisions = Vec::new();
         for k in 0..history {
-            let tag_k = versions.get(&first_container).and_then(|v| v.get(k)).cloned().unwrap_or_else(|| format!("r{k}"));
+            let tag_k = versions
+                .get(&first_container)
+                .and_then(|v| v.get(k))
+                .cloned()
+                .unwrap_or_else(|| format!("r{k}"));
             // Revisions the desired traffic names take the newest slots.
             let from_end = history - 1 - k;
             let name = match named.get(from_end) {
@@ -160,9 +196,16 @@ pub fn from_desired(desired: &DesiredState, config: Config, now: Millis) -> Worl
             let containers: Vec<Value> = images
                 .iter()
                 .map(|(c, img)| {
-                    let tag = versions.get(c).and_then(|v| v.get(k)).cloned().unwrap_or_else(|| "1.0.0".to_owned());
+                    let tag = versions
+                        .get(c)
+                        .and_then(|v| v.get(k))
+                        .cloned()
+                        .unwrap_or_else(|| "1.0.0".to_owned());
                     if let Some(reg) = &img.registry {
-                        registry_tags.entry((reg.clone(), img.repository.clone())).or_default().insert(tag.clone(), now - (history - k) as Millis * 3 * DAY);
+                        registry_tags
+                            .entry((reg.clone(), img.repository.clone()))
+                            .or_default()
+                            .insert(tag.clone(), now - (history - k) as Millis * 3 * DAY);
                     }
                     container_json(c, &image_with_tag(img, &tag))
                 })
@@ -187,7 +230,10 @@ pub fn from_desired(desired: &DesiredState, config: Config, now: Millis) -> Worl
         // The desired images exist in their registries, so new revisions can start.
         for img in images.values() {
             if let (Some(reg), Some(tag)) = (&img.registry, &img.tag) {
-                registry_tags.entry((reg.clone(), img.repository.clone())).or_default().insert(tag.clone(), now - DAY);
+                registry_tags
+                    .entry((reg.clone(), img.repository.clone()))
+                    .or_default()
+                    .insert(tag.clone(), now - DAY);
             }
         }
 
@@ -255,7 +301,12 @@ pub fn from_desired(desired: &DesiredState, config: Config, now: Millis) -> Worl
         for r in &mut revisions {
             r.template["volumes"] = json!([{"name": "config", "storageType": "EmptyDir"}]);
         }
-        world.subscriptions.entry(key.subscription.clone()).or_insert_with(|| Subscription { display_name: format!("xshopai-{short}") });
+        world
+            .subscriptions
+            .entry(key.subscription.clone())
+            .or_insert_with(|| Subscription {
+                display_name: format!("xshopai-{short}"),
+            });
         world.apps.insert(
             AppId::new(&key.subscription, &key.resource_group, &key.name),
             AppRecord {
@@ -263,7 +314,10 @@ pub fn from_desired(desired: &DesiredState, config: Config, now: Millis) -> Worl
                 resource_group: key.resource_group.clone(),
                 app,
                 revisions,
-                secret_values: BTreeMap::from([("jwt-secret".to_owned(), "sim-jwt".to_owned()), ("db-connection".to_owned(), "sim-db".to_owned())]),
+                secret_values: BTreeMap::from([
+                    ("jwt-secret".to_owned(), "sim-jwt".to_owned()),
+                    ("db-connection".to_owned(), "sim-db".to_owned()),
+                ]),
                 lock: None,
                 fail_next_revisions: 0,
                 fail_next_operations: 0,
@@ -275,7 +329,9 @@ pub fn from_desired(desired: &DesiredState, config: Config, now: Millis) -> Worl
     for r in &desired.registries {
         if let Repositories::Named(repos) = &r.repositories {
             for repo in repos {
-                registry_tags.entry((r.registry.clone(), repo.clone())).or_default();
+                registry_tags
+                    .entry((r.registry.clone(), repo.clone()))
+                    .or_default();
             }
         }
     }
@@ -331,7 +387,11 @@ mod tests {
         assert_eq!(older_versions("2.0.1", 2), ["2.0.0", "1.9.9"]);
         let other = older_versions("main-abc1234", 2);
         assert_eq!(other.len(), 2);
-        assert!(other.iter().all(|t| t.starts_with("main-") && t != "main-abc1234"));
+        assert!(
+            other
+                .iter()
+                .all(|t| t.starts_with("main-") && t != "main-abc1234")
+        );
         assert_eq!(suffix_of("v1.7.2"), "v172");
         assert_eq!(suffix_of("1.0.0"), "r100");
     }

@@ -116,7 +116,9 @@ impl ArmError {
     fn invalid_field(field: &str, details: impl std::fmt::Display) -> Self {
         Self::bad_request(
             "ContainerAppInvalidPropertyValue",
-            format!("The following field(s) are either invalid or missing. Field '{field}' is invalid with details: '{details}'."),
+            format!(
+                "The following field(s) are either invalid or missing. Field '{field}' is invalid with details: '{details}'."
+            ),
         )
     }
 }
@@ -145,7 +147,11 @@ impl AppId {
 
 impl std::fmt::Display for AppId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}/{}", self.subscription, self.resource_group, self.name)
+        write!(
+            f,
+            "{}/{}/{}",
+            self.subscription, self.resource_group, self.name
+        )
     }
 }
 
@@ -316,7 +322,8 @@ pub struct World {
     pub config: Config,
     /// Known subscriptions (apps' subscriptions are added automatically).
     pub subscriptions: BTreeMap<String, Subscription>,
-    /// Apps.
+    /// Apps (a list of records in JSON: a map keyed by a struct has no JSON form).
+    #[serde(with = "apps_as_list")]
     pub apps: BTreeMap<AppId, AppRecord>,
     /// Registries by login server (lower case).
     pub registries: BTreeMap<String, Registry>,
@@ -334,6 +341,37 @@ pub struct World {
     /// Traffic problems currently in force, so each is logged once when it starts.
     #[serde(skip)]
     current_violations: BTreeSet<(AppId, String, String)>,
+}
+
+mod apps_as_list {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{AppId, AppRecord};
+
+    pub fn serialize<S: Serializer>(
+        apps: &BTreeMap<AppId, AppRecord>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        apps.values().collect::<Vec<_>>().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<AppId, AppRecord>, D::Error> {
+        let records = Vec::<AppRecord>::deserialize(d)?;
+        let mut out = BTreeMap::new();
+        for r in records {
+            let name = r
+                .app
+                .get("name")
+                .and_then(serde_json::Value::as_str)
+                .ok_or_else(|| serde::de::Error::custom("an app record's app has no name"))?;
+            out.insert(AppId::new(&r.subscription, &r.resource_group, name), r);
+        }
+        Ok(out)
+    }
 }
 
 /// The tenant every simulated subscription belongs to.
@@ -405,12 +443,21 @@ impl World {
             .map(|(k, _)| k.clone())
             .collect();
         for op_id in due {
-            let Some(op) = self.operations.get_mut(&op_id) else { continue };
+            let Some(op) = self.operations.get_mut(&op_id) else {
+                continue;
+            };
             op.finished = true;
-            let state = if op.fails_with.is_some() { "Failed" } else { "Succeeded" };
+            let state = if op.fails_with.is_some() {
+                "Failed"
+            } else {
+                "Succeeded"
+            };
             let app_id = op.app.clone();
             let rollback = op.rollback.take().filter(|_| op.fails_with.is_some());
-            let created = op.created_revision.take().filter(|_| op.fails_with.is_some());
+            let created = op
+                .created_revision
+                .take()
+                .filter(|_| op.fails_with.is_some());
             if let Some(rec) = self.apps.get_mut(&app_id) {
                 if rec.lock.as_deref() == Some(op_id.as_str()) {
                     rec.lock = None;
@@ -423,7 +470,11 @@ impl World {
                 if let Some(name) = created {
                     rec.revisions.retain(|r| r.name != name);
                 }
-                set_path(&mut rec.app, &["properties", "provisioningState"], json!(state));
+                set_path(
+                    &mut rec.app,
+                    &["properties", "provisioningState"],
+                    json!(state),
+                );
             }
         }
         for id in ids {
@@ -432,7 +483,9 @@ impl World {
     }
 
     fn tick_app(&mut self, id: &AppId, now: Millis) {
-        let Some(rec) = self.apps.get_mut(id) else { return };
+        let Some(rec) = self.apps.get_mut(id) else {
+            return;
+        };
         let latest = latest_revision_name(&rec.app);
         let single = is_single_mode(&rec.app);
         let mut became_ready_latest = false;
@@ -457,7 +510,11 @@ impl World {
         }
         if became_ready_latest {
             if let Some(name) = latest.clone() {
-                set_path(&mut rec.app, &["properties", "latestReadyRevisionName"], json!(name));
+                set_path(
+                    &mut rec.app,
+                    &["properties", "latestReadyRevisionName"],
+                    json!(name),
+                );
             }
             // Single mode: the old revision keeps 100% until the new one is ready, then is
             // deactivated (N§4.3).
@@ -489,7 +546,11 @@ impl World {
             if weight == 0 {
                 continue;
             }
-            let reason = match rec.revisions.iter().find(|r| r.name.eq_ignore_ascii_case(&revision)) {
+            let reason = match rec
+                .revisions
+                .iter()
+                .find(|r| r.name.eq_ignore_ascii_case(&revision))
+            {
                 None => Some("traffic to a revision that does not exist"),
                 Some(r) if !r.active => Some("traffic to an inactive revision"),
                 Some(r) if r.running_state == "Failed" => Some("traffic to a failed revision"),
@@ -517,7 +578,10 @@ impl World {
 
     /// The app, as GET returns it.
     pub fn get_app(&self, id: &AppId) -> Result<Value, ArmError> {
-        self.apps.get(id).map(|r| r.app.clone()).ok_or_else(|| not_found_app(id))
+        self.apps
+            .get(id)
+            .map(|r| r.app.clone())
+            .ok_or_else(|| not_found_app(id))
     }
 
     /// Apps of a subscription (and resource group), in a stable order.
@@ -525,7 +589,9 @@ impl World {
         self.apps
             .iter()
             .filter(|(id, _)| id.subscription == subscription.to_lowercase())
-            .filter(|(id, _)| resource_group.is_none_or(|rg| id.resource_group == rg.to_lowercase()))
+            .filter(|(id, _)| {
+                resource_group.is_none_or(|rg| id.resource_group == rg.to_lowercase())
+            })
             .map(|(_, r)| r.app.clone())
             .collect()
     }
@@ -536,7 +602,10 @@ impl World {
             return Err(ArmError::new(
                 409,
                 "ContainerAppOperationInProgress",
-                format!("Cannot modify container app '{}' because another operation is in progress. Please retry the operation after the in-progress operation completes.", rec.app["name"].as_str().unwrap_or_default()),
+                format!(
+                    "Cannot modify container app '{}' because another operation is in progress. Please retry the operation after the in-progress operation completes.",
+                    rec.app["name"].as_str().unwrap_or_default()
+                ),
             ));
         }
         Ok(rec)
@@ -544,10 +613,19 @@ impl World {
 
     /// PATCH (JSON merge patch, N§4.1) or PUT (replace) of an app. PUT creates the app if it
     /// does not exist.
-    pub fn write_app(&mut self, id: &AppId, body: &Value, replace: bool, now: Millis) -> Result<WriteResult, ArmError> {
+    pub fn write_app(
+        &mut self,
+        id: &AppId,
+        body: &Value,
+        replace: bool,
+        now: Millis,
+    ) -> Result<WriteResult, ArmError> {
         self.tick(now);
         let Value::Object(_) = body else {
-            return Err(ArmError::bad_request("InvalidRequestContent", "The request content was invalid and could not be deserialized: expected a JSON object."));
+            return Err(ArmError::bad_request(
+                "InvalidRequestContent",
+                "The request content was invalid and could not be deserialized: expected a JSON object.",
+            ));
         };
         let exists = self.apps.contains_key(id);
         if !exists && !replace {
@@ -586,24 +664,44 @@ impl World {
                 fresh["name"] = json!(id.name);
                 fresh["type"] = json!("Microsoft.App/containerApps");
                 if fresh.get("location").is_none() {
-                    return Err(ArmError::bad_request("LocationRequired", "The location property is required for this definition."));
+                    return Err(ArmError::bad_request(
+                        "LocationRequired",
+                        "The location property is required for this definition.",
+                    ));
                 }
                 (None, fresh)
             }
         };
         normalize(&mut app)?;
-        let rec_revisions: Vec<Revision> = self.apps.get(id).map(|r| r.revisions.clone()).unwrap_or_default();
+        let rec_revisions: Vec<Revision> = self
+            .apps
+            .get(id)
+            .map(|r| r.revisions.clone())
+            .unwrap_or_default();
         validate_app(&app, &rec_revisions)?;
 
-        let old_template = before.as_ref().and_then(|b| b.pointer("/properties/template").cloned());
-        let new_template = app.pointer("/properties/template").cloned().unwrap_or(Value::Null);
+        let old_template = before
+            .as_ref()
+            .and_then(|b| b.pointer("/properties/template").cloned());
+        let new_template = app
+            .pointer("/properties/template")
+            .cloned()
+            .unwrap_or(Value::Null);
         let template_changed = old_template.as_ref() != Some(&new_template);
 
         // A write on a template change mints a revision (N§4.2).
         let mut new_revision = None;
         if template_changed {
-            let old_suffix = old_template.as_ref().and_then(|t| t.get("revisionSuffix")).and_then(Value::as_str).map(str::to_owned);
-            let asked = new_template.get("revisionSuffix").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned);
+            let old_suffix = old_template
+                .as_ref()
+                .and_then(|t| t.get("revisionSuffix"))
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let asked = new_template
+                .get("revisionSuffix")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned);
             let suffix = match asked {
                 // Omitted, or the stored one unchanged: Azure generates one [unverified, N§10.2].
                 Some(s) if Some(&s) != old_suffix.as_ref() || before.is_none() => s,
@@ -611,8 +709,14 @@ impl World {
             };
             let name = format!("{}--{suffix}", id.name);
             check_revision_name(&id.name, &suffix)?;
-            if rec_revisions.iter().any(|r| r.name.eq_ignore_ascii_case(&name)) {
-                return Err(ArmError::invalid_field("template.revisionsuffix", "Invalid value:  revision with suffix already exists"));
+            if rec_revisions
+                .iter()
+                .any(|r| r.name.eq_ignore_ascii_case(&name))
+            {
+                return Err(ArmError::invalid_field(
+                    "template.revisionsuffix",
+                    "Invalid value:  revision with suffix already exists",
+                ));
             }
             new_revision = Some(name);
         }
@@ -630,7 +734,8 @@ impl World {
         });
         rec.secret_values.extend(new_secret_values);
         if let Some(name) = &new_revision {
-            let fails = images_missing(&new_template, &self.registries) || rec.fail_next_revisions > 0;
+            let fails =
+                images_missing(&new_template, &self.registries) || rec.fail_next_revisions > 0;
             rec.fail_next_revisions = rec.fail_next_revisions.saturating_sub(1);
             rec.revisions.push(Revision {
                 name: name.clone(),
@@ -646,13 +751,24 @@ impl World {
                 restarts: 0,
             });
             set_path(&mut app, &["properties", "latestRevisionName"], json!(name));
-            let fqdn_base = app.pointer("/properties/configuration/ingress/fqdn").and_then(Value::as_str).map(|f| f.split_once('.').map_or(f, |(_, rest)| rest).to_owned());
+            let fqdn_base = app
+                .pointer("/properties/configuration/ingress/fqdn")
+                .and_then(Value::as_str)
+                .map(|f| f.split_once('.').map_or(f, |(_, rest)| rest).to_owned());
             if let Some(base) = fqdn_base {
-                set_path(&mut app, &["properties", "latestRevisionFqdn"], json!(format!("{name}.{base}")));
+                set_path(
+                    &mut app,
+                    &["properties", "latestRevisionFqdn"],
+                    json!(format!("{name}.{base}")),
+                );
             }
         }
         let asynchronous = self.config.lro_mode != LroMode::Sync && self.config.lro_ms > 0;
-        let state = if asynchronous { "InProgress" } else { "Succeeded" };
+        let state = if asynchronous {
+            "InProgress"
+        } else {
+            "Succeeded"
+        };
         set_path(&mut app, &["properties", "provisioningState"], json!(state));
         set_path(&mut app, &["properties", "runningStatus"], json!("Running"));
         touch_system_data(&mut app, now, before.is_none());
@@ -676,7 +792,11 @@ impl World {
                     rec.fail_next_operations -= 1;
                     op.fails_with = Some("The operation failed: an internal error occurred while updating the container app.".to_owned());
                     op.rollback = before.clone().map(|mut b| {
-                        set_path(&mut b, &["properties", "provisioningState"], json!("Failed"));
+                        set_path(
+                            &mut b,
+                            &["properties", "provisioningState"],
+                            json!("Failed"),
+                        );
                         b
                     });
                     op.created_revision = new_revision.clone();
@@ -687,17 +807,32 @@ impl World {
         } else {
             None
         };
-        self.subscriptions.entry(id.subscription.clone()).or_insert_with(|| Subscription { display_name: format!("Simulated {}", &id.subscription[..8.min(id.subscription.len())]) });
+        self.subscriptions
+            .entry(id.subscription.clone())
+            .or_insert_with(|| Subscription {
+                display_name: format!(
+                    "Simulated {}",
+                    &id.subscription[..8.min(id.subscription.len())]
+                ),
+            });
         self.tick(now);
         let app = self.apps.get(id).map(|r| r.app.clone()).unwrap_or(app);
-        Ok(WriteResult { app, operation, created: before.is_none() })
+        Ok(WriteResult {
+            app,
+            operation,
+            created: before.is_none(),
+        })
     }
 
     /// Revisions of an app, oldest first, as ARM returns them.
     pub fn list_revisions(&self, id: &AppId) -> Result<Vec<Value>, ArmError> {
         let rec = self.apps.get(id).ok_or_else(|| not_found_app(id))?;
         let weights = effective_weights(rec);
-        Ok(rec.revisions.iter().map(|r| revision_json(rec, r, &weights)).collect())
+        Ok(rec
+            .revisions
+            .iter()
+            .map(|r| revision_json(rec, r, &weights))
+            .collect())
     }
 
     /// One revision.
@@ -711,12 +846,20 @@ impl World {
     pub fn list_replicas(&self, id: &AppId, revision: &str) -> Result<Vec<Value>, ArmError> {
         let rec = self.apps.get(id).ok_or_else(|| not_found_app(id))?;
         let r = find_revision(rec, revision)?;
-        Ok((0..replica_count(rec, r)).map(|i| replica_json(rec, r, i)).collect())
+        Ok((0..replica_count(rec, r))
+            .map(|i| replica_json(rec, r, i))
+            .collect())
     }
 
     /// activate / deactivate / restart. Azure does not protect traffic here (N§4.3, ACA#1345):
     /// neither does the simulator; it records the outage instead.
-    pub fn revision_action(&mut self, id: &AppId, revision: &str, action: &str, now: Millis) -> Result<(), ArmError> {
+    pub fn revision_action(
+        &mut self,
+        id: &AppId,
+        revision: &str,
+        action: &str,
+        now: Millis,
+    ) -> Result<(), ArmError> {
         self.tick(now);
         self.writable(id)?;
         let ready_ms = self.config.revision_ready_ms as i64;
@@ -752,13 +895,29 @@ impl World {
                 // Restarting an inactive revision fails [assumption: the portal offers restart
                 // only for active revisions].
                 if !r.active {
-                    return Err(ArmError::bad_request("ContainerAppRevisionNotActive", format!("Revision '{}' is not active and cannot be restarted.", r.name)));
+                    return Err(ArmError::bad_request(
+                        "ContainerAppRevisionNotActive",
+                        format!(
+                            "Revision '{}' is not active and cannot be restarted.",
+                            r.name
+                        ),
+                    ));
                 }
                 r.restarts += 1;
                 let name = r.name.clone();
-                self.restarts.push(Restart { at: time::format_arm(now), app: app_name, revision: name });
+                self.restarts.push(Restart {
+                    at: time::format_arm(now),
+                    app: app_name,
+                    revision: name,
+                });
             }
-            _ => return Err(ArmError::new(404, "NotFound", format!("No action '{action}' on revisions."))),
+            _ => {
+                return Err(ArmError::new(
+                    404,
+                    "NotFound",
+                    format!("No action '{action}' on revisions."),
+                ));
+            }
         }
         self.tick(now);
         Ok(())
@@ -767,7 +926,12 @@ impl World {
     /// The secrets of an app (`listSecrets`).
     pub fn list_secrets(&self, id: &AppId) -> Result<Vec<Value>, ArmError> {
         let rec = self.apps.get(id).ok_or_else(|| not_found_app(id))?;
-        let names = rec.app.pointer("/properties/configuration/secrets").and_then(Value::as_array).cloned().unwrap_or_default();
+        let names = rec
+            .app
+            .pointer("/properties/configuration/secrets")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         Ok(names
             .iter()
             .filter_map(|s| s.get("name").and_then(Value::as_str))
@@ -786,7 +950,6 @@ impl World {
         };
         Some((status.to_owned(), op))
     }
-
 }
 
 // ---- JSON helpers ---------------------------------------------------------------------------
@@ -871,8 +1034,13 @@ fn take_secret_values(patch: &mut Value) -> Result<BTreeMap<String, String>, Arm
         return Ok(values);
     };
     for s in secrets.iter_mut() {
-        let name = s.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
-        let has_kv = s.get("keyVaultUrl").is_some_and(|v| v.is_string()) && s.get("identity").is_some_and(|v| v.is_string());
+        let name = s
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let has_kv = s.get("keyVaultUrl").is_some_and(|v| v.is_string())
+            && s.get("identity").is_some_and(|v| v.is_string());
         match s.get("value").and_then(Value::as_str) {
             Some(v) => {
                 values.insert(name, v.to_owned());
@@ -881,7 +1049,9 @@ fn take_secret_values(patch: &mut Value) -> Result<BTreeMap<String, String>, Arm
             None => {
                 return Err(ArmError::bad_request(
                     "ContainerAppSecretInvalid",
-                    format!("Secret '{name}' is invalid: value or keyVaultUrl and identity should be provided."),
+                    format!(
+                        "Secret '{name}' is invalid: value or keyVaultUrl and identity should be provided."
+                    ),
                 ));
             }
         }
@@ -905,7 +1075,10 @@ fn coerce_int(v: &mut Value, field: &str) -> Result<(), ArmError> {
             *v = json!(n);
             Ok(())
         }
-        None => Err(ArmError::invalid_field(field, format!("Invalid value: {v}: expected an integer"))),
+        None => Err(ArmError::invalid_field(
+            field,
+            format!("Invalid value: {v}: expected an integer"),
+        )),
     }
 }
 
@@ -914,7 +1087,12 @@ fn coerce_bool(v: &mut Value, field: &str) -> Result<(), ArmError> {
         Value::Bool(_) | Value::Null => return Ok(()),
         Value::String(s) if s.eq_ignore_ascii_case("true") => true,
         Value::String(s) if s.eq_ignore_ascii_case("false") => false,
-        _ => return Err(ArmError::invalid_field(field, format!("Invalid value: {v}: expected a boolean"))),
+        _ => {
+            return Err(ArmError::invalid_field(
+                field,
+                format!("Invalid value: {v}: expected a boolean"),
+            ));
+        }
     };
     *v = json!(b);
     Ok(())
@@ -922,7 +1100,9 @@ fn coerce_bool(v: &mut Value, field: &str) -> Result<(), ArmError> {
 
 /// Stored values keep ARM's types whatever a client sent (`"80"` -> 80).
 fn normalize(app: &mut Value) -> Result<(), ArmError> {
-    if let Some(Value::Array(traffic)) = app.pointer_mut("/properties/configuration/ingress/traffic") {
+    if let Some(Value::Array(traffic)) =
+        app.pointer_mut("/properties/configuration/ingress/traffic")
+    {
         for t in traffic.iter_mut() {
             if let Some(w) = t.get_mut("weight") {
                 coerce_int(w, "configuration.ingress.traffic.weight")?;
@@ -933,23 +1113,40 @@ fn normalize(app: &mut Value) -> Result<(), ArmError> {
         }
     }
     for (pointer, field) in [
-        ("/properties/template/scale/minReplicas", "template.scale.minReplicas"),
-        ("/properties/template/scale/maxReplicas", "template.scale.maxReplicas"),
-        ("/properties/configuration/ingress/targetPort", "configuration.ingress.targetPort"),
-        ("/properties/configuration/maxInactiveRevisions", "configuration.maxInactiveRevisions"),
+        (
+            "/properties/template/scale/minReplicas",
+            "template.scale.minReplicas",
+        ),
+        (
+            "/properties/template/scale/maxReplicas",
+            "template.scale.maxReplicas",
+        ),
+        (
+            "/properties/configuration/ingress/targetPort",
+            "configuration.ingress.targetPort",
+        ),
+        (
+            "/properties/configuration/maxInactiveRevisions",
+            "configuration.maxInactiveRevisions",
+        ),
     ] {
         if let Some(v) = app.pointer_mut(pointer) {
             coerce_int(v, field)?;
         }
     }
-    if let Some(Value::String(mode)) = app.pointer_mut("/properties/configuration/activeRevisionsMode") {
+    if let Some(Value::String(mode)) =
+        app.pointer_mut("/properties/configuration/activeRevisionsMode")
+    {
         // Compared case-insensitively, stored in the spec's casing (N§2).
         let canonical = if mode.eq_ignore_ascii_case("multiple") {
             "Multiple"
         } else if mode.eq_ignore_ascii_case("single") {
             "Single"
         } else {
-            return Err(ArmError::invalid_field("configuration.activeRevisionsMode", format!("Invalid value: {mode}: expected Single or Multiple")));
+            return Err(ArmError::invalid_field(
+                "configuration.activeRevisionsMode",
+                format!("Invalid value: {mode}: expected Single or Multiple"),
+            ));
         };
         *mode = canonical.to_owned();
     }
@@ -958,31 +1155,55 @@ fn normalize(app: &mut Value) -> Result<(), ArmError> {
 
 fn validate_app(app: &Value, revisions: &[Revision]) -> Result<(), ArmError> {
     let scale = app.pointer("/properties/template/scale");
-    let min = scale.and_then(|s| s.get("minReplicas")).and_then(Value::as_i64);
-    let max = scale.and_then(|s| s.get("maxReplicas")).and_then(Value::as_i64);
-    if let Some(min) = min {
-        if !(0..=1000).contains(&min) {
-            return Err(ArmError::invalid_field("template.scale.minReplicas", format!("Invalid value: {min}: must be between 0 and 1000")));
-        }
+    let min = scale
+        .and_then(|s| s.get("minReplicas"))
+        .and_then(Value::as_i64);
+    let max = scale
+        .and_then(|s| s.get("maxReplicas"))
+        .and_then(Value::as_i64);
+    if let Some(min) = min
+        && !(0..=1000).contains(&min)
+    {
+        return Err(ArmError::invalid_field(
+            "template.scale.minReplicas",
+            format!("Invalid value: {min}: must be between 0 and 1000"),
+        ));
     }
-    if let Some(max) = max {
-        if !(1..=1000).contains(&max) {
-            return Err(ArmError::invalid_field("template.scale.maxReplicas", format!("Invalid value: {max}: must be between 1 and 1000")));
-        }
+    if let Some(max) = max
+        && !(1..=1000).contains(&max)
+    {
+        return Err(ArmError::invalid_field(
+            "template.scale.maxReplicas",
+            format!("Invalid value: {max}: must be between 1 and 1000"),
+        ));
     }
-    if let (Some(min), Some(max)) = (min, max.or(Some(10))) {
-        if min > max {
-            return Err(ArmError::invalid_field("template.scale.minReplicas", format!("Invalid value: {min}: minReplicas must be less than or equal to maxReplicas ({max})")));
-        }
+    if let (Some(min), Some(max)) = (min, max.or(Some(10)))
+        && min > max
+    {
+        return Err(ArmError::invalid_field(
+            "template.scale.minReplicas",
+            format!(
+                "Invalid value: {min}: minReplicas must be less than or equal to maxReplicas ({max})"
+            ),
+        ));
     }
     if let Some(Value::Array(containers)) = app.pointer("/properties/template/containers") {
         for c in containers {
-            if c.get("image").and_then(Value::as_str).is_none_or(str::is_empty) {
-                return Err(ArmError::invalid_field("template.containers.image", "Invalid value: image is required"));
+            if c.get("image")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
+                return Err(ArmError::invalid_field(
+                    "template.containers.image",
+                    "Invalid value: image is required",
+                ));
             }
         }
     }
-    let Some(traffic) = app.pointer("/properties/configuration/ingress/traffic").and_then(Value::as_array) else {
+    let Some(traffic) = app
+        .pointer("/properties/configuration/ingress/traffic")
+        .and_then(Value::as_array)
+    else {
         return Ok(());
     };
     if traffic.is_empty() {
@@ -993,32 +1214,56 @@ fn validate_app(app: &Value, revisions: &[Revision]) -> Result<(), ArmError> {
     for t in traffic {
         let w = t.get("weight").and_then(Value::as_i64).unwrap_or(0);
         if !(0..=100).contains(&w) {
-            return Err(ArmError::bad_request("ContainerAppInvalidTrafficWeight", format!("Traffic weight {w} is invalid: a weight must be between 0 and 100.")));
+            return Err(ArmError::bad_request(
+                "ContainerAppInvalidTrafficWeight",
+                format!("Traffic weight {w} is invalid: a weight must be between 0 and 100."),
+            ));
         }
         sum += w;
         if t.get("latestRevision").and_then(Value::as_bool) == Some(true) {
             latest += 1;
-            if t.get("revisionName").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
-                return Err(ArmError::bad_request("ContainerAppInvalidTrafficWeight", "A traffic weight cannot set both revisionName and latestRevision."));
+            if t.get("revisionName")
+                .and_then(Value::as_str)
+                .is_some_and(|s| !s.is_empty())
+            {
+                return Err(ArmError::bad_request(
+                    "ContainerAppInvalidTrafficWeight",
+                    "A traffic weight cannot set both revisionName and latestRevision.",
+                ));
             }
         } else if let Some(name) = t.get("revisionName").and_then(Value::as_str) {
             if !revisions.iter().any(|r| r.name.eq_ignore_ascii_case(name)) {
-                return Err(ArmError::bad_request("ContainerAppRevisionNotFound", format!("Revision '{name}' in the traffic weights does not exist.")));
+                return Err(ArmError::bad_request(
+                    "ContainerAppRevisionNotFound",
+                    format!("Revision '{name}' in the traffic weights does not exist."),
+                ));
             }
         } else {
-            return Err(ArmError::bad_request("ContainerAppInvalidTrafficWeight", "Each traffic weight must name a revisionName or set latestRevision."));
+            return Err(ArmError::bad_request(
+                "ContainerAppInvalidTrafficWeight",
+                "Each traffic weight must name a revisionName or set latestRevision.",
+            ));
         }
     }
     if latest > 1 {
-        return Err(ArmError::bad_request("ContainerAppInvalidTrafficWeight", "Only one traffic weight may set latestRevision."));
+        return Err(ArmError::bad_request(
+            "ContainerAppInvalidTrafficWeight",
+            "Only one traffic weight may set latestRevision.",
+        ));
     }
     // "The combined weight of all traffic split rules must equal 100%" (N§4.3).
     if sum != 100 {
-        return Err(ArmError::bad_request("ContainerAppInvalidTrafficWeight", format!("The sum of traffic weights is {sum}; it must be 100.")));
+        return Err(ArmError::bad_request(
+            "ContainerAppInvalidTrafficWeight",
+            format!("The sum of traffic weights is {sum}; it must be 100."),
+        ));
     }
     // "Revision weights can not be used in this mode" (N§2, Single).
     if is_single_mode(app) && traffic.len() > 1 {
-        return Err(ArmError::bad_request("ContainerAppInvalidTrafficWeight", "Traffic weights can only be split in Multiple revisions mode."));
+        return Err(ArmError::bad_request(
+            "ContainerAppInvalidTrafficWeight",
+            "Traffic weights can only be split in Multiple revisions mode.",
+        ));
     }
     Ok(())
 }
@@ -1027,7 +1272,9 @@ fn validate_app(app: &Value, revisions: &[Revision]) -> Result<(), ArmError> {
 // Azure/azure-quickstart-templates#14660).
 fn check_revision_name(app: &str, suffix: &str) -> Result<(), ArmError> {
     let ok = suffix.starts_with(|c: char| c.is_ascii_lowercase())
-        && suffix.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && suffix
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !suffix.ends_with('-')
         && !suffix.contains("--")
         && app.len() + 2 + suffix.len() <= 54;
@@ -1036,7 +1283,9 @@ fn check_revision_name(app: &str, suffix: &str) -> Result<(), ArmError> {
     } else {
         Err(ArmError::bad_request(
             "ContainerAppInvalidRevisionName",
-            format!("Revision name has an invalid value '{app}--{suffix}'. A revision name must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character. The length of the revision name must not be more than a combined 54 characters with the container app name."),
+            format!(
+                "Revision name has an invalid value '{app}--{suffix}'. A revision name must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character. The length of the revision name must not be more than a combined 54 characters with the container app name."
+            ),
         ))
     }
 }
@@ -1044,7 +1293,8 @@ fn check_revision_name(app: &str, suffix: &str) -> Result<(), ArmError> {
 fn touch_system_data(app: &mut Value, now: Millis, created: bool) {
     let stamp = time::format_arm(now);
     if created || app.get("systemData").is_none() {
-        app["systemData"] = json!({"createdBy": "simulator", "createdByType": "Application", "createdAt": stamp});
+        app["systemData"] =
+            json!({"createdBy": "simulator", "createdByType": "Application", "createdAt": stamp});
     }
     app["systemData"]["lastModifiedBy"] = json!("simulator");
     app["systemData"]["lastModifiedByType"] = json!("Application");
@@ -1055,12 +1305,19 @@ fn not_found_app(id: &AppId) -> ArmError {
     ArmError::new(
         404,
         "ResourceNotFound",
-        format!("The Resource 'Microsoft.App/containerApps/{}' under resource group '{}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix", id.name, id.resource_group),
+        format!(
+            "The Resource 'Microsoft.App/containerApps/{}' under resource group '{}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix",
+            id.name, id.resource_group
+        ),
     )
 }
 
 fn not_found_revision(app: &str, revision: &str) -> ArmError {
-    ArmError::new(404, "ContainerAppRevisionNotFound", format!("Revision '{revision}' of container app '{app}' was not found."))
+    ArmError::new(
+        404,
+        "ContainerAppRevisionNotFound",
+        format!("Revision '{revision}' of container app '{app}' was not found."),
+    )
 }
 
 fn find_revision<'a>(rec: &'a AppRecord, revision: &str) -> Result<&'a Revision, ArmError> {
@@ -1071,7 +1328,9 @@ fn find_revision<'a>(rec: &'a AppRecord, revision: &str) -> Result<&'a Revision,
 }
 
 fn latest_revision_name(app: &Value) -> Option<String> {
-    app.pointer("/properties/latestRevisionName").and_then(Value::as_str).map(str::to_owned)
+    app.pointer("/properties/latestRevisionName")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
 }
 
 fn is_single_mode(app: &Value) -> bool {
@@ -1082,7 +1341,8 @@ fn is_single_mode(app: &Value) -> bool {
 }
 
 fn has_ingress(app: &Value) -> bool {
-    app.pointer("/properties/configuration/ingress").is_some_and(Value::is_object)
+    app.pointer("/properties/configuration/ingress")
+        .is_some_and(Value::is_object)
 }
 
 /// Which revision gets how much traffic, with `latestRevision` resolved to the latest ready
@@ -1090,12 +1350,20 @@ fn has_ingress(app: &Value) -> bool {
 /// serving: weights are then reported as 0.
 fn effective_weights(rec: &AppRecord) -> BTreeMap<String, i64> {
     let mut out = BTreeMap::new();
-    let traffic = rec.app.pointer("/properties/configuration/ingress/traffic").and_then(Value::as_array);
-    let latest_ready = rec.app.pointer("/properties/latestReadyRevisionName").and_then(Value::as_str);
+    let traffic = rec
+        .app
+        .pointer("/properties/configuration/ingress/traffic")
+        .and_then(Value::as_array);
+    let latest_ready = rec
+        .app
+        .pointer("/properties/latestReadyRevisionName")
+        .and_then(Value::as_str);
     for t in traffic.into_iter().flatten() {
         let w = t.get("weight").and_then(Value::as_i64).unwrap_or(0);
         let target = if t.get("latestRevision").and_then(Value::as_bool) == Some(true) {
-            latest_ready.map(str::to_owned).unwrap_or_else(|| "(no ready revision)".to_owned())
+            latest_ready
+                .map(str::to_owned)
+                .unwrap_or_else(|| "(no ready revision)".to_owned())
         } else {
             match t.get("revisionName").and_then(Value::as_str) {
                 Some(n) => n.to_owned(),
@@ -1108,15 +1376,25 @@ fn effective_weights(rec: &AppRecord) -> BTreeMap<String, i64> {
 }
 
 fn images_missing(template: &Value, registries: &BTreeMap<String, Registry>) -> bool {
-    let containers = template.get("containers").and_then(Value::as_array).into_iter().flatten();
-    containers.filter_map(|c| c.get("image").and_then(Value::as_str)).any(|image| image_missing(image, registries))
+    let containers = template
+        .get("containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten();
+    containers
+        .filter_map(|c| c.get("image").and_then(Value::as_str))
+        .any(|image| image_missing(image, registries))
 }
 
 /// An image is missing when its registry is simulated and lacks the tag or digest. Images of
 /// registries the simulator does not hold (mcr.microsoft.com, ...) are assumed to exist.
 fn image_missing(image: &str, registries: &BTreeMap<String, Registry>) -> bool {
-    let Some((host, rest)) = image.split_once('/') else { return false };
-    let Some(registry) = registries.get(&host.to_lowercase()) else { return false };
+    let Some((host, rest)) = image.split_once('/') else {
+        return false;
+    };
+    let Some(registry) = registries.get(&host.to_lowercase()) else {
+        return false;
+    };
     let (repo, reference) = match rest.split_once('@') {
         Some((repo, digest)) => (repo, Err(digest)),
         None => match rest.rsplit_once(':') {
@@ -1124,7 +1402,9 @@ fn image_missing(image: &str, registries: &BTreeMap<String, Registry>) -> bool {
             None => (rest, Ok("latest")),
         },
     };
-    let Some(r) = registry.repositories.get(repo) else { return true };
+    let Some(r) = registry.repositories.get(repo) else {
+        return true;
+    };
     match reference {
         Ok(tag) => !r.tags.iter().any(|t| t.name == tag),
         Err(digest) => !r.manifests.contains(digest),
@@ -1135,14 +1415,28 @@ fn replica_count(rec: &AppRecord, r: &Revision) -> u64 {
     if !r.is_running() {
         return 0;
     }
-    r.template.pointer("/scale/minReplicas").and_then(Value::as_u64).unwrap_or(0).max(1).min(
-        rec.app.pointer("/properties/template/scale/maxReplicas").and_then(Value::as_u64).unwrap_or(10).max(1),
-    )
+    r.template
+        .pointer("/scale/minReplicas")
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+        .max(1)
+        .min(
+            rec.app
+                .pointer("/properties/template/scale/maxReplicas")
+                .and_then(Value::as_u64)
+                .unwrap_or(10)
+                .max(1),
+        )
 }
 
 fn revision_json(rec: &AppRecord, r: &Revision, weights: &BTreeMap<String, i64>) -> Value {
     let app_id = rec.app["id"].as_str().unwrap_or_default();
-    let fqdn_base = rec.app.pointer("/properties/configuration/ingress/fqdn").and_then(Value::as_str).and_then(|f| f.split_once('.')).map(|(_, b)| b.to_owned());
+    let fqdn_base = rec
+        .app
+        .pointer("/properties/configuration/ingress/fqdn")
+        .and_then(Value::as_str)
+        .and_then(|f| f.split_once('.'))
+        .map(|(_, b)| b.to_owned());
     let mut props = json!({
         "createdTime": time::format_arm(r.created),
         "lastActiveTime": time::format_arm(r.last_active),
@@ -1158,7 +1452,9 @@ fn revision_json(rec: &AppRecord, r: &Revision, weights: &BTreeMap<String, i64>)
         props["fqdn"] = json!(format!("{}.{base}", r.name));
     }
     if r.fails && r.running_state == "Failed" {
-        props["provisioningError"] = json!("Container failed to start: ImagePullBackOff: the image could not be pulled from the registry.");
+        props["provisioningError"] = json!(
+            "Container failed to start: ImagePullBackOff: the image could not be pulled from the registry."
+        );
     }
     json!({
         "id": format!("{app_id}/revisions/{}", r.name),
@@ -1171,7 +1467,12 @@ fn revision_json(rec: &AppRecord, r: &Revision, weights: &BTreeMap<String, i64>)
 fn replica_json(rec: &AppRecord, r: &Revision, i: u64) -> Value {
     let app_id = rec.app["id"].as_str().unwrap_or_default();
     let h = splitmix(r.created as u64 ^ i);
-    let name = format!("{}-{:09x}-{:05x}", r.name, h & 0xf_ffff_ffff, (h >> 40) & 0xfffff);
+    let name = format!(
+        "{}-{:09x}-{:05x}",
+        r.name,
+        h & 0xf_ffff_ffff,
+        (h >> 40) & 0xfffff
+    );
     let containers: Vec<Value> = r
         .template
         .get("containers")

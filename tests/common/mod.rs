@@ -81,3 +81,108 @@ pub fn stdout(out: &Output) -> String {
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
+
+// ---- Simulator helpers ----------------------------------------------------------------------
+
+use aca_reconciler::simulator::{self, Handle, ServeOptions, Sim, store::World};
+
+/// The example desired state, loaded (tests seed the simulator from it).
+pub fn example_state() -> aca_reconciler::spec::DesiredState {
+    let loaded = aca_reconciler::spec::load(
+        &[root().join("desired-state")],
+        &aca_reconciler::spec::LoadOptions::default(),
+    );
+    assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+    loaded.state
+}
+
+/// A simulator on 127.0.0.1:0 holding `world`.
+pub async fn start_sim(world: World) -> Handle {
+    let sim = Sim::new(world, "test-identity-header");
+    let options = ServeOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        tls: false,
+        tls_cert: PathBuf::new(),
+    };
+    simulator::serve(sim, &options).await.unwrap()
+}
+
+/// A client with a valid ARM token for the simulator.
+pub struct ArmTestClient {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub token: String,
+}
+
+pub const PROD_SUB: &str = "6f1c2a8e-3b4d-4e5f-9a7b-1c2d3e4f5a6b";
+pub const PROD_RG: &str = "rg-xshopai-prod";
+
+impl ArmTestClient {
+    pub fn new(handle: &Handle) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: handle.base_url.clone(),
+            token: handle.sim.issue_token("https://management.azure.com/"),
+        }
+    }
+
+    pub fn app_url(&self, sub: &str, rg: &str, app: &str) -> String {
+        format!(
+            "{}/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.App/containerApps/{app}",
+            self.base
+        )
+    }
+
+    /// `url` with `?api-version=2026-01-01` (or `&...`).
+    pub fn v(url: &str) -> String {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}api-version=2026-01-01")
+    }
+
+    pub async fn get(&self, url: &str) -> reqwest::Response {
+        self.http
+            .get(Self::v(url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get_json(&self, url: &str) -> serde_json::Value {
+        let r = self.get(url).await;
+        let status = r.status();
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert!(status.is_success(), "GET {url}: {status} {body}");
+        body
+    }
+
+    pub async fn patch(&self, url: &str, body: serde_json::Value) -> reqwest::Response {
+        self.http
+            .patch(Self::v(url))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post(&self, url: &str) -> reqwest::Response {
+        self.http
+            .post(Self::v(url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn sim_json(&self, path: &str) -> serde_json::Value {
+        self.http
+            .get(format!("{}/_sim/{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
