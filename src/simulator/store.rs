@@ -517,7 +517,8 @@ impl World {
                 );
             }
             // Single mode: the old revision keeps 100% until the new one is ready, then is
-            // deactivated (N§4.3).
+            // deactivated (N§4.3). The traffic configuration is left as written: weights do
+            // not apply in this mode, all traffic goes to the one active revision.
             if single {
                 for r in &mut rec.revisions {
                     if Some(r.name.as_str()) != latest.as_deref() && r.active {
@@ -525,13 +526,6 @@ impl World {
                         r.running_state = "Stopped".into();
                         r.last_active = now;
                     }
-                }
-                if has_ingress(&rec.app) {
-                    set_path(
-                        &mut rec.app,
-                        &["properties", "configuration", "ingress", "traffic"],
-                        json!([{"weight": 100, "latestRevision": true}]),
-                    );
                 }
             }
         }
@@ -669,6 +663,8 @@ impl World {
                         "The location property is required for this definition.",
                     ));
                 }
+                let salt = self.next_id();
+                fill_created_read_only(&mut fresh, id, salt);
                 (None, fresh)
             }
         };
@@ -678,8 +674,6 @@ impl World {
             .get(id)
             .map(|r| r.revisions.clone())
             .unwrap_or_default();
-        validate_app(&app, &rec_revisions)?;
-
         let old_template = before
             .as_ref()
             .and_then(|b| b.pointer("/properties/template").cloned());
@@ -720,6 +714,8 @@ impl World {
             }
             new_revision = Some(name);
         }
+        // Traffic may name the revision this very write creates (blue-green in one request).
+        validate_app(&app, &rec_revisions, new_revision.as_deref())?;
 
         // All checks passed: from here on the write happens.
         let rec = self.apps.entry(id.clone()).or_insert_with(|| AppRecord {
@@ -1098,8 +1094,35 @@ fn coerce_bool(v: &mut Value, field: &str) -> Result<(), ArmError> {
     Ok(())
 }
 
-/// Stored values keep ARM's types whatever a client sent (`"80"` -> 80).
+/// Stored values keep ARM's types whatever a client sent (`"80"` -> 80), and the defaults ARM
+/// fills in are there (spec CA/CD `default`s: Single mode, transport auto, 10 max replicas;
+/// 0.5 CPU / 1Gi per container as the portal and the az CLI create them).
 fn normalize(app: &mut Value) -> Result<(), ArmError> {
+    if app
+        .pointer("/properties/configuration/activeRevisionsMode")
+        .is_none()
+    {
+        set_path(
+            app,
+            &["properties", "configuration", "activeRevisionsMode"],
+            json!("Single"),
+        );
+    }
+    if let Some(Value::Object(ingress)) = app.pointer_mut("/properties/configuration/ingress") {
+        ingress.entry("transport").or_insert(json!("auto"));
+        ingress.entry("allowInsecure").or_insert(json!(false));
+        ingress.entry("external").or_insert(json!(false));
+    }
+    if let Some(Value::Array(containers)) = app.pointer_mut("/properties/template/containers") {
+        for c in containers.iter_mut().filter(|c| c.is_object()) {
+            if c.get("resources").is_none() {
+                c["resources"] = json!({"cpu": 0.5, "memory": "1Gi"});
+            }
+        }
+    }
+    if let Some(Value::Object(scale)) = app.pointer_mut("/properties/template/scale") {
+        scale.entry("maxReplicas").or_insert(json!(10));
+    }
     if let Some(Value::Array(traffic)) =
         app.pointer_mut("/properties/configuration/ingress/traffic")
     {
@@ -1153,7 +1176,11 @@ fn normalize(app: &mut Value) -> Result<(), ArmError> {
     Ok(())
 }
 
-fn validate_app(app: &Value, revisions: &[Revision]) -> Result<(), ArmError> {
+fn validate_app(
+    app: &Value,
+    revisions: &[Revision],
+    creating: Option<&str>,
+) -> Result<(), ArmError> {
     let scale = app.pointer("/properties/template/scale");
     let min = scale
         .and_then(|s| s.get("minReplicas"))
@@ -1232,7 +1259,9 @@ fn validate_app(app: &Value, revisions: &[Revision]) -> Result<(), ArmError> {
                 ));
             }
         } else if let Some(name) = t.get("revisionName").and_then(Value::as_str) {
-            if !revisions.iter().any(|r| r.name.eq_ignore_ascii_case(name)) {
+            let exists = revisions.iter().any(|r| r.name.eq_ignore_ascii_case(name))
+                || creating.is_some_and(|c| c.eq_ignore_ascii_case(name));
+            if !exists {
                 return Err(ArmError::bad_request(
                     "ContainerAppRevisionNotFound",
                     format!("Revision '{name}' in the traffic weights does not exist."),
@@ -1287,6 +1316,77 @@ fn check_revision_name(app: &str, suffix: &str) -> Result<(), ArmError> {
                 "Revision name has an invalid value '{app}--{suffix}'. A revision name must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character. The length of the revision name must not be more than a combined 54 characters with the container app name."
             ),
         ))
+    }
+}
+
+/// What ARM adds to an app it creates: identity ids, the environment id under its deprecated
+/// name, endpoints and the ingress FQDN (the shape of the spec's Get example).
+fn fill_created_read_only(app: &mut Value, id: &AppId, salt: u64) {
+    let h = splitmix(salt ^ 0x1d);
+    let guid = |x: u64| {
+        format!(
+            "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+            (x >> 32) as u32,
+            (x >> 16) & 0xffff,
+            x & 0xfff,
+            (x >> 52) & 0xfff,
+            splitmix(x) & 0xffff_ffff_ffff
+        )
+    };
+    if let Some(identity) = app.get_mut("identity").filter(|i| i.is_object()) {
+        let kind = identity
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if kind.contains("systemassigned") {
+            identity["principalId"] = json!(guid(h));
+            identity["tenantId"] = json!(TENANT_ID);
+        }
+        if let Some(Value::Object(users)) = identity.get_mut("userAssignedIdentities") {
+            for (i, v) in users.values_mut().enumerate() {
+                let x = splitmix(h ^ i as u64);
+                *v = json!({"clientId": guid(x), "principalId": guid(splitmix(x))});
+            }
+        }
+    }
+    let location = app
+        .get("location")
+        .and_then(Value::as_str)
+        .unwrap_or("eastus")
+        .to_ascii_lowercase()
+        .replace(' ', "");
+    let env = app
+        .pointer("/properties/environmentId")
+        .or_else(|| app.pointer("/properties/managedEnvironmentId"))
+        .cloned();
+    let env_name = env
+        .as_ref()
+        .and_then(Value::as_str)
+        .and_then(|e| e.rsplit('/').next())
+        .unwrap_or("env")
+        .to_ascii_lowercase();
+    let domain = format!(
+        "{env_name}-{:08x}.{location}.azurecontainerapps.io",
+        h as u32
+    );
+    let props = &mut app["properties"];
+    if let Some(env) = env {
+        props["managedEnvironmentId"] = env.clone();
+        props["environmentId"] = env;
+    }
+    props["outboundIpAddresses"] = json!(["20.1.2.3", "20.1.2.4"]);
+    props["customDomainVerificationId"] =
+        json!(format!("{:016X}{:016X}", splitmix(h ^ 2), splitmix(h ^ 3)));
+    props["eventStreamEndpoint"] = json!(format!(
+        "https://{location}.azurecontainerapps.dev/subscriptions/{}/resourceGroups/{}/containerApps/{}/eventstream",
+        id.subscription, id.resource_group, id.name
+    ));
+    if let Some(ingress) = props
+        .pointer_mut("/configuration/ingress")
+        .filter(|i| i.is_object())
+    {
+        ingress["fqdn"] = json!(format!("{}.{domain}", id.name));
     }
 }
 
@@ -1350,6 +1450,18 @@ fn has_ingress(app: &Value) -> bool {
 /// serving: weights are then reported as 0.
 fn effective_weights(rec: &AppRecord) -> BTreeMap<String, i64> {
     let mut out = BTreeMap::new();
+    if is_single_mode(&rec.app) {
+        // "Revision weights can not be used in this mode" (N§2): the latest ready revision
+        // takes all traffic, whatever the configuration says.
+        let ready = rec
+            .app
+            .pointer("/properties/latestReadyRevisionName")
+            .and_then(Value::as_str);
+        if let (true, Some(ready)) = (has_ingress(&rec.app), ready) {
+            out.insert(ready.to_owned(), 100);
+        }
+        return out;
+    }
     let traffic = rec
         .app
         .pointer("/properties/configuration/ingress/traffic")
@@ -1485,6 +1597,8 @@ fn replica_json(rec: &AppRecord, r: &Revision, i: u64) -> Value {
                 "containerId": format!("containerd://{:016x}{:016x}", splitmix(h), splitmix(h ^ 1)),
                 "ready": true, "started": true, "restartCount": r.restarts,
                 "runningState": "Running", "runningStateDetails": "",
+                "logStreamEndpoint": format!("https://uksouth.azurecontainerapps.dev/logstream/{}", r.name),
+                "execEndpoint": format!("wss://uksouth.azurecontainerapps.dev/exec/{}", r.name),
             })
         })
         .collect();

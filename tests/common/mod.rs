@@ -84,7 +84,8 @@ pub fn root() -> PathBuf {
 
 // ---- Simulator helpers ----------------------------------------------------------------------
 
-use aca_reconciler::simulator::{self, Handle, ServeOptions, Sim, store::World};
+pub use aca_reconciler::simulator::Handle;
+use aca_reconciler::simulator::{self, ServeOptions, Sim, store::World};
 
 /// The example desired state, loaded (tests seed the simulator from it).
 pub fn example_state() -> aca_reconciler::spec::DesiredState {
