@@ -280,28 +280,34 @@ pub(crate) fn decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-// api-versions of Microsoft.App that the simulator answers; others get ARM's error. The
-// resource shapes used here are the same in all of them (N§1 "All operations below exist in both").
+// api-versions the provider lookup advertises. Any well-formed version from Container Apps'
+// GA (2022-03-01) on is answered, since SDKs move ahead of any list (azure-mgmt-appcontainers
+// 5.1.0 sends 2026-07-01); the resource shapes are the same in all of them (N§1).
 const KNOWN_API_VERSIONS: &[&str] = &[
     "2022-03-01",
-    "2022-06-01-preview",
     "2022-10-01",
-    "2022-11-01-preview",
-    "2023-04-01-preview",
     "2023-05-01",
-    "2023-05-02-preview",
-    "2023-08-01-preview",
-    "2023-11-02-preview",
-    "2024-02-02-preview",
     "2024-03-01",
-    "2024-08-02-preview",
-    "2024-10-02-preview",
     "2025-01-01",
-    "2025-02-02-preview",
     "2025-07-01",
     "2025-10-02-preview",
     "2026-01-01",
+    "2026-07-01",
 ];
+
+/// `YYYY-MM-DD` or `YYYY-MM-DD-preview`, not before 2022-03-01.
+fn is_served_api_version(v: &str) -> bool {
+    let date = v.strip_suffix("-preview").unwrap_or(v);
+    let shaped = date.len() == 10
+        && date.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    shaped && date >= "2022-03-01"
+}
 
 fn check_api_version(route: &Route, q: &HashMap<String, String>) -> Result<(), ArmError> {
     let Some(v) = q.get("api-version") else {
@@ -318,7 +324,7 @@ fn check_api_version(route: &Route, q: &HashMap<String, String>) -> Result<(), A
             | Route::ResourceGroup { .. }
             | Route::Provider { .. }
     );
-    if generic || KNOWN_API_VERSIONS.contains(&v.as_str()) {
+    if generic || is_served_api_version(v) {
         Ok(())
     } else {
         Err(ArmError::new(
@@ -861,6 +867,28 @@ mod tests {
                 op: "op1".into()
             })
         );
+    }
+
+    #[test]
+    fn api_versions() {
+        for ok in [
+            "2026-01-01",
+            "2026-07-01",
+            "2025-10-02-preview",
+            "2022-03-01",
+        ] {
+            assert!(is_served_api_version(ok), "{ok}");
+        }
+        for bad in [
+            "2019-01-01",
+            "2022-02-28",
+            "latest",
+            "2026-1-01",
+            "2026-01-01-beta",
+            "",
+        ] {
+            assert!(!is_served_api_version(bad), "{bad}");
+        }
     }
 
     #[test]
