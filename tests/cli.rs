@@ -123,3 +123,105 @@ fn a_closed_pipe_is_not_an_error() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn simulate_serves_the_seed_and_stops_cleanly_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let s = Scratch::new();
+    let mut child = bin(&root())
+        .args([
+            "simulate",
+            "--listen",
+            "127.0.0.1:0",
+            "--seed",
+            "desired-state",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(
+        first.starts_with("aca-reconciler simulator on http://127.0.0.1:"),
+        "{first}"
+    );
+    assert!(
+        first.ends_with("10 apps in 2 subscriptions, 2 registries"),
+        "{first}"
+    );
+    let rest: Vec<String> = lines
+        .by_ref()
+        .take_while(|l| l.as_ref().is_ok_and(|l| !l.starts_with("Serving")))
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("IDENTITY_ENDPOINT=http://127.0.0.1:")
+                && l.ends_with("IDENTITY_HEADER=simulator")),
+        "{rest:?}"
+    );
+    let base = first
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_owned();
+
+    // Dump its state to a file, and serve that dump from a second simulator.
+    let dump = s.path().join("state.json");
+    let status = std::process::Command::new("curl")
+        .args(["-sf", "-o"])
+        .arg(&dump)
+        .arg(format!("{base}/_sim/state"))
+        .status();
+    if status.is_ok_and(|st| st.success()) {
+        let mut second = bin(&root())
+            .args(["simulate", "--listen", "127.0.0.1:0", "--seed"])
+            .arg(&dump)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut l2 = BufReader::new(second.stdout.take().unwrap()).lines();
+        let line = l2.next().unwrap().unwrap();
+        assert!(
+            line.ends_with("10 apps in 2 subscriptions, 2 registries"),
+            "{line}"
+        );
+        unsafe_kill(second.id(), "TERM");
+        assert_eq!(second.wait().unwrap().code(), Some(0));
+    }
+
+    unsafe_kill(child.id(), "TERM");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "SIGTERM is a clean stop");
+}
+
+#[test]
+fn simulate_refuses_an_invalid_seed_with_the_validate_hint() {
+    let s = Scratch::new();
+    s.write("bad.yaml", "kind: Nope\n");
+    let out = run(
+        bin(s.path()).args(["simulate", "--listen", "127.0.0.1:0", "--seed", "."]),
+        1,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("run `aca-reconciler validate .`") && err.contains("./bad.yaml:1:1"),
+        "{err}"
+    );
+}
+
+/// Sends a signal with the system's `kill` (the test crate forbids unsafe code).
+#[cfg(unix)]
+fn unsafe_kill(pid: u32, signal: &str) {
+    let ok = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}

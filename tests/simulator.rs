@@ -1395,3 +1395,136 @@ async fn tls_serves_https_with_a_certificate_clients_can_trust() {
     // A client that does not trust it refuses to talk.
     assert!(reqwest::Client::new().get(&url).send().await.is_err());
 }
+
+// ---- Seeding --------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_seed_has_drifted_from_the_desired_state_in_every_owned_field() {
+    let desired = example_state();
+    let h = start_sim(world(Config::default())).await;
+    let c = ArmTestClient::new(&h);
+    let mut drifted_mode = 0;
+    for spec in desired.apps.values() {
+        let k = &spec.key;
+        let url = c.app_url(&k.subscription, &k.resource_group, &k.name);
+        let app = c.get_json(&url).await;
+        let p = &app["properties"];
+        for (container, image) in &spec.images {
+            let live = p["template"]["containers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|x| x["name"] == container.as_str())
+                .unwrap();
+            assert_ne!(
+                live["image"],
+                image.full.as_str(),
+                "{k}: an older image runs"
+            );
+        }
+        let r = spec.replicas.unwrap();
+        let live = (
+            p["template"]["scale"]["minReplicas"].as_u64().unwrap(),
+            p["template"]["scale"]["maxReplicas"].as_u64().unwrap(),
+        );
+        assert_ne!(
+            live,
+            (u64::from(r.min), u64::from(r.max)),
+            "{k}: other replica bounds"
+        );
+        let revs = revisions(&c, &url).await;
+        if p["configuration"]["activeRevisionsMode"] == "Multiple" {
+            let active = revs
+                .iter()
+                .filter(|r| r["properties"]["active"] == true)
+                .count();
+            assert!(
+                active > spec.keep_active.unwrap() as usize,
+                "{k}: {active} active, retention has work"
+            );
+        } else {
+            drifted_mode += 1;
+        }
+        for named in spec.traffic.iter().flat_map(|t| t.named_revisions()) {
+            assert!(
+                revs.iter().any(|r| r["name"] == named),
+                "{k}: {named} exists"
+            );
+        }
+        assert!(
+            app["tags"]
+                .get("aca-reconciler-restart-generation")
+                .is_none(),
+            "generation 0"
+        );
+        assert_eq!(p["configuration"]["secrets"][0].get("value"), None);
+    }
+    assert!(
+        drifted_mode >= 1,
+        "some app runs in the other revision mode"
+    );
+
+    let reg = "crxshopaidev.azurecr.io";
+    let token = acr_token(&c, reg, "repository:user-service:metadata_read").await;
+    let tags: Value = c
+        .http
+        .get(format!(
+            "{}/registries/{reg}/acr/v1/user-service/_tags?n=1000",
+            c.base
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tags = tags["tags"].as_array().unwrap();
+    assert!(
+        tags.len() > 10 + 5,
+        "more tags than keepLast: {}",
+        tags.len()
+    );
+    assert!(
+        tags.iter()
+            .any(|t| t["changeableAttributes"]["deleteEnabled"] == false),
+        "one is locked"
+    );
+    assert_eq!(
+        c.sim_json("outages").await,
+        json!([]),
+        "the seed itself is healthy"
+    );
+}
+
+#[tokio::test]
+async fn seeding_from_desired_state_yaml_over_the_control_plane() {
+    let h = start_sim(World::default()).await;
+    let c = ArmTestClient::new(&h);
+    let yaml = "apiVersion: aca-reconciler/v1\nkind: ContainerApp\nmetadata: {name: ca-one, resourceGroup: rg-x, subscription: 00000000-0000-0000-0000-0000000000aa}\nspec:\n  revisionMode: multiple\n  images: {one: cr.example.io/one:v2.0.0}\n  replicas: {min: 1, max: 4}\n";
+    let r = c
+        .http
+        .post(format!("{}/_sim/seed", c.base))
+        .body(yaml)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["apps"], 1);
+    let app = c
+        .get_json(&c.app_url("00000000-0000-0000-0000-0000000000aa", "rg-x", "ca-one"))
+        .await;
+    assert_eq!(
+        app["properties"]["template"]["containers"][0]["image"],
+        "cr.example.io/one:v1.9.9"
+    );
+    let r = c
+        .http
+        .post(format!("{}/_sim/seed", c.base))
+        .body("kind: Nope\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("seed.yaml:1:1"));
+}

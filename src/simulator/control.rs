@@ -3,6 +3,7 @@
 //! | route | does |
 //! | --- | --- |
 //! | `GET /_sim/state`, `PUT /_sim/state`, `POST /_sim/reset` | dump, replace, empty the world |
+//! | `POST /_sim/seed` | replace the world with drifted copies of a desired-state YAML body |
 //! | `GET /_sim/config`, `PATCH /_sim/config` | read, change tunables (merge patch) |
 //! | `GET /_sim/requests`, `DELETE /_sim/requests` | request counts by operation; reset |
 //! | `GET /_sim/outages`, `GET /_sim/restarts` | what tests assert never / exactly happens |
@@ -302,6 +303,7 @@ pub fn router() -> Router<Arc<Sim>> {
     Router::new()
         .route("/state", get(get_state).put(put_state))
         .route("/reset", post(reset))
+        .route("/seed", post(seed_yaml))
         .route("/config", get(get_config).patch(patch_config))
         .route("/requests", get(get_requests).delete(delete_requests))
         .route("/outages", get(get_outages))
@@ -344,6 +346,31 @@ async fn put_state(State(sim): State<Arc<Sim>>, body: axum::body::Bytes) -> Resp
         }
         Err(e) => bad(format!("not a simulator state: {e}")),
     }
+}
+
+/// Seeds from desired-state YAML (one or more documents, Defaults included).
+async fn seed_yaml(State(sim): State<Arc<Sim>>, body: axum::body::Bytes) -> Response {
+    use crate::spec::load::parse_bytes;
+    let path = std::path::Path::new("seed.yaml");
+    let parsed = parse_bytes(path, std::path::Path::new(""), &body);
+    let loaded = crate::spec::validate::assemble(&[parsed], &crate::spec::LoadOptions::default());
+    if !loaded.diagnostics.is_empty() {
+        let lines: Vec<String> = loaded.diagnostics.iter().map(ToString::to_string).collect();
+        return bad(format!(
+            "the desired state is invalid:\n{}",
+            lines.join("\n")
+        ));
+    }
+    let now = sim.clock.now();
+    let mut w = sim.world();
+    let config = w.config.clone();
+    let salt = w.salt;
+    *w = super::seed::from_desired(&loaded.state, config, now);
+    w.salt = salt;
+    json_response(
+        StatusCode::OK,
+        &json!({"apps": w.apps.len(), "registries": w.registries.len()}),
+    )
 }
 
 async fn reset(State(sim): State<Arc<Sim>>) -> Response {

@@ -138,19 +138,16 @@ pub fn from_desired(desired: &DesiredState, config: Config, now: Millis) -> Worl
     let mut world = World::new(config);
     let mut registry_tags: BTreeMap<(String, String), BTreeMap<String, Millis>> = BTreeMap::new();
 
-    for spec in desired.apps.values() {
+    for (index, spec) in desired.apps.values().enumerate() {
         let key = &spec.key;
         let h = hash(&key.name);
         let images = desired_images(spec);
         let keep = spec.keep_active.unwrap_or(3) as usize;
         let history = (keep + 3).max(6);
         let multiple = spec.revision_mode != Some(RevisionMode::Single);
-        // Every fifth app runs in the other mode, for the mode change to have work.
-        let live_multiple = if h.is_multiple_of(5) {
-            !multiple
-        } else {
-            multiple
-        };
+        // Every fourth app, from the second on, runs in the other mode, so that a mode change
+        // has work (by position, so that any tree of two or more apps has one).
+        let live_multiple = if index % 4 == 1 { !multiple } else { multiple };
 
         // One tag list per container, oldest first; the desired tag itself is not deployed.
         let versions: BTreeMap<&String, Vec<String>> = images
