@@ -641,7 +641,10 @@ fn route_request(
         }
         Route::RevisionAction { id, rev, action } if *method == Method::POST => {
             sim.world().revision_action(id, rev, action, now)?;
-            Ok(StatusCode::OK.into_response())
+            // The spec declares no body, but the az CLI parses one (azure-cli containerapp
+            // _clients.py: `return r.json()` after activate/deactivate/restart), so Azure sends
+            // JSON; its content is unspecified [assumption: an empty object].
+            ok(json!({}))
         }
         Route::Replicas { id, rev } if is_get => {
             let mut w = sim.world();

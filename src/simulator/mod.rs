@@ -139,6 +139,7 @@ pub(crate) fn base_url(sim: &Sim, headers: &HeaderMap) -> String {
 pub fn router(sim: Arc<Sim>) -> Router {
     Router::new()
         .route("/msi/token", get(identity::msi_token))
+        .route("/metadata/endpoints", get(cloud_metadata))
         .route("/{tenant}/oauth2/v2.0/token", post(identity::entra_token))
         .nest("/_sim", control::router())
         .fallback(dispatch)
@@ -164,6 +165,9 @@ pub fn operation_name(method: &Method, path: &str) -> String {
     }
     if path == "/msi/token" {
         return "ManagedIdentity_GetToken".to_owned();
+    }
+    if path == "/metadata/endpoints" {
+        return "Metadata_GetEndpoints".to_owned();
     }
     if path.ends_with("/oauth2/v2.0/token") {
         return "Entra_GetToken".to_owned();
@@ -198,6 +202,41 @@ async fn intercept(State(sim): State<Arc<Sim>>, request: Request, next: Next) ->
         return response;
     }
     next.run(request).await
+}
+
+/// ARM's cloud metadata (`GET /metadata/endpoints?api-version=2022-09-01`, unauthenticated),
+/// which `az cloud register --endpoint-resource-manager` reads. Every endpoint points back at
+/// the simulator, so a client configured from it never reaches Azure.
+async fn cloud_metadata(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Response {
+    let base = base_url(&sim, &headers);
+    json_response(
+        StatusCode::OK,
+        &serde_json::json!({
+            "name": "AcaSimulator",
+            "portal": base,
+            "resourceManager": format!("{base}/"),
+            "authentication": {
+                "loginEndpoint": base,
+                "audiences": ["https://management.core.windows.net/", "https://management.azure.com/"],
+                "tenant": "common",
+                "identityProvider": "AAD"
+            },
+            "graphAudience": format!("{base}/"),
+            "graph": format!("{base}/"),
+            "sqlManagement": format!("{base}/"),
+            "batch": format!("{base}/"),
+            "gallery": format!("{base}/"),
+            "media": format!("{base}/"),
+            "activeDirectoryDataLake": format!("{base}/"),
+            "vmImageAliasDoc": format!("{base}/"),
+            "suffixes": {
+                "acrLoginServer": "azurecr.io",
+                "keyVaultDns": "vault.azure.net",
+                "storage": "core.windows.net",
+                "sqlServerHostname": "database.windows.net"
+            }
+        }),
+    )
 }
 
 /// A JSON response with a status.

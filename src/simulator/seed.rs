@@ -302,7 +302,7 @@ pub fn from_desired(desired: &DesiredState, config: Config, now: Millis) -> Worl
             .subscriptions
             .entry(key.subscription.clone())
             .or_insert_with(|| Subscription {
-                display_name: format!("xshopai-{short}"),
+                display_name: short.to_owned(),
             });
         world.apps.insert(
             AppId::new(&key.subscription, &key.resource_group, &key.name),
