@@ -23,6 +23,9 @@
 //! client, the live snapshot, the pure planner, the executor, the
 //! controller loop with its HTTP endpoints, and registry retention.
 
+pub mod acr;
+pub mod arm;
+pub mod auth;
 pub mod cli;
 pub mod commands;
 pub mod duration;

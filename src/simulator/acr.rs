@@ -225,8 +225,6 @@ pub async fn handle(sim: Arc<Sim>, request: Request) -> Response {
     }
 }
 
-// The error is the finished response, built once per request: its size does not matter.
-#[allow(clippy::result_large_err)]
 fn resolve_registry(
     sim: &Sim,
     prefix_login: Option<String>,
@@ -270,7 +268,6 @@ fn resolve_registry(
     ))
 }
 
-#[allow(clippy::result_large_err)] // the error is the finished 401 response
 fn authorize(
     sim: &Sim,
     headers: &HeaderMap,

@@ -338,7 +338,6 @@ fn check_api_version(route: &Route, q: &HashMap<String, String>) -> Result<(), A
     }
 }
 
-#[allow(clippy::result_large_err)] // the error is the finished 401 response
 fn check_auth(sim: &Sim, headers: &HeaderMap) -> Result<(), Response> {
     let unauthorized = |code: &str, message: &str| {
         let mut r = error_response(&ArmError::new(401, code, message));
@@ -408,28 +407,9 @@ fn location_slug(app: &Value) -> String {
         .replace(' ', "")
 }
 
-/// Serves one ARM request.
+/// Serves one ARM request. (The middleware adds `x-ms-request-id` and its companions.)
 pub async fn handle(sim: Arc<Sim>, request: Request) -> Response {
-    let request_id = sim.world().new_guid();
-    let correlation = request
-        .headers()
-        .get("x-ms-correlation-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .unwrap_or_else(|| request_id.clone());
-    let client_request_id = request.headers().get("x-ms-client-request-id").cloned();
-    let mut response = handle_inner(&sim, request).await;
-    let h = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        h.insert("x-ms-request-id", v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&correlation) {
-        h.insert("x-ms-correlation-request-id", v);
-    }
-    if let Some(v) = client_request_id {
-        h.insert("x-ms-client-request-id", v);
-    }
-    response
+    handle_inner(&sim, request).await
 }
 
 async fn handle_inner(sim: &Arc<Sim>, request: Request) -> Response {

@@ -196,12 +196,36 @@ async fn intercept(State(sim): State<Arc<Sim>>, request: Request, next: Next) ->
     } else {
         sim.faults().take(&method, &path, &operation)
     };
-    if let Some(fault) = fault
-        && let Some(response) = fault.apply().await
-    {
-        return response;
+    let is_arm = arm::Route::parse(&path).is_some();
+    let correlation = request
+        .headers()
+        .get("x-ms-correlation-request-id")
+        .cloned();
+    let client_request_id = request.headers().get("x-ms-client-request-id").cloned();
+    let injected = match fault {
+        Some(fault) => fault.apply().await,
+        None => None,
+    };
+    let mut response = match injected {
+        Some(response) => response,
+        None => next.run(request).await,
+    };
+    // ARM stamps every response, errors and throttling included, with these ids.
+    if is_arm {
+        let request_id = sim.world().new_guid();
+        let h = response.headers_mut();
+        if let Ok(v) = axum::http::HeaderValue::from_str(&request_id) {
+            h.insert(
+                "x-ms-correlation-request-id",
+                correlation.unwrap_or_else(|| v.clone()),
+            );
+            h.insert("x-ms-request-id", v);
+        }
+        if let Some(v) = client_request_id {
+            h.insert("x-ms-client-request-id", v);
+        }
     }
-    next.run(request).await
+    response
 }
 
 /// ARM's cloud metadata (`GET /metadata/endpoints?api-version=2022-09-01`, unauthenticated),

@@ -187,3 +187,23 @@ impl ArmTestClient {
             .unwrap()
     }
 }
+
+/// A simulator on its own runtime and threads, so that a test's load does not share a thread
+/// with the server (a `#[tokio::test]` runs on one thread). Stops when the test ends.
+pub fn start_sim_apart(world: World) -> Handle {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let handle = start_sim(world).await;
+            let stop = handle.shutdown.clone();
+            tx.send(handle).unwrap();
+            stop.cancelled().await;
+        });
+    });
+    rx.recv().unwrap()
+}

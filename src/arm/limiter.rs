@@ -1,0 +1,240 @@
+//! A client-side copy of ARM's token buckets (N§7): reads 250 burst / 25 per s and writes
+//! 200 / 10 per s, per subscription. Requests wait for a token before they are sent, so the
+//! controller slows down *before* Azure throttles it.
+//!
+//! The buckets also learn from Azure: a response's `x-ms-ratelimit-remaining-subscription-*`
+//! lowers the local count when the shared bucket (other clients use it too) is emptier than
+//! ours, and a 429 empties it until `Retry-After` has passed.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Read or write: ARM keeps separate buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// GET.
+    Read,
+    /// PUT, PATCH, POST, DELETE.
+    Write,
+}
+
+/// Bucket sizes and refill rates.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// Read bucket size.
+    pub read_burst: f64,
+    /// Reads refilled per second.
+    pub read_per_second: f64,
+    /// Write bucket size.
+    pub write_burst: f64,
+    /// Writes refilled per second.
+    pub write_per_second: f64,
+}
+
+/// The share of ARM's buckets the client allows itself. Requests that leave the client's
+/// bucket together can reach ARM bunched (connection reuse, scheduling, other clients of the
+/// same subscription), so an exact copy of ARM's bucket still meets 429s; a tenth of headroom
+/// absorbs that.
+pub const HEADROOM: f64 = 0.9;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::arm().scaled(HEADROOM)
+    }
+}
+
+impl Limits {
+    /// ARM's own buckets per subscription (N§7).
+    pub fn arm() -> Self {
+        Self {
+            read_burst: 250.0,
+            read_per_second: 25.0,
+            write_burst: 200.0,
+            write_per_second: 10.0,
+        }
+    }
+
+    /// Every size and rate times `factor`.
+    pub fn scaled(self, factor: f64) -> Self {
+        Self {
+            read_burst: self.read_burst * factor,
+            read_per_second: self.read_per_second * factor,
+            write_burst: self.write_burst * factor,
+            write_per_second: self.write_per_second * factor,
+        }
+    }
+}
+
+impl Limits {
+    /// No limit at all (for benchmarks that measure Azure's own limits).
+    pub fn unlimited() -> Self {
+        Self {
+            read_burst: f64::MAX,
+            read_per_second: f64::MAX,
+            write_burst: f64::MAX,
+            write_per_second: f64::MAX,
+        }
+    }
+
+    fn of(&self, kind: Kind) -> (f64, f64) {
+        match kind {
+            Kind::Read => (self.read_burst, self.read_per_second),
+            Kind::Write => (self.write_burst, self.write_per_second),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+    blocked_until: Option<Instant>,
+}
+
+/// The buckets of every subscription this client talks to.
+#[derive(Debug, Default)]
+pub struct Limiter {
+    limits: Limits,
+    buckets: Mutex<HashMap<(String, Kind), Bucket>>,
+}
+
+impl Limiter {
+    /// A limiter with these limits.
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Waits until a request of `kind` may go to `subscription`, and takes its token.
+    pub async fn acquire(&self, subscription: &str, kind: Kind) {
+        loop {
+            let wait = self.try_take(subscription, kind, Instant::now());
+            match wait {
+                None => return,
+                Some(d) => tokio::time::sleep(d).await,
+            }
+        }
+    }
+
+    /// Takes a token now, or says how long to wait for one.
+    fn try_take(&self, subscription: &str, kind: Kind, now: Instant) -> Option<Duration> {
+        let (burst, rate) = self.limits.of(kind);
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let b = buckets
+            .entry((subscription.to_ascii_lowercase(), kind))
+            .or_insert(Bucket {
+                tokens: burst,
+                at: now,
+                blocked_until: None,
+            });
+        if let Some(until) = b.blocked_until {
+            if now < until {
+                return Some(until - now);
+            }
+            b.blocked_until = None;
+        }
+        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
+        b.tokens = (b.tokens + elapsed * rate).min(burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            None
+        } else {
+            Some(Duration::from_secs_f64(
+                ((1.0 - b.tokens) / rate).max(0.001),
+            ))
+        }
+    }
+
+    /// Learns from `x-ms-ratelimit-remaining-subscription-*`: the shared bucket has `remaining`.
+    pub fn observe_remaining(&self, subscription: &str, kind: Kind, remaining: u64) {
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(b) = buckets.get_mut(&(subscription.to_ascii_lowercase(), kind)) {
+            b.tokens = b.tokens.min(remaining as f64);
+        }
+    }
+
+    /// Learns from a 429: nothing goes to `subscription` before `retry_after` has passed.
+    pub fn observe_throttled(&self, subscription: &str, kind: Kind, retry_after: Duration) {
+        let now = Instant::now();
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let b = buckets
+            .entry((subscription.to_ascii_lowercase(), kind))
+            .or_insert(Bucket {
+                tokens: 0.0,
+                at: now,
+                blocked_until: None,
+            });
+        b.tokens = 0.0;
+        b.at = now + retry_after;
+        b.blocked_until = Some(now + retry_after);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_then_the_refill_rate() {
+        let l = Limiter::new(Limits {
+            read_burst: 3.0,
+            read_per_second: 2.0,
+            write_burst: 1.0,
+            write_per_second: 1.0,
+        });
+        let start = Instant::now();
+        for _ in 0..3 {
+            l.acquire("s", Kind::Read).await;
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO, "the burst goes at once");
+        for _ in 0..4 {
+            l.acquire("s", Kind::Read).await;
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        assert!(
+            (1.9..2.2).contains(&elapsed),
+            "4 more at 2 per second take 2 s: {elapsed}"
+        );
+        let other = Instant::now();
+        l.acquire("other", Kind::Read).await;
+        l.acquire("s", Kind::Write).await;
+        assert_eq!(
+            other.elapsed(),
+            Duration::ZERO,
+            "other subscriptions and writes have their own buckets"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn azure_headers_and_429s_slow_it_down() {
+        let l = Limiter::new(Limits::default());
+        l.acquire("s", Kind::Read).await;
+        l.observe_remaining("s", Kind::Read, 0);
+        let start = Instant::now();
+        l.acquire("s", Kind::Read).await;
+        assert!(
+            start.elapsed() >= Duration::from_millis(39),
+            "had to wait for a refill: {:?}",
+            start.elapsed()
+        );
+        l.observe_throttled("s", Kind::Write, Duration::from_secs(2));
+        let start = Instant::now();
+        l.acquire("s", Kind::Write).await;
+        assert!(start.elapsed() >= Duration::from_secs(2));
+    }
+}

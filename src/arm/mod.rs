@@ -1,0 +1,760 @@
+//! The ARM client: every Container Apps call the controller makes, and nothing else.
+//!
+//! # Guarantees
+//! - One function, [`ArmClient::send`], sends every request. It waits for the client-side
+//!   bucket ([`limiter`]), adds the token, `User-Agent` and a fresh `x-ms-client-request-id`,
+//!   reads the whole body, and retries what is safe to retry: 408, 429, 5xx, write-lock 409s
+//!   and broken connections for requests that may be repeated; only "not processed" answers
+//!   (429, lock 409) for those that may not. Backoff is exponential with jitter and a cap
+//!   (backon); `Retry-After` is a floor, never shortened.
+//! - Lists follow `nextLink` to the end and return everything, or an error: never a part.
+//! - Writes wait for their long-running operation: `Azure-AsyncOperation`, else `Location`,
+//!   else (or when the operation URL is forbidden, as for identities scoped to one resource
+//!   group) the app's `provisioningState`; then the app is read again.
+//! - Tokens never reach a log line or an error message.
+
+pub mod error;
+pub mod limiter;
+pub mod models;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use backon::BackoffBuilder;
+use reqwest::Method;
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+use tokio::time::Instant;
+
+pub use error::Error;
+use limiter::{Kind, Limiter, Limits};
+pub use models::{ContainerApp, Revision};
+
+use crate::auth::TokenSource;
+use crate::spec::AppKey;
+
+/// The api-version of Microsoft.App this client speaks (N§1).
+pub const API_VERSION: &str = "2026-01-01";
+
+/// `User-Agent` of every request.
+pub const USER_AGENT: &str = concat!("aca-reconciler/", env!("CARGO_PKG_VERSION"));
+
+/// How failed requests are retried.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// First backoff.
+    pub min_delay: Duration,
+    /// Largest backoff.
+    pub max_delay: Duration,
+    /// Retries after the first attempt.
+    pub max_retries: usize,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            min_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+            max_retries: 6,
+        }
+    }
+}
+
+impl RetryPolicy {
+    fn delays(&self) -> impl Iterator<Item = Duration> {
+        backon::ExponentialBuilder::default()
+            .with_min_delay(self.min_delay)
+            .with_max_delay(self.max_delay)
+            .with_max_times(self.max_retries)
+            .with_jitter()
+            .build()
+    }
+}
+
+/// Settings of an [`ArmClient`].
+#[derive(Debug, Clone)]
+pub struct ArmConfig {
+    /// `https://management.azure.com` (plain http only for loopback hosts).
+    pub endpoint: String,
+    /// Microsoft.App api-version.
+    pub api_version: String,
+    /// Client-side buckets.
+    pub limits: Limits,
+    /// Retries.
+    pub retry: RetryPolicy,
+    /// Timeout of one HTTP exchange.
+    pub request_timeout: Duration,
+    /// How long a write may take before it is reported as timed out.
+    pub operation_timeout: Duration,
+    /// Poll interval when Azure sends no `Retry-After`.
+    pub poll_interval: Duration,
+}
+
+impl ArmConfig {
+    /// Defaults for `endpoint`.
+    pub fn new(endpoint: &str) -> Self {
+        Self {
+            endpoint: endpoint.trim_end_matches('/').to_owned(),
+            api_version: API_VERSION.to_owned(),
+            limits: Limits::default(),
+            retry: RetryPolicy::default(),
+            request_timeout: Duration::from_secs(60),
+            operation_timeout: Duration::from_secs(600),
+            poll_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Whether `host` is a loopback host (127.0.0.0/8, ::1, localhost).
+pub fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost")
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Accepts `https://...`, and `http://...` only for loopback hosts (contract section 2).
+///
+/// # Errors
+/// Anything else, saying why.
+pub fn check_endpoint(url: &str, what: &str) -> Result<reqwest::Url, Error> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| Error::Config(format!("{what} `{url}` is not a URL: {e}")))?;
+    let host = parsed.host_str().unwrap_or("");
+    match parsed.scheme() {
+        "https" => Ok(parsed),
+        "http" if is_loopback_host(host) => Ok(parsed),
+        "http" => Err(Error::Config(format!(
+            "{what} `{url}` uses plain http to a non-loopback host; tokens must travel over https (plain http is accepted for 127.0.0.0/8, ::1 and localhost only)"
+        ))),
+        other => Err(Error::Config(format!(
+            "{what} `{url}`: unsupported scheme `{other}`, use https"
+        ))),
+    }
+}
+
+/// Runs `op` until it succeeds, or fails in a way that retrying cannot fix, or the policy's
+/// budget is spent. A request that may be repeated (`idempotent`) is retried on any retryable
+/// error; one that may not only when Azure certainly did not process it. `Retry-After` is a
+/// floor under the backoff, never shortened.
+///
+/// # Errors
+/// The last error.
+pub async fn with_retries<T, F, Fut>(
+    policy: &RetryPolicy,
+    idempotent: bool,
+    what: &str,
+    mut op: F,
+) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    let mut delays = policy.delays();
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let err = match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        let may_retry = if idempotent {
+            err.is_retryable()
+        } else {
+            err.was_not_processed()
+        };
+        let Some(backoff) = delays.next().filter(|_| may_retry) else {
+            return Err(err);
+        };
+        let delay = err.retry_after().map_or(backoff, |ra| ra.max(backoff));
+        tracing::warn!(call = %what, attempt, retry_in_ms = delay.as_millis() as u64, error = %err, "retrying");
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// A fresh `x-ms-client-request-id` (GUID-shaped).
+pub fn new_request_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seed = std::hash::BuildHasher::hash_one(
+        &std::collections::hash_map::RandomState::new(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+    );
+    let h = crate::simulator::store::splitmix(seed);
+    format!(
+        "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+        (h >> 32) as u32,
+        (h >> 16) & 0xffff,
+        h & 0xfff,
+        (seed >> 20) & 0xfff,
+        seed & 0xffff_ffff_ffff
+    )
+}
+
+/// A request to send.
+#[derive(Debug)]
+struct Call<'a> {
+    method: Method,
+    url: String,
+    body: Option<&'a Value>,
+    subscription: Option<&'a str>,
+    /// May be repeated without changing the outcome.
+    idempotent: bool,
+}
+
+/// A complete response.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// `Retry-After` in seconds (ARM's form) or an HTTP date.
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get("retry-after")?.to_str().ok()?.trim();
+    v.parse::<u64>().ok().map(Duration::from_secs)
+}
+
+pub(crate) fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// `(code, message)` from ARM's envelope, a bare `{code, message}`, or ACR's `{"errors": [...]}`.
+pub fn parse_error_body(body: &[u8]) -> (String, String) {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let e = v
+        .get("error")
+        .or_else(|| v.get("errors").and_then(|e| e.get(0)))
+        .unwrap_or(&v);
+    let text = |k: &str| e.get(k).and_then(Value::as_str).map(str::to_owned);
+    let fallback = String::from_utf8_lossy(&body[..body.len().min(300)])
+        .trim()
+        .to_owned();
+    (
+        text("code").unwrap_or_else(|| "Unknown".to_owned()),
+        text("message").unwrap_or(fallback),
+    )
+}
+
+/// The path of a URL, for messages and spans (no query: it may carry tokens elsewhere).
+pub(crate) fn path_of(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .map(|u| u.path().to_owned())
+        .unwrap_or_else(|_| "(invalid url)".to_owned())
+}
+
+/// What a revision action does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevisionAction {
+    /// Start serving (no traffic by itself).
+    Activate,
+    /// Stop; it must carry no traffic first.
+    Deactivate,
+    /// Restart its replicas (picks up rotated secrets).
+    Restart,
+}
+
+impl RevisionAction {
+    fn verb(self) -> &'static str {
+        match self {
+            RevisionAction::Activate => "activate",
+            RevisionAction::Deactivate => "deactivate",
+            RevisionAction::Restart => "restart",
+        }
+    }
+}
+
+/// The ARM client.
+#[derive(Debug)]
+pub struct ArmClient {
+    http: reqwest::Client,
+    config: ArmConfig,
+    tokens: Arc<TokenSource>,
+    limiter: Limiter,
+}
+
+impl ArmClient {
+    /// A client for `config.endpoint` with tokens from `tokens`.
+    ///
+    /// # Errors
+    /// The endpoint is not acceptable, or the HTTP client cannot be built.
+    pub fn new(config: ArmConfig, tokens: Arc<TokenSource>) -> Result<Self, Error> {
+        check_endpoint(&config.endpoint, "the ARM endpoint")?;
+        let http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .timeout(config.request_timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self {
+            http,
+            limiter: Limiter::new(config.limits),
+            config,
+            tokens,
+        })
+    }
+
+    /// The token source (the ACR client exchanges the same ARM token).
+    pub fn tokens(&self) -> &Arc<TokenSource> {
+        &self.tokens
+    }
+
+    /// The endpoint, without a trailing slash.
+    pub fn endpoint(&self) -> &str {
+        &self.config.endpoint
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!(
+            "{}{path}?api-version={}",
+            self.config.endpoint, self.config.api_version
+        )
+    }
+
+    /// Sends one request with retries (see the module docs).
+    async fn send(&self, call: &Call<'_>) -> Result<Reply, Error> {
+        let path = path_of(&call.url);
+        let kind = if call.method == Method::GET {
+            Kind::Read
+        } else {
+            Kind::Write
+        };
+        let what = format!("{} {path}", call.method);
+        with_retries(&self.config.retry, call.idempotent, &what, || async {
+            if let Some(sub) = call.subscription {
+                self.limiter.acquire(sub, kind).await;
+            }
+            let result = self.attempt(call, &path, kind).await;
+            if let (Err(e), Some(sub)) = (&result, call.subscription)
+                && let (Some(429), Some(ra)) = (e.status(), e.retry_after())
+            {
+                self.limiter.observe_throttled(sub, kind, ra);
+            }
+            result
+        })
+        .await
+    }
+
+    async fn attempt(&self, call: &Call<'_>, path: &str, kind: Kind) -> Result<Reply, Error> {
+        let token = self.tokens.token().await?;
+        let request_id = new_request_id();
+        let started = Instant::now();
+        let mut req = self
+            .http
+            .request(call.method.clone(), &call.url)
+            .bearer_auth(token.expose())
+            .header("x-ms-client-request-id", &request_id)
+            .header("x-ms-return-client-request-id", "true");
+        if let Some(body) = call.body {
+            req = req.json(body);
+        }
+        let transport = |e: reqwest::Error| Error::Transport {
+            method: call.method.to_string(),
+            resource: path.to_owned(),
+            message: without_url(&e),
+        };
+        let resp = req.send().await.map_err(transport)?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.map_err(transport)?;
+        let ms = started.elapsed().as_millis() as u64;
+        tracing::debug!(method = %call.method, path, status, ms, client_request_id = %request_id, "ARM");
+        if let Some(sub) = call.subscription {
+            let name = match kind {
+                Kind::Read => "x-ms-ratelimit-remaining-subscription-reads",
+                Kind::Write => "x-ms-ratelimit-remaining-subscription-writes",
+            };
+            if let Some(left) = header(&headers, name).and_then(|v| v.parse::<u64>().ok()) {
+                self.limiter.observe_remaining(sub, kind, left);
+            }
+        }
+        if status >= 400 {
+            let (code, message) = parse_error_body(&body);
+            let method = call.method.to_string();
+            return Err(Error::Status {
+                hint: error::hint_for(status, &code, &method, path, self.tokens.credential_name()),
+                method,
+                resource: path.to_owned(),
+                status,
+                code,
+                message,
+                request_id: header(&headers, "x-ms-request-id"),
+                correlation_id: header(&headers, "x-ms-correlation-request-id"),
+                retry_after: retry_after(&headers),
+            });
+        }
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(path: &str, body: &[u8]) -> Result<T, Error> {
+        serde_json::from_slice(body).map_err(|e| Error::Decode {
+            resource: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// GET a list, following `nextLink` to the end.
+    async fn list_all(&self, first: String, subscription: &str) -> Result<Vec<Value>, Error> {
+        let mut items = Vec::new();
+        let mut next = Some(first);
+        let mut seen = std::collections::HashSet::new();
+        while let Some(url) = next {
+            if !seen.insert(url.clone()) {
+                return Err(Error::Decode {
+                    resource: path_of(&url),
+                    message: "nextLink points back at a page already read".to_owned(),
+                });
+            }
+            let call = Call {
+                method: Method::GET,
+                url,
+                body: None,
+                subscription: Some(subscription),
+                idempotent: true,
+            };
+            let reply = self.send(&call).await?;
+            let page: Value = Self::decode(&path_of(&call.url), &reply.body)?;
+            match page.get("value") {
+                Some(Value::Array(v)) => items.extend(v.iter().cloned()),
+                Some(Value::Null) | None => {}
+                Some(_) => {
+                    return Err(Error::Decode {
+                        resource: path_of(&call.url),
+                        message: "`value` is not an array".to_owned(),
+                    });
+                }
+            }
+            next = page
+                .get("nextLink")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    if s.contains("api-version=") {
+                        s.to_owned()
+                    } else {
+                        format!(
+                            "{s}{}api-version={}",
+                            if s.contains('?') { '&' } else { '?' },
+                            self.config.api_version
+                        )
+                    }
+                });
+        }
+        Ok(items)
+    }
+
+    /// Every container app of a resource group (or of the whole subscription), all pages.
+    ///
+    /// # Errors
+    /// Any page failed; then nothing is returned.
+    pub async fn list_apps(
+        &self,
+        subscription: &str,
+        resource_group: Option<&str>,
+    ) -> Result<Vec<ContainerApp>, Error> {
+        let path = match resource_group {
+            Some(rg) => format!(
+                "/subscriptions/{subscription}/resourceGroups/{rg}/providers/Microsoft.App/containerApps"
+            ),
+            None => format!("/subscriptions/{subscription}/providers/Microsoft.App/containerApps"),
+        };
+        let values = self.list_all(self.url(&path), subscription).await?;
+        values
+            .into_iter()
+            .map(|v| {
+                ContainerApp::from_value(v).map_err(|e| Error::Decode {
+                    resource: path.clone(),
+                    message: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// One app.
+    ///
+    /// # Errors
+    /// 404 if it does not exist, or any other failure.
+    pub async fn get_app(&self, key: &AppKey) -> Result<ContainerApp, Error> {
+        let path = key.resource_id();
+        let call = Call {
+            method: Method::GET,
+            url: self.url(&path),
+            body: None,
+            subscription: Some(&key.subscription),
+            idempotent: true,
+        };
+        let reply = self.send(&call).await?;
+        let raw: Value = Self::decode(&path, &reply.body)?;
+        ContainerApp::from_value(raw).map_err(|e| Error::Decode {
+            resource: path,
+            message: e.to_string(),
+        })
+    }
+
+    /// PATCH an app (JSON merge patch), wait for the operation, and read the app again.
+    ///
+    /// The body must be safe to send twice (the planner's are: they carry a fixed revision
+    /// suffix), since a broken connection is retried.
+    ///
+    /// # Errors
+    /// The write or its operation failed or timed out.
+    pub async fn patch_app(&self, key: &AppKey, body: &Value) -> Result<ContainerApp, Error> {
+        let path = key.resource_id();
+        let call = Call {
+            method: Method::PATCH,
+            url: self.url(&path),
+            body: Some(body),
+            subscription: Some(&key.subscription),
+            idempotent: true,
+        };
+        let reply = self.send(&call).await?;
+        if matches!(reply.status, 201 | 202) {
+            self.wait_for_operation(key, &reply.headers).await?;
+        }
+        self.get_app(key).await
+    }
+
+    /// Waits for the operation a write started (N§1.2).
+    async fn wait_for_operation(&self, key: &AppKey, headers: &HeaderMap) -> Result<(), Error> {
+        #[derive(Clone, Copy, PartialEq, Debug)]
+        enum Protocol {
+            AsyncOperation,
+            Location,
+            AppState,
+        }
+        let resource = key.resource_id();
+        let (mut protocol, url) = match (
+            header(headers, "azure-asyncoperation"),
+            header(headers, "location"),
+        ) {
+            (Some(u), _) => (Protocol::AsyncOperation, u),
+            (None, Some(u)) => (Protocol::Location, u),
+            (None, None) => (Protocol::AppState, String::new()),
+        };
+        if protocol != Protocol::AppState {
+            check_endpoint(&url, "the operation URL")?;
+        }
+        let started = Instant::now();
+        let mut wait = retry_after(headers).unwrap_or(self.config.poll_interval);
+        loop {
+            if started.elapsed() + wait > self.config.operation_timeout {
+                return Err(Error::Timeout {
+                    resource,
+                    what: "the write's long-running operation".to_owned(),
+                    after: self.config.operation_timeout,
+                });
+            }
+            tokio::time::sleep(wait).await;
+            wait = self.config.poll_interval;
+            if protocol == Protocol::AppState {
+                let app = self.get_app(key).await?;
+                match app.properties.provisioning_state.as_deref() {
+                    Some(s) if s.eq_ignore_ascii_case("inprogress") => continue,
+                    Some(s)
+                        if s.eq_ignore_ascii_case("failed")
+                            || s.eq_ignore_ascii_case("canceled") =>
+                    {
+                        return Err(Error::OperationFailed {
+                            resource,
+                            status: s.to_owned(),
+                            message: "the app's provisioningState says so".to_owned(),
+                        });
+                    }
+                    _ => return Ok(()),
+                }
+            }
+            let call = Call {
+                method: Method::GET,
+                url: url.clone(),
+                body: None,
+                subscription: Some(&key.subscription),
+                idempotent: true,
+            };
+            let reply = match self.send(&call).await {
+                Ok(r) => r,
+                // Identities scoped to one resource group cannot read the subscription-scoped
+                // operation (N§1.2): follow the app's provisioningState instead.
+                Err(e) if matches!(e.status(), Some(401 | 403 | 404)) => {
+                    tracing::warn!(app = %key, error = %e, "cannot read the operation's status; following the app's provisioningState instead");
+                    protocol = Protocol::AppState;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(ra) = retry_after(&reply.headers) {
+                wait = ra;
+            }
+            match protocol {
+                Protocol::AsyncOperation => {
+                    let body: Value = Self::decode(&path_of(&url), &reply.body)?;
+                    let status = body
+                        .get("status")
+                        .and_then(Value::as_str)
+                        .unwrap_or("InProgress");
+                    match status {
+                        s if s.eq_ignore_ascii_case("succeeded") => return Ok(()),
+                        s if s.eq_ignore_ascii_case("failed")
+                            || s.eq_ignore_ascii_case("canceled") =>
+                        {
+                            let (_, message) = parse_error_body(&reply.body);
+                            return Err(Error::OperationFailed {
+                                resource,
+                                status: s.to_owned(),
+                                message,
+                            });
+                        }
+                        _ => {}
+                    }
+                }
+                Protocol::Location => {
+                    if reply.status != 202 {
+                        return Ok(());
+                    }
+                }
+                Protocol::AppState => {}
+            }
+        }
+    }
+
+    /// Every revision of an app, all pages.
+    ///
+    /// # Errors
+    /// Any page failed.
+    pub async fn list_revisions(&self, key: &AppKey) -> Result<Vec<Revision>, Error> {
+        let path = format!("{}/revisions", key.resource_id());
+        let values = self.list_all(self.url(&path), &key.subscription).await?;
+        values
+            .into_iter()
+            .map(|v| {
+                serde_json::from_value(v).map_err(|e| Error::Decode {
+                    resource: path.clone(),
+                    message: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// One revision.
+    ///
+    /// # Errors
+    /// 404 if it does not exist, or any other failure.
+    pub async fn get_revision(&self, key: &AppKey, revision: &str) -> Result<Revision, Error> {
+        let path = format!("{}/revisions/{revision}", key.resource_id());
+        let call = Call {
+            method: Method::GET,
+            url: self.url(&path),
+            body: None,
+            subscription: Some(&key.subscription),
+            idempotent: true,
+        };
+        let reply = self.send(&call).await?;
+        Self::decode(&path, &reply.body)
+    }
+
+    /// Activate, deactivate or restart a revision. A restart is not repeated after a broken
+    /// connection (it might have happened); activate and deactivate are.
+    ///
+    /// # Errors
+    /// The call failed.
+    pub async fn revision_action(
+        &self,
+        key: &AppKey,
+        revision: &str,
+        action: RevisionAction,
+    ) -> Result<(), Error> {
+        let path = format!(
+            "{}/revisions/{revision}/{}",
+            key.resource_id(),
+            action.verb()
+        );
+        let call = Call {
+            method: Method::POST,
+            url: self.url(&path),
+            body: None,
+            subscription: Some(&key.subscription),
+            idempotent: action != RevisionAction::Restart,
+        };
+        self.send(&call).await.map(|_| ())
+    }
+}
+
+/// reqwest's error text without the URL (which is in the message already, and may carry a
+/// query string).
+pub(crate) fn without_url(e: &reqwest::Error) -> String {
+    let mut parts = Vec::new();
+    if e.is_timeout() {
+        parts.push("timed out".to_owned());
+    } else if e.is_connect() {
+        parts.push("cannot connect".to_owned());
+    } else if e.is_body() || e.is_decode() {
+        parts.push("the connection broke while reading the response".to_owned());
+    } else if e.is_request() {
+        parts.push("the request could not be sent".to_owned());
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        parts.push(s.to_string());
+        source = s.source();
+    }
+    if parts.is_empty() {
+        parts.push("request failed".to_owned());
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_must_be_https_unless_loopback() {
+        assert!(check_endpoint("https://management.azure.com", "x").is_ok());
+        assert!(check_endpoint("http://127.0.0.1:8080", "x").is_ok());
+        assert!(check_endpoint("http://127.5.6.7", "x").is_ok());
+        assert!(check_endpoint("http://[::1]:9000", "x").is_ok());
+        assert!(check_endpoint("http://localhost:1", "x").is_ok());
+        let e = check_endpoint("http://management.azure.com", "the ARM endpoint")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("plain http to a non-loopback host"), "{e}");
+        assert!(check_endpoint("http://10.0.0.1", "x").is_err());
+        assert!(check_endpoint("ftp://x", "x").is_err());
+        assert!(check_endpoint("not a url", "x").is_err());
+    }
+
+    #[test]
+    fn error_bodies_of_every_shape() {
+        assert_eq!(
+            parse_error_body(br#"{"error":{"code":"ResourceNotFound","message":"gone"}}"#),
+            ("ResourceNotFound".into(), "gone".into())
+        );
+        assert_eq!(
+            parse_error_body(br#"{"code":"Nested","message":"bare"}"#),
+            ("Nested".into(), "bare".into())
+        );
+        assert_eq!(
+            parse_error_body(br#"{"errors":[{"code":"UNAUTHORIZED","message":"auth"}]}"#),
+            ("UNAUTHORIZED".into(), "auth".into())
+        );
+        assert_eq!(
+            parse_error_body(b"<html>bad gateway</html>"),
+            ("Unknown".into(), "<html>bad gateway</html>".into())
+        );
+    }
+
+    #[test]
+    fn request_ids_are_fresh() {
+        let a = new_request_id();
+        assert_ne!(a, new_request_id());
+        assert_eq!(a.len(), 36);
+    }
+}
