@@ -35,6 +35,23 @@ pub struct Common {
     #[arg(long, env = "ACAR_OUTPUT", value_enum, default_value_t = Output::Text, global = true)]
     pub output: Output,
 
+    /// Azure Resource Manager endpoint (default: the --cloud's). Plain http only for loopback.
+    #[arg(long, env = "ACAR_ARM_ENDPOINT", global = true)]
+    pub arm_endpoint: Option<String>,
+
+    /// Azure cloud: sets the ARM endpoint and the Entra authority.
+    #[arg(long, env = "ACAR_CLOUD", value_enum, default_value_t = crate::auth::Cloud::Public, global = true)]
+    pub cloud: crate::auth::Cloud,
+
+    /// Credential to use (default: the first of the contract's chain the environment supports).
+    #[arg(long, env = "ACAR_CREDENTIAL", value_enum, default_value_t = crate::auth::CredentialChoice::Auto, global = true)]
+    pub credential: crate::auth::CredentialChoice,
+
+    /// Talk to an in-process Azure simulator seeded with drifted copies of the desired apps,
+    /// instead of Azure (no account needed).
+    #[arg(long, env = "ACAR_SIMULATE", global = true)]
+    pub simulate: bool,
+
     /// Log format (logs go to stderr).
     #[arg(long, env = "ACAR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
@@ -68,8 +85,30 @@ pub enum Command {
     },
     /// Print the JSON Schema (draft 2020-12) of every document kind.
     Schema,
+    /// Read live state and print the actions `apply` would take; writes nothing.
+    /// Exit 0 in sync, 2 changes pending, 1 error.
+    Plan(PassArgs),
+    /// One full reconcile pass: plan and carry it out, waiting for new revisions to run.
+    /// Exit 0 converged, 1 some action or app failed.
+    Apply(PassArgs),
     /// Serve the built-in Azure simulator (ARM Container Apps, ACR, managed identity) over HTTP.
     Simulate(SimulateArgs),
+}
+
+/// Options of `plan` and `apply`.
+#[derive(Debug, Args)]
+pub struct PassArgs {
+    /// Apps worked on at once.
+    #[arg(long, env = "ACAR_CONCURRENCY", default_value_t = 8)]
+    pub concurrency: usize,
+
+    /// Writes allowed in this pass; the rest waits for the next (apply only).
+    #[arg(long, env = "ACAR_MAX_ACTIONS")]
+    pub max_actions: Option<usize>,
+
+    /// How long a new revision may take to become ready (apply only).
+    #[arg(long, env = "ACAR_REVISION_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
+    pub revision_timeout: std::time::Duration,
 }
 
 /// Options of `simulate`.

@@ -18,6 +18,8 @@ use crate::spec::{self, LoadOptions};
 pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> std::io::Result<ExitCode> {
     match cli.command {
         Command::Simulate(args) => simulate(args, &cli.common, out).await,
+        Command::Plan(args) => crate::pass::plan_command(&cli.common, &args, out).await,
+        Command::Apply(args) => crate::pass::apply_command(&cli.common, &args, out).await,
         Command::Schema => {
             out.write_all(spec::schema::render().as_bytes())?;
             Ok(ExitCode::SUCCESS)

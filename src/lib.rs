@@ -24,11 +24,15 @@
 //! controller loop with its HTTP endpoints, and registry retention.
 
 pub mod acr;
+pub mod apply;
 pub mod arm;
 pub mod auth;
 pub mod cli;
 pub mod commands;
 pub mod duration;
+pub mod live;
+pub mod pass;
+pub mod plan;
 pub mod shutdown;
 pub mod simulator;
 pub mod spec;

@@ -1,0 +1,385 @@
+//! The executor: carries out plans, one app at a time per app, apps in parallel.
+//!
+//! For each app it repeats: plan from what Azure says now, carry out the *first* action, read
+//! the app again. So there is never more than one write in flight per app, every decision is
+//! taken on a fresh read (Container Apps has no ETags, N§6), and a multi-step change (activate,
+//! wait, move traffic, deactivate) converges in one pass without trusting a model of Azure.
+//! A revision that fails or never becomes ready stops that app's plan with traffic where it
+//! was. `--max-actions` caps the writes of a pass; what it holds back waits for the next.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::Serialize;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::arm::{ArmClient, Error, RevisionAction};
+use crate::live::{LiveState, Observed, observe_app};
+use crate::plan::{self, Action, Outcome, render};
+use crate::spec::{AppKey, AppSpec, DesiredState};
+use crate::time::Clock;
+
+/// How a pass runs.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// Apps worked on at once.
+    pub concurrency: usize,
+    /// Writes allowed in this pass (`None`: no cap).
+    pub max_actions: Option<usize>,
+    /// How long a new or re-activated revision may take to run.
+    pub revision_timeout: Duration,
+    /// Poll interval while waiting for a revision.
+    pub poll_interval: Duration,
+    /// Plan-act-read rounds per app before giving up (a guard against a plan that never ends).
+    pub max_steps: usize,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        Self {
+            concurrency: 8,
+            max_actions: None,
+            revision_timeout: Duration::from_secs(600),
+            poll_interval: Duration::from_secs(2),
+            max_steps: 64,
+        }
+    }
+}
+
+/// How an app ended up.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "result", rename_all = "camelCase")]
+pub enum AppResult {
+    /// Nothing was needed.
+    InSync,
+    /// Changes were made and the app now matches.
+    Converged,
+    /// Suspended: nothing was done (the plan shows what would be).
+    Suspended,
+    /// Left for the next pass: the `--max-actions` budget ran out.
+    Deferred,
+    /// The app does not exist in Azure.
+    Missing,
+    /// It could not be converged.
+    #[serde(rename_all = "camelCase")]
+    Failed {
+        /// What went wrong and what to do.
+        error: String,
+    },
+}
+
+impl AppResult {
+    /// Whether the pass did what it should for this app.
+    pub fn is_ok(&self) -> bool {
+        matches!(
+            self,
+            AppResult::InSync | AppResult::Converged | AppResult::Suspended
+        )
+    }
+}
+
+/// One action carried out.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Done {
+    /// What was done, for people.
+    pub description: String,
+    /// The action.
+    pub action: Action,
+    /// Its error, if it failed.
+    pub error: Option<String>,
+    /// How long it took.
+    pub ms: u64,
+}
+
+/// What happened to one app.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppReport {
+    /// Which app.
+    pub app: AppKey,
+    /// How it ended.
+    #[serde(flatten)]
+    pub result: AppResult,
+    /// The actions carried out, in order.
+    pub actions: Vec<Done>,
+}
+
+/// Runs a pass over every app of `desired`, starting from the snapshot `live`.
+pub async fn apply(
+    client: &ArmClient,
+    desired: &DesiredState,
+    live: LiveState,
+    options: &ApplyOptions,
+    clock: Clock,
+) -> Vec<AppReport> {
+    let budget = Arc::new(AtomicUsize::new(options.max_actions.unwrap_or(usize::MAX)));
+    let mut work: Vec<(&AppSpec, Observed)> = Vec::new();
+    let mut observed = live.apps;
+    for (key, spec) in &desired.apps {
+        let o = observed
+            .remove(key)
+            .unwrap_or_else(|| Observed::Unreadable("not observed".to_owned()));
+        work.push((spec, o));
+    }
+    let mut reports: Vec<AppReport> = futures_util::stream::iter(work)
+        .map(|(spec, o)| {
+            let budget = budget.clone();
+            let span = tracing::info_span!("app", app = %spec.key);
+            async move { converge(client, spec, o, options, &budget, clock).await }.instrument(span)
+        })
+        .buffer_unordered(options.concurrency.max(1))
+        .collect()
+        .await;
+    reports.sort_by(|a, b| a.app.cmp(&b.app));
+    reports
+}
+
+fn take_budget_n(budget: &AtomicUsize, n: usize) -> bool {
+    budget
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+            left.checked_sub(n)
+        })
+        .is_ok()
+}
+
+/// The actions carried out before the app is read again: the first one (a template change with
+/// the wait for its revision), except that a set of restarts and the tag that records them go
+/// together. Re-planning between them would restart
+/// the same revisions again, since the generation is recorded only after the last restart.
+fn step_of(actions: Vec<Action>) -> Vec<Action> {
+    let restarts = actions
+        .iter()
+        .take_while(|a| {
+            matches!(
+                a,
+                Action::Restart { .. } | Action::RecordRestartGeneration { .. }
+            )
+        })
+        .count();
+    let first_with_wait = match (actions.first(), actions.get(1)) {
+        (
+            Some(Action::UpdateTemplate { revision, .. }),
+            Some(Action::WaitUntilRunning { revision: waited }),
+        ) if revision == waited => 2,
+        _ => 1,
+    };
+    match restarts {
+        0 => actions.into_iter().take(first_with_wait).collect(),
+        n => actions.into_iter().take(n).collect(),
+    }
+}
+
+/// Plans, acts, reads again, until the app matches or cannot.
+async fn converge(
+    client: &ArmClient,
+    spec: &AppSpec,
+    mut observed: Observed,
+    options: &ApplyOptions,
+    budget: &AtomicUsize,
+    clock: Clock,
+) -> AppReport {
+    let key = spec.key.clone();
+    let mut done: Vec<Done> = Vec::new();
+    let finish = |result: AppResult, done: Vec<Done>| AppReport {
+        app: key.clone(),
+        result,
+        actions: done,
+    };
+    let with_revisions = plan::needs_revisions(spec);
+    let mut busy_since: Option<Instant> = None;
+    for _ in 0..options.max_steps {
+        let (app, revisions) = match &observed {
+            Observed::Found { app, revisions } => (app, revisions),
+            Observed::Missing => return finish(AppResult::Missing, done),
+            Observed::Unreadable(e) => {
+                return finish(
+                    AppResult::Failed {
+                        error: format!("cannot read the app: {e}"),
+                    },
+                    done,
+                );
+            }
+        };
+        let planned = plan::plan_app(
+            spec,
+            plan::Observed {
+                app,
+                revisions: revisions.as_deref(),
+            },
+            clock.now(),
+        );
+        let step = match planned.outcome {
+            Outcome::InSync => {
+                return finish(
+                    if done.is_empty() {
+                        AppResult::InSync
+                    } else {
+                        AppResult::Converged
+                    },
+                    done,
+                );
+            }
+            Outcome::Suspended => return finish(AppResult::Suspended, done),
+            Outcome::Blocked { reason } => {
+                return finish(AppResult::Failed { error: reason }, done);
+            }
+            Outcome::Busy => {
+                // Another write (ours or someone's) is in flight: wait for it to end.
+                let since = *busy_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > options.revision_timeout {
+                    return finish(
+                        AppResult::Failed {
+                            error: "the app stayed InProgress (another operation) for too long"
+                                .to_owned(),
+                        },
+                        done,
+                    );
+                }
+                tokio::time::sleep(options.poll_interval).await;
+                observed = match observe_app(client, &key, with_revisions).await {
+                    Ok(o) => o,
+                    Err(e) => {
+                        return finish(
+                            AppResult::Failed {
+                                error: e.to_string(),
+                            },
+                            done,
+                        );
+                    }
+                };
+                continue;
+            }
+            Outcome::Changes => step_of(planned.actions),
+        };
+        busy_since = None;
+        let writes = step.iter().filter(|a| a.is_write()).count();
+        if writes > 0 && !take_budget_n(budget, writes) {
+            return finish(AppResult::Deferred, done);
+        }
+        for action in step {
+            let description = render::describe(&action);
+            let started = Instant::now();
+            let result = execute(client, &key, &action, options).await;
+            let ms = started.elapsed().as_millis() as u64;
+            match &result {
+                Ok(()) => tracing::info!(action = %description, ms, "done"),
+                Err(e) => tracing::error!(action = %description, error = %e, "failed"),
+            }
+            done.push(Done {
+                description,
+                action,
+                error: result.as_ref().err().map(ToString::to_string),
+                ms,
+            });
+            if let Err(e) = result {
+                return finish(
+                    AppResult::Failed {
+                        error: e.to_string(),
+                    },
+                    done,
+                );
+            }
+        }
+        observed = match observe_app(client, &key, with_revisions).await {
+            Ok(o) => o,
+            Err(e) => {
+                return finish(
+                    AppResult::Failed {
+                        error: e.to_string(),
+                    },
+                    done,
+                );
+            }
+        };
+    }
+    finish(
+        AppResult::Failed {
+            error: format!(
+                "did not converge within {} steps; the plan keeps changing (is someone else writing to this app?)",
+                options.max_steps
+            ),
+        },
+        done,
+    )
+}
+
+/// Carries out one action.
+async fn execute(
+    client: &ArmClient,
+    key: &AppKey,
+    action: &Action,
+    options: &ApplyOptions,
+) -> Result<(), Error> {
+    match action {
+        Action::SetRevisionMode { to, .. } => client
+            .patch_app(key, &plan::mode_body(to))
+            .await
+            .map(|_| ()),
+        Action::UpdateTemplate { body, .. }
+        | Action::SetTraffic { body, .. }
+        | Action::RecordRestartGeneration { body, .. } => {
+            client.patch_app(key, body).await.map(|_| ())
+        }
+        Action::Activate { revision } => {
+            client
+                .revision_action(key, revision, RevisionAction::Activate)
+                .await
+        }
+        Action::Deactivate { revision, .. } => {
+            client
+                .revision_action(key, revision, RevisionAction::Deactivate)
+                .await
+        }
+        Action::Restart { revision, .. } => {
+            client
+                .revision_action(key, revision, RevisionAction::Restart)
+                .await
+        }
+        Action::WaitUntilRunning { revision } => {
+            wait_until_running(client, key, revision, options).await
+        }
+    }
+}
+
+/// Polls a revision until it runs; a failure or the deadline is an error naming it.
+async fn wait_until_running(
+    client: &ArmClient,
+    key: &AppKey,
+    revision: &str,
+    options: &ApplyOptions,
+) -> Result<(), Error> {
+    let started = Instant::now();
+    loop {
+        let r = client.get_revision(key, revision).await?;
+        if r.is_running() {
+            return Ok(());
+        }
+        if r.has_failed() {
+            let why = r.properties.provisioning_error.clone().unwrap_or_else(|| {
+                format!(
+                    "runningState {}",
+                    r.properties.running_state.as_deref().unwrap_or("Failed")
+                )
+            });
+            return Err(Error::OperationFailed {
+                resource: format!("{}/revisions/{revision}", key.resource_id()),
+                status: "Failed".to_owned(),
+                message: format!(
+                    "the revision did not start: {why}; traffic stays where it was (check the image and the revision's logs: az containerapp logs show --revision {revision})"
+                ),
+            });
+        }
+        if started.elapsed() + options.poll_interval > options.revision_timeout {
+            return Err(Error::Timeout {
+                resource: format!("{}/revisions/{revision}", key.resource_id()),
+                what: "the revision becoming ready (traffic stays where it was)".to_owned(),
+                after: options.revision_timeout,
+            });
+        }
+        tokio::time::sleep(options.poll_interval).await;
+    }
+}

@@ -1,0 +1,142 @@
+//! The observed state: one complete snapshot per managed app, taken with as few reads as
+//! possible.
+//!
+//! One list per (subscription, resource group) gives every app's template, traffic and latest
+//! revision; revisions are listed only for apps whose spec needs them
+//! ([`crate::plan::needs_revisions`]). A failed read makes the apps it covers
+//! [`Observed::Unreadable`]: a partial read never yields actions for the apps it missed.
+
+use std::collections::BTreeMap;
+
+use futures_util::StreamExt;
+
+use crate::arm::{ArmClient, ContainerApp, Revision};
+use crate::spec::{AppKey, DesiredState};
+
+/// What Azure says about one desired app.
+#[derive(Debug, Clone)]
+pub enum Observed {
+    /// The app, and its revisions when the spec needs them.
+    Found {
+        /// The app.
+        app: Box<ContainerApp>,
+        /// Its revisions (`None`: not read, because the spec does not need them).
+        revisions: Option<Vec<Revision>>,
+    },
+    /// No such app in Azure (the controller does not create apps).
+    Missing,
+    /// It could not be read this time.
+    Unreadable(String),
+}
+
+/// Every desired app's observed state.
+#[derive(Debug, Default)]
+pub struct LiveState {
+    /// By app.
+    pub apps: BTreeMap<AppKey, Observed>,
+}
+
+/// Reads what the plan needs for every app of `desired`, `concurrency` reads at a time.
+pub async fn snapshot(client: &ArmClient, desired: &DesiredState, concurrency: usize) -> LiveState {
+    let mut groups: BTreeMap<(String, String), Vec<&AppKey>> = BTreeMap::new();
+    for key in desired.apps.keys() {
+        groups
+            .entry((key.subscription.clone(), key.resource_group.clone()))
+            .or_default()
+            .push(key);
+    }
+    let listings: Vec<_> = futures_util::stream::iter(groups)
+        .map(|((sub, rg), keys)| async move { (keys, client.list_apps(&sub, Some(&rg)).await) })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    let mut state = LiveState::default();
+    let mut need_revisions = Vec::new();
+    for (keys, listing) in listings {
+        match listing {
+            Err(e) => {
+                for key in keys {
+                    state
+                        .apps
+                        .insert(key.clone(), Observed::Unreadable(e.to_string()));
+                }
+            }
+            Ok(apps) => {
+                let mut by_name: BTreeMap<String, ContainerApp> = apps
+                    .into_iter()
+                    .map(|a| (a.name.to_ascii_lowercase(), a))
+                    .collect();
+                for key in keys {
+                    match by_name.remove(&key.name) {
+                        None => {
+                            state.apps.insert(key.clone(), Observed::Missing);
+                        }
+                        Some(app) => {
+                            if desired
+                                .apps
+                                .get(key)
+                                .is_some_and(crate::plan::needs_revisions)
+                            {
+                                need_revisions.push(key.clone());
+                            }
+                            state.apps.insert(
+                                key.clone(),
+                                Observed::Found {
+                                    app: Box::new(app),
+                                    revisions: None,
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let revisions: Vec<_> = futures_util::stream::iter(need_revisions)
+        .map(|key| async move {
+            let r = client.list_revisions(&key).await;
+            (key, r)
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    for (key, result) in revisions {
+        match result {
+            Ok(list) => {
+                if let Some(Observed::Found { revisions, .. }) = state.apps.get_mut(&key) {
+                    *revisions = Some(list);
+                }
+            }
+            Err(e) => {
+                state.apps.insert(key, Observed::Unreadable(e.to_string()));
+            }
+        }
+    }
+    state
+}
+
+/// Reads one app again (after a write), with its revisions if `with_revisions`.
+///
+/// # Errors
+/// A read failed.
+pub async fn observe_app(
+    client: &ArmClient,
+    key: &AppKey,
+    with_revisions: bool,
+) -> Result<Observed, crate::arm::Error> {
+    match client.get_app(key).await {
+        Ok(app) => {
+            let revisions = if with_revisions {
+                Some(client.list_revisions(key).await?)
+            } else {
+                None
+            };
+            Ok(Observed::Found {
+                app: Box::new(app),
+                revisions,
+            })
+        }
+        Err(e) if e.status() == Some(404) => Ok(Observed::Missing),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,727 @@
+//! The planner: desired state + observed state -> the actions that make them agree, in a safe
+//! order. A pure function: no I/O, no clock (time is passed in), the same inputs always give
+//! the same plan.
+//!
+//! # The order of safety (contract section 3, N§4.3)
+//! 1. revision mode;
+//! 2. one template PATCH for every image and replica change, with a revision suffix derived
+//!    from the change (a retried change cannot mint a second revision);
+//! 3. wait for that new revision to run;
+//! 4. activate every revision that is to get traffic, and wait until each runs;
+//! 5. set the whole traffic list;
+//! 6. deactivate surplus revisions, oldest first, never the latest, one with traffic, or one
+//!    the spec names;
+//! 7. restart the active revisions for a raised `restartGeneration`, then record it in the
+//!    app's tag.
+//!
+//! The executor carries out only the first action, reads the app again and plans anew, so a
+//! plan is always computed from what Azure says now. Before it returns, the planner checks its
+//! own invariants ([`check_invariants`]); a plan that breaks one is refused, not executed.
+
+pub mod render;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::arm::models::{ContainerApp, Revision, TrafficWeight};
+use crate::spec::{AppSpec, RevisionMode, TrafficSpec, TrafficTo};
+use crate::time::Millis;
+
+/// The Azure tag that remembers the restart generation last applied (contract section 3).
+pub const RESTART_TAG: &str = "aca-reconciler-restart-generation";
+
+/// One step towards the desired state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Action {
+    /// PATCH `configuration.activeRevisionsMode`.
+    #[serde(rename_all = "camelCase")]
+    SetRevisionMode {
+        /// Live mode.
+        from: String,
+        /// Desired mode.
+        to: String,
+    },
+    /// One PATCH of the template: creates revision `revision`.
+    #[serde(rename_all = "camelCase")]
+    UpdateTemplate {
+        /// What changes, for people.
+        changes: Vec<Change>,
+        /// The revision the PATCH creates.
+        revision: String,
+        /// The merge-patch body.
+        body: Value,
+    },
+    /// Wait until a revision runs (or fails, which stops the app's plan).
+    #[serde(rename_all = "camelCase")]
+    WaitUntilRunning {
+        /// The revision.
+        revision: String,
+    },
+    /// Activate a revision that is to get traffic.
+    #[serde(rename_all = "camelCase")]
+    Activate {
+        /// The revision.
+        revision: String,
+    },
+    /// PATCH the whole traffic list.
+    #[serde(rename_all = "camelCase")]
+    SetTraffic {
+        /// Live rules.
+        from: Vec<Rule>,
+        /// Desired rules.
+        to: Vec<Rule>,
+        /// The merge-patch body.
+        body: Value,
+    },
+    /// Deactivate a surplus revision (it carries no traffic).
+    #[serde(rename_all = "camelCase")]
+    Deactivate {
+        /// The revision.
+        revision: String,
+        /// The retention that asks for it.
+        keep_active: u32,
+    },
+    /// Restart a revision (for a raised `restartGeneration`).
+    #[serde(rename_all = "camelCase")]
+    Restart {
+        /// The revision.
+        revision: String,
+        /// The generation being applied.
+        generation: u64,
+    },
+    /// Record the applied generation in the app's Azure tag.
+    #[serde(rename_all = "camelCase")]
+    RecordRestartGeneration {
+        /// Live (tag) generation.
+        from: u64,
+        /// Applied generation.
+        to: u64,
+        /// The merge-patch body.
+        body: Value,
+    },
+}
+
+impl Action {
+    /// Whether the action writes to Azure (waiting does not).
+    pub fn is_write(&self) -> bool {
+        !matches!(self, Action::WaitUntilRunning { .. })
+    }
+
+    /// Whether it makes Azure create a revision.
+    pub fn creates_revision(&self) -> bool {
+        matches!(self, Action::UpdateTemplate { .. })
+    }
+}
+
+/// One owned field that changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "field", rename_all = "camelCase")]
+pub enum Change {
+    /// A container's image.
+    #[serde(rename_all = "camelCase")]
+    Image {
+        /// Container name.
+        container: String,
+        /// Live image.
+        from: String,
+        /// Desired image.
+        to: String,
+    },
+    /// Scale bounds.
+    #[serde(rename_all = "camelCase")]
+    Replicas {
+        /// Live (min, max).
+        from: (Option<i64>, Option<i64>),
+        /// Desired (min, max).
+        to: (u32, u32),
+    },
+}
+
+/// A traffic rule in a form that compares and prints well.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rule {
+    /// `None`: the latest ready revision.
+    pub revision: Option<String>,
+    /// Label, if any.
+    pub label: Option<String>,
+    /// Percent.
+    pub weight: i64,
+}
+
+impl Rule {
+    fn from_arm(t: &TrafficWeight) -> Rule {
+        Rule {
+            revision: if t.latest_revision {
+                None
+            } else {
+                t.revision_name.clone()
+            },
+            label: t.label.clone().filter(|l| !l.is_empty()),
+            weight: t.weight,
+        }
+    }
+
+    fn to_arm(&self) -> Value {
+        let mut v = match &self.revision {
+            None => json!({"latestRevision": true, "weight": self.weight}),
+            Some(r) => json!({"revisionName": r, "weight": self.weight}),
+        };
+        if let Some(l) = &self.label {
+            v["label"] = json!(l);
+        }
+        v
+    }
+}
+
+/// What the planner concluded about one app.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "status", rename_all = "camelCase")]
+pub enum Outcome {
+    /// Nothing to do.
+    InSync,
+    /// These actions, in this order.
+    Changes,
+    /// Suspended: the actions are what would be done; nothing is.
+    Suspended,
+    /// A write is in flight; plan again once it ends.
+    Busy,
+    /// The desired state cannot be reached as written; nothing is done.
+    #[serde(rename_all = "camelCase")]
+    Blocked {
+        /// Why, and what to change.
+        reason: String,
+    },
+}
+
+/// The plan for one app.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppPlan {
+    /// The outcome.
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    /// The actions (empty unless `Changes` or `Suspended`).
+    pub actions: Vec<Action>,
+}
+
+/// What the planner needs to know about the live app.
+#[derive(Debug, Clone, Copy)]
+pub struct Observed<'a> {
+    /// The app.
+    pub app: &'a ContainerApp,
+    /// Its revisions, when read (only apps whose spec needs them are read).
+    pub revisions: Option<&'a [Revision]>,
+}
+
+/// Whether planning `spec` needs the app's revisions (traffic, retention or restarts do; images
+/// and replicas alone do not).
+pub fn needs_revisions(spec: &AppSpec) -> bool {
+    spec.traffic.is_some() || spec.keep_active.is_some() || spec.restart_generation.is_some()
+}
+
+/// The restart generation recorded on the app (no tag: 0).
+pub fn recorded_generation(app: &ContainerApp) -> u64 {
+    app.tags
+        .get(RESTART_TAG)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A revision suffix derived from the change: a retry of the same change from the same live
+/// revision gives the same suffix (so Azure refuses a second revision instead of minting one),
+/// while a change back and forth gets a new one. It starts with a letter and keeps the revision
+/// name within Azure's 54 characters.
+pub fn revision_suffix(
+    app: &str,
+    base_revision: &str,
+    changes: &[Change],
+    taken: &BTreeSet<String>,
+) -> String {
+    let mut text = format!("{app}|{base_revision}");
+    for c in changes {
+        text.push('|');
+        text.push_str(&serde_json::to_string(c).unwrap_or_default());
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h = crate::simulator::store::splitmix(h ^ u64::from(b));
+    }
+    let room = 54usize.saturating_sub(app.len() + 2).clamp(2, 10);
+    let mut attempt = 0u64;
+    loop {
+        let x = crate::simulator::store::splitmix(h ^ attempt);
+        let hex = format!("{x:016x}");
+        let suffix = format!("r{}", &hex[..room - 1]);
+        if !taken.contains(&format!("{app}--{suffix}")) {
+            return suffix;
+        }
+        attempt += 1;
+    }
+}
+
+fn image_of(app: &ContainerApp, container: &str) -> Option<String> {
+    app.properties
+        .template
+        .containers
+        .iter()
+        .find(|c| c.name == container)
+        .and_then(|c| c.image.clone())
+}
+
+/// Plans one app. `now` is accepted for rules that depend on time (none yet in this kind).
+pub fn plan_app(spec: &AppSpec, observed: Observed<'_>, _now: Millis) -> AppPlan {
+    let app = observed.app;
+    let blocked = |reason: String| AppPlan {
+        outcome: Outcome::Blocked { reason },
+        actions: Vec::new(),
+    };
+    if app.is_busy() {
+        return AppPlan {
+            outcome: Outcome::Busy,
+            actions: Vec::new(),
+        };
+    }
+    if needs_revisions(spec) && observed.revisions.is_none() {
+        return blocked("internal: the app's revisions were not read".to_owned());
+    }
+    let revisions = observed.revisions.unwrap_or(&[]);
+    let by_name: BTreeMap<&str, &Revision> =
+        revisions.iter().map(|r| (r.name.as_str(), r)).collect();
+    let mut actions = Vec::new();
+
+    // 1. Revision mode.
+    let live_multiple = app.is_multiple_mode();
+    let multiple = match spec.revision_mode {
+        Some(RevisionMode::Multiple) => true,
+        Some(RevisionMode::Single) => false,
+        None => live_multiple,
+    };
+    if multiple != live_multiple {
+        let to = if multiple { "Multiple" } else { "Single" };
+        actions.push(Action::SetRevisionMode {
+            from: app
+                .properties
+                .configuration
+                .active_revisions_mode
+                .clone()
+                .unwrap_or_else(|| "Single".to_owned()),
+            to: to.to_owned(),
+        });
+    }
+    if spec.traffic.is_some() && !multiple {
+        return blocked(
+            "traffic and activeRevision need Multiple revision mode, and the app runs in Single mode; add `revisionMode: multiple` to the spec".to_owned(),
+        );
+    }
+
+    // 2. Template: images and replicas, one PATCH.
+    let mut changes = Vec::new();
+    for (container, image) in &spec.images {
+        match image_of(app, container) {
+            None => {
+                let names: Vec<&str> = app
+                    .properties
+                    .template
+                    .containers
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect();
+                return blocked(format!(
+                    "spec.images names container `{container}`, which the app does not have (its containers: {}); aca-reconciler does not add containers",
+                    names.join(", ")
+                ));
+            }
+            Some(live) if live != image.full => changes.push(Change::Image {
+                container: container.clone(),
+                from: live,
+                to: image.full.clone(),
+            }),
+            Some(_) => {}
+        }
+    }
+    if let Some(r) = spec.replicas {
+        let scale = &app.properties.template.scale;
+        let live = (scale.min_replicas, scale.max_replicas);
+        if live != (Some(i64::from(r.min)), Some(i64::from(r.max))) {
+            changes.push(Change::Replicas {
+                from: live,
+                to: (r.min, r.max),
+            });
+        }
+    }
+    let mut new_revision = None;
+    if !changes.is_empty() {
+        let base = app
+            .properties
+            .latest_revision_name
+            .clone()
+            .unwrap_or_default();
+        let taken: BTreeSet<String> = revisions.iter().map(|r| r.name.clone()).collect();
+        let suffix = revision_suffix(&spec.key.name, &base, &changes, &taken);
+        let revision = format!("{}--{suffix}", spec.key.name);
+        let mut template = json!({"revisionSuffix": suffix});
+        if changes.iter().any(|c| matches!(c, Change::Image { .. })) {
+            // Arrays are replaced whole (N§4.1): every container as read, only `image` changed.
+            let live = app
+                .raw
+                .pointer("/properties/template/containers")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let rebuilt: Vec<Value> = live
+                .into_iter()
+                .map(|mut c| {
+                    let name = c
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned();
+                    if let Some(image) = spec.images.get(&name) {
+                        c["image"] = json!(image.full);
+                    }
+                    c
+                })
+                .collect();
+            template["containers"] = json!(rebuilt);
+        }
+        if let Some(r) = spec.replicas {
+            // `scale` is an object: merge patch keeps its rules and other fields.
+            template["scale"] = json!({"minReplicas": r.min, "maxReplicas": r.max});
+        }
+        actions.push(Action::UpdateTemplate {
+            changes,
+            revision: revision.clone(),
+            body: json!({"properties": {"template": template}}),
+        });
+        actions.push(Action::WaitUntilRunning {
+            revision: revision.clone(),
+        });
+        new_revision = Some(revision);
+    }
+
+    // A revision that Azure is still starting (a previous write's, or ours) is waited for; one
+    // that failed stops the plan, with traffic where it is.
+    let latest = app.properties.latest_revision_name.as_deref();
+    if new_revision.is_none()
+        && let Some(latest) =
+            latest.filter(|l| Some(*l) != app.properties.latest_ready_revision_name.as_deref())
+    {
+        match by_name.get(latest) {
+            Some(r) if r.has_failed() => {
+                return blocked(format!(
+                    "the latest revision {latest} failed to start ({}); traffic stays on the revisions that run. Fix the image or settings in the spec; the next change creates a new revision",
+                    r.properties
+                        .provisioning_error
+                        .as_deref()
+                        .unwrap_or("no details from Azure")
+                ));
+            }
+            Some(r) if r.is_running() => {}
+            _ => actions.push(Action::WaitUntilRunning {
+                revision: latest.to_owned(),
+            }),
+        }
+    }
+
+    // 3. Traffic.
+    let live_rules: Vec<Rule> = {
+        let mut r: Vec<Rule> = app.traffic().iter().map(Rule::from_arm).collect();
+        r.sort();
+        r
+    };
+    let mut end_rules = live_rules.clone();
+    let mut activated: BTreeSet<String> = BTreeSet::new();
+    if let Some(traffic) = &spec.traffic {
+        let mut desired: Vec<Rule> = match traffic {
+            TrafficSpec::Pin(revision) => vec![Rule {
+                revision: Some(revision.clone()),
+                label: None,
+                weight: 100,
+            }],
+            TrafficSpec::Split(targets) => {
+                let mut out = Vec::new();
+                for t in targets {
+                    let rule = match &t.to {
+                        TrafficTo::Latest => Rule {
+                            revision: None,
+                            label: None,
+                            weight: i64::from(t.weight),
+                        },
+                        TrafficTo::Revision(r) => Rule {
+                            revision: Some(r.clone()),
+                            label: None,
+                            weight: i64::from(t.weight),
+                        },
+                        TrafficTo::Label(l) => match live_rules
+                            .iter()
+                            .find(|r| r.label.as_deref() == Some(l.as_str()))
+                        {
+                            Some(live) => Rule {
+                                revision: live.revision.clone(),
+                                label: Some(l.clone()),
+                                weight: i64::from(t.weight),
+                            },
+                            None => {
+                                return blocked(format!(
+                                    "traffic label `{l}` is on no revision of the app; put it on one first (or name the revision)"
+                                ));
+                            }
+                        },
+                    };
+                    out.push(rule);
+                }
+                out
+            }
+        };
+        desired.sort();
+        if desired != live_rules {
+            for rule in &desired {
+                let Some(name) = rule.revision.as_deref().filter(|_| rule.weight > 0) else {
+                    continue;
+                };
+                match by_name.get(name) {
+                    None => {
+                        return blocked(format!(
+                            "traffic names revision `{name}`, which does not exist; list them with `az containerapp revision list --all`"
+                        ));
+                    }
+                    Some(r) if r.has_failed() => {
+                        return blocked(format!(
+                            "traffic names revision `{name}`, which has failed ({}); it cannot take traffic",
+                            r.properties
+                                .provisioning_error
+                                .as_deref()
+                                .unwrap_or("no details")
+                        ));
+                    }
+                    Some(r) if !r.properties.active => {
+                        actions.push(Action::Activate {
+                            revision: name.to_owned(),
+                        });
+                        actions.push(Action::WaitUntilRunning {
+                            revision: name.to_owned(),
+                        });
+                        activated.insert(name.to_owned());
+                    }
+                    Some(r) if !r.is_running() => actions.push(Action::WaitUntilRunning {
+                        revision: name.to_owned(),
+                    }),
+                    Some(_) => {}
+                }
+            }
+            let body = json!({"properties": {"configuration": {"ingress": {"traffic": desired.iter().map(Rule::to_arm).collect::<Vec<_>>()}}}});
+            actions.push(Action::SetTraffic {
+                from: live_rules.clone(),
+                to: desired.clone(),
+                body,
+            });
+            end_rules = desired;
+        }
+    }
+
+    // 4. Retention (Multiple mode; Single mode keeps one active by itself).
+    if let (Some(keep), true) = (spec.keep_active, multiple) {
+        let latest = app.properties.latest_revision_name.as_deref();
+        let latest_ready = app.properties.latest_ready_revision_name.as_deref();
+        let mut protected: BTreeSet<&str> = BTreeSet::new();
+        protected.extend(latest);
+        protected.extend(latest_ready);
+        protected.extend(new_revision.as_deref());
+        protected.extend(spec.traffic.iter().flat_map(|t| t.named_revisions()));
+        // Weight now (Azure's view) and after the traffic step.
+        for r in revisions {
+            if r.properties.traffic_weight.unwrap_or(0) > 0 {
+                protected.insert(&r.name);
+            }
+        }
+        for rule in &end_rules {
+            if let Some(n) = rule.revision.as_deref().filter(|_| rule.weight > 0) {
+                protected.insert(n);
+            }
+        }
+        let mut active: Vec<&Revision> = revisions
+            .iter()
+            .filter(|r| r.properties.active || activated.contains(&r.name))
+            .collect();
+        let total = active.len() + usize::from(new_revision.is_some());
+        active.sort_by(|a, b| {
+            a.properties
+                .created_time
+                .cmp(&b.properties.created_time)
+                .then(a.name.cmp(&b.name))
+        });
+        let mut surplus = total.saturating_sub(keep as usize);
+        for r in active {
+            if surplus == 0 {
+                break;
+            }
+            if protected.contains(r.name.as_str()) {
+                continue;
+            }
+            actions.push(Action::Deactivate {
+                revision: r.name.clone(),
+                keep_active: keep,
+            });
+            surplus -= 1;
+        }
+    }
+
+    // 5. Restart for a raised generation, then record it.
+    if let Some(generation) = spec.restart_generation {
+        let recorded = recorded_generation(app);
+        if generation > recorded {
+            let deactivated: BTreeSet<String> = actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Deactivate { revision, .. } => Some(revision.clone()),
+                    _ => None,
+                })
+                .collect();
+            for r in revisions.iter().filter(|r| {
+                (r.properties.active || activated.contains(&r.name))
+                    && !deactivated.contains(&r.name)
+            }) {
+                actions.push(Action::Restart {
+                    revision: r.name.clone(),
+                    generation,
+                });
+            }
+            let body = json!({"tags": {RESTART_TAG: generation.to_string()}});
+            actions.push(Action::RecordRestartGeneration {
+                from: recorded,
+                to: generation,
+                body,
+            });
+        }
+    }
+
+    if let Err(broken) = check_invariants(spec, app, revisions, &actions) {
+        return blocked(format!(
+            "internal: the plan broke an invariant and was refused: {broken}"
+        ));
+    }
+    let outcome = if actions.is_empty() {
+        Outcome::InSync
+    } else if spec.suspend {
+        Outcome::Suspended
+    } else {
+        Outcome::Changes
+    };
+    AppPlan { outcome, actions }
+}
+
+/// The rules no plan may break, checked on every plan before it is returned:
+/// weights sum to 100; weight goes only to revisions that are (or were first made) active and
+/// running; no deactivation of the latest revision, a revision with weight, or one the spec
+/// names; bodies touch owned fields only, and never secrets.
+///
+/// # Errors
+/// The first rule broken.
+pub fn check_invariants(
+    spec: &AppSpec,
+    app: &ContainerApp,
+    revisions: &[Revision],
+    actions: &[Action],
+) -> Result<(), String> {
+    let mut running: BTreeSet<&str> = revisions
+        .iter()
+        .filter(|r| r.is_running())
+        .map(|r| r.name.as_str())
+        .collect();
+    let mut weighted: BTreeSet<String> = revisions
+        .iter()
+        .filter(|r| r.properties.traffic_weight.unwrap_or(0) > 0)
+        .map(|r| r.name.clone())
+        .collect();
+    let named: BTreeSet<&str> = spec
+        .traffic
+        .iter()
+        .flat_map(|t| t.named_revisions())
+        .collect();
+    let latest = app.properties.latest_revision_name.as_deref();
+    for a in actions {
+        match a {
+            Action::WaitUntilRunning { revision } => {
+                running.insert(revision);
+            }
+            Action::SetTraffic { to, body, .. } => {
+                let sum: i64 = to.iter().map(|r| r.weight).sum();
+                if sum != 100 {
+                    return Err(format!("traffic weights sum to {sum}"));
+                }
+                for r in to.iter().filter(|r| r.weight > 0) {
+                    if let Some(n) = &r.revision {
+                        if !running.contains(n.as_str()) {
+                            return Err(format!(
+                                "traffic to {n}, which is not running at that point"
+                            ));
+                        }
+                        weighted.insert(n.clone());
+                    }
+                }
+                owned_only(body)?;
+            }
+            Action::Deactivate { revision, .. } => {
+                if Some(revision.as_str()) == latest {
+                    return Err(format!("deactivates the latest revision {revision}"));
+                }
+                if weighted.contains(revision) {
+                    return Err(format!("deactivates {revision}, which carries traffic"));
+                }
+                if named.contains(revision.as_str()) {
+                    return Err(format!("deactivates {revision}, which the spec names"));
+                }
+            }
+            Action::UpdateTemplate { body, .. } | Action::RecordRestartGeneration { body, .. } => {
+                owned_only(body)?
+            }
+            Action::SetRevisionMode { .. } | Action::Activate { .. } | Action::Restart { .. } => {}
+        }
+    }
+    Ok(())
+}
+
+/// A body may touch only the owned paths.
+fn owned_only(body: &Value) -> Result<(), String> {
+    const ALLOWED: &[&str] = &[
+        "/properties/template/revisionSuffix",
+        "/properties/template/containers",
+        "/properties/template/scale/minReplicas",
+        "/properties/template/scale/maxReplicas",
+        "/properties/configuration/activeRevisionsMode",
+        "/properties/configuration/ingress/traffic",
+        "/tags/aca-reconciler-restart-generation",
+    ];
+    fn leaves(v: &Value, path: String, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) if !m.is_empty() => {
+                for (k, child) in m {
+                    leaves(child, format!("{path}/{k}"), out);
+                }
+            }
+            _ => out.push(path),
+        }
+    }
+    let mut paths = Vec::new();
+    leaves(body, String::new(), &mut paths);
+    for p in paths {
+        if p.contains("secret") {
+            return Err(format!("the body touches {p}, a secret"));
+        }
+        if !ALLOWED.iter().any(|a| p == *a) {
+            return Err(format!(
+                "the body touches {p}, which the controller does not own"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The body of a mode change.
+pub fn mode_body(to: &str) -> Value {
+    json!({"properties": {"configuration": {"activeRevisionsMode": to}}})
+}
