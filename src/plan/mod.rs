@@ -478,41 +478,44 @@ pub fn plan_app(spec: &AppSpec, observed: Observed<'_>, _now: Millis) -> AppPlan
             }
         };
         desired.sort();
-        if desired != live_rules {
-            for rule in &desired {
-                let Some(name) = rule.revision.as_deref().filter(|_| rule.weight > 0) else {
-                    continue;
-                };
-                match by_name.get(name) {
-                    None => {
-                        return blocked(format!(
-                            "traffic names revision `{name}`, which does not exist; list them with `az containerapp revision list --all`"
-                        ));
-                    }
-                    Some(r) if r.has_failed() => {
-                        return blocked(format!(
-                            "traffic names revision `{name}`, which has failed ({}); it cannot take traffic",
-                            r.properties
-                                .provisioning_error
-                                .as_deref()
-                                .unwrap_or("no details")
-                        ));
-                    }
-                    Some(r) if !r.properties.active => {
-                        actions.push(Action::Activate {
-                            revision: name.to_owned(),
-                        });
-                        actions.push(Action::WaitUntilRunning {
-                            revision: name.to_owned(),
-                        });
-                        activated.insert(name.to_owned());
-                    }
-                    Some(r) if !r.is_running() => actions.push(Action::WaitUntilRunning {
-                        revision: name.to_owned(),
-                    }),
-                    Some(_) => {}
+        // Every revision that is to carry weight must be active and running first, whether or
+        // not the list changes: a revision deactivated out of band while it carries traffic
+        // is an outage to repair.
+        for rule in &desired {
+            let Some(name) = rule.revision.as_deref().filter(|_| rule.weight > 0) else {
+                continue;
+            };
+            match by_name.get(name) {
+                None => {
+                    return blocked(format!(
+                        "traffic names revision `{name}`, which does not exist; list them with `az containerapp revision list --all`"
+                    ));
                 }
+                Some(r) if r.has_failed() => {
+                    return blocked(format!(
+                        "traffic names revision `{name}`, which has failed ({}); it cannot take traffic",
+                        r.properties
+                            .provisioning_error
+                            .as_deref()
+                            .unwrap_or("no details")
+                    ));
+                }
+                Some(r) if !r.properties.active => {
+                    actions.push(Action::Activate {
+                        revision: name.to_owned(),
+                    });
+                    actions.push(Action::WaitUntilRunning {
+                        revision: name.to_owned(),
+                    });
+                    activated.insert(name.to_owned());
+                }
+                Some(r) if !r.is_running() => actions.push(Action::WaitUntilRunning {
+                    revision: name.to_owned(),
+                }),
+                Some(_) => {}
             }
+        }
+        if desired != live_rules {
             let body = json!({"properties": {"configuration": {"ingress": {"traffic": desired.iter().map(Rule::to_arm).collect::<Vec<_>>()}}}});
             actions.push(Action::SetTraffic {
                 from: live_rules.clone(),

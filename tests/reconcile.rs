@@ -1,0 +1,543 @@
+//! Planner and executor against the simulator over loopback: convergence in one pass, safety
+//! (no outage, unowned fields untouched), the steady-state read budget, and the runbook's
+//! scenarios.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a panic is how a test fails
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aca_reconciler::apply::{self, AppReport, AppResult, ApplyOptions};
+use aca_reconciler::arm::{ArmClient, ArmConfig, RevisionAction};
+use aca_reconciler::auth::TokenSource;
+use aca_reconciler::live::{self, Observed};
+use aca_reconciler::plan::{self, Action, Outcome};
+use aca_reconciler::simulator::seed;
+use aca_reconciler::simulator::store::{Config, LroMode, World};
+use aca_reconciler::spec::{self, AppKey, DesiredState, LoadOptions};
+use aca_reconciler::time::Clock;
+use common::{Handle, start_sim};
+use serde_json::{Value, json};
+
+const SUB: &str = "00000000-0000-0000-0000-0000000000ab";
+
+struct Env {
+    h: Handle,
+    client: ArmClient,
+}
+
+fn fast() -> Config {
+    Config {
+        lro_mode: LroMode::Async,
+        lro_ms: 100,
+        lro_retry_after_s: 0,
+        revision_ready_ms: 200,
+        ..Config::default()
+    }
+}
+
+async fn env(world: World) -> Env {
+    let h = start_sim(world).await;
+    let mut config = ArmConfig::new(&h.base_url);
+    config.poll_interval = Duration::from_millis(50);
+    let client = ArmClient::new(
+        config,
+        Arc::new(TokenSource::simulator(h.sim.clone(), &h.base_url)),
+    )
+    .unwrap();
+    Env { h, client }
+}
+
+fn options() -> ApplyOptions {
+    ApplyOptions {
+        poll_interval: Duration::from_millis(50),
+        revision_timeout: Duration::from_secs(5),
+        ..ApplyOptions::default()
+    }
+}
+
+fn desired(yaml: &str) -> DesiredState {
+    let file = spec::load::parse_bytes(Path::new("t.yaml"), Path::new(""), yaml.as_bytes());
+    let loaded = spec::validate::assemble(&[file], &LoadOptions::default());
+    assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+    loaded.state
+}
+
+fn app_yaml(name: &str, spec_lines: &str) -> String {
+    format!(
+        "apiVersion: aca-reconciler/v1\nkind: ContainerApp\nmetadata: {{name: {name}, resourceGroup: rg-t, subscription: {SUB}}}\nspec:\n{spec_lines}"
+    )
+}
+
+async fn pass(e: &Env, d: &DesiredState) -> Vec<AppReport> {
+    let live = live::snapshot(&e.client, d, 8).await;
+    apply::apply(&e.client, d, live, &options(), Clock::new()).await
+}
+
+async fn plans(e: &Env, d: &DesiredState) -> Vec<(AppKey, Option<plan::AppPlan>)> {
+    let live = live::snapshot(&e.client, d, 8).await;
+    d.apps
+        .iter()
+        .map(|(k, s)| {
+            let p = match live.apps.get(k) {
+                Some(Observed::Found { app, revisions }) => Some(plan::plan_app(
+                    s,
+                    plan::Observed {
+                        app,
+                        revisions: revisions.as_deref(),
+                    },
+                    0,
+                )),
+                _ => None,
+            };
+            (k.clone(), p)
+        })
+        .collect()
+}
+
+async fn sim(e: &Env, path: &str) -> Value {
+    reqwest::get(format!("{}/_sim/{path}", e.h.base_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn key(name: &str) -> AppKey {
+    AppKey::new(SUB, "rg-t", name)
+}
+
+/// Removes what the controller owns, and what Azure changes by itself, from an app's JSON.
+fn unowned(mut app: Value) -> Value {
+    let p = &mut app["properties"];
+    for k in [
+        "provisioningState",
+        "latestRevisionName",
+        "latestReadyRevisionName",
+        "latestRevisionFqdn",
+    ] {
+        p.as_object_mut().unwrap().remove(k);
+    }
+    p["template"]
+        .as_object_mut()
+        .unwrap()
+        .remove("revisionSuffix");
+    for c in p["template"]["containers"].as_array_mut().unwrap() {
+        c.as_object_mut().unwrap().remove("image");
+    }
+    let scale = p["template"]["scale"].as_object_mut().unwrap();
+    scale.remove("minReplicas");
+    scale.remove("maxReplicas");
+    p["configuration"]
+        .as_object_mut()
+        .unwrap()
+        .remove("activeRevisionsMode");
+    p["configuration"]["ingress"]
+        .as_object_mut()
+        .unwrap()
+        .remove("traffic");
+    app["tags"]
+        .as_object_mut()
+        .unwrap()
+        .remove(plan::RESTART_TAG);
+    app.as_object_mut().unwrap().remove("systemData");
+    app
+}
+
+#[tokio::test]
+async fn the_example_platform_converges_in_one_pass_safely() {
+    let d = common::example_state();
+    let e = env(seed::from_desired(&d, fast(), Clock::new().now())).await;
+    let before: Vec<Value> = {
+        let w = e.h.sim.world();
+        w.apps.values().map(|r| r.app.clone()).collect()
+    };
+    let reports = pass(&e, &d).await;
+    for r in &reports {
+        assert_eq!(r.result, AppResult::Converged, "{}: {:?}", r.app, r.actions);
+    }
+    // A second plan is empty.
+    for (k, p) in plans(&e, &d).await {
+        let p = p.unwrap();
+        assert_eq!(p.outcome, Outcome::InSync, "{k}: {:?}", p.actions);
+    }
+    assert_eq!(
+        sim(&e, "outages").await,
+        json!([]),
+        "no revision with traffic was deactivated, no traffic to one not running"
+    );
+    // Every field outside the owned ones is byte-identical.
+    let after: Vec<Value> = {
+        let w = e.h.sim.world();
+        w.apps.values().map(|r| r.app.clone()).collect()
+    };
+    for (b, a) in before.into_iter().zip(after) {
+        assert_eq!(unowned(b), unowned(a));
+    }
+    // Secrets were never sent (the simulator refuses a secret without a value, so any PATCH
+    // carrying `secrets` would have failed the pass).
+    let restarts = sim(&e, "restarts").await;
+    assert!(
+        !restarts.as_array().unwrap().is_empty(),
+        "auth-service's restartGeneration 3 restarted it"
+    );
+}
+
+#[tokio::test]
+async fn steady_state_costs_one_list_per_resource_group_and_no_write() {
+    let d = common::example_state();
+    let e = env(seed::from_desired(&d, fast(), Clock::new().now())).await;
+    pass(&e, &d).await;
+    reqwest::Client::new()
+        .delete(format!("{}/_sim/requests", e.h.base_url))
+        .send()
+        .await
+        .unwrap();
+    for (k, p) in plans(&e, &d).await {
+        assert_eq!(p.unwrap().outcome, Outcome::InSync, "{k}");
+    }
+    let counts = sim(&e, "requests").await;
+    assert_eq!(counts["armWrites"], 0);
+    assert_eq!(
+        counts["byOperation"]["ContainerApps_ListByResourceGroup"], 2,
+        "one list per resource group"
+    );
+    // Every example app has traffic or retention, so each needs its revisions once.
+    let needing = d.apps.values().filter(|s| plan::needs_revisions(s)).count() as u64;
+    assert_eq!(
+        counts["byOperation"]["ContainerAppsRevisions_ListRevisions"]
+            .as_u64()
+            .unwrap(),
+        needing
+    );
+    assert_eq!(counts["armReads"].as_u64().unwrap(), 2 + needing);
+}
+
+#[tokio::test]
+async fn scale_up_and_down_reads_no_revisions_and_makes_one_revision_each() {
+    let up = desired(&app_yaml("ca-scale", "  replicas: {min: 5, max: 20}\n"));
+    let e = env(seed::from_desired(&up, fast(), Clock::new().now())).await;
+    let reports = pass(&e, &up).await;
+    assert_eq!(reports[0].result, AppResult::Converged);
+    let writes: Vec<&Action> = reports[0]
+        .actions
+        .iter()
+        .map(|d| &d.action)
+        .filter(|a| a.is_write())
+        .collect();
+    assert_eq!(writes.len(), 1, "one PATCH: {writes:?}");
+    let app = e.client.get_app(&key("ca-scale")).await.unwrap();
+    assert_eq!(
+        (
+            app.properties.template.scale.min_replicas,
+            app.properties.template.scale.max_replicas
+        ),
+        (Some(5), Some(20))
+    );
+    assert_eq!(
+        sim(&e, "requests").await["byOperation"]["ContainerAppsRevisions_ListRevisions"],
+        Value::Null
+    );
+
+    let down = desired(&app_yaml("ca-scale", "  replicas: {min: 2, max: 10}\n"));
+    assert_eq!(pass(&e, &down).await[0].result, AppResult::Converged);
+    let app = e.client.get_app(&key("ca-scale")).await.unwrap();
+    assert_eq!(
+        (
+            app.properties.template.scale.min_replicas,
+            app.properties.template.scale.max_replicas
+        ),
+        (Some(2), Some(10))
+    );
+}
+
+#[tokio::test]
+async fn a_new_image_reaches_100_percent_through_latest_revision() {
+    let d = desired(&app_yaml(
+        "ca-web",
+        "  revisionMode: multiple\n  images: {web: mcr.microsoft.com/k8se/web:2.0.0}\n  traffic:\n    - {latestRevision: true, weight: 100}\n",
+    ));
+    let e = env(seed::from_desired(&d, fast(), Clock::new().now())).await;
+    assert_eq!(pass(&e, &d).await[0].result, AppResult::Converged);
+    let app = e.client.get_app(&key("ca-web")).await.unwrap();
+    let latest = app.properties.latest_revision_name.clone().unwrap();
+    assert_eq!(
+        app.properties.latest_ready_revision_name.as_deref(),
+        Some(latest.as_str())
+    );
+    let rev = e
+        .client
+        .get_revision(&key("ca-web"), &latest)
+        .await
+        .unwrap();
+    assert_eq!(rev.properties.traffic_weight, Some(100));
+    assert_eq!(
+        rev.properties.template.containers[0].image.as_deref(),
+        Some("mcr.microsoft.com/k8se/web:2.0.0")
+    );
+    assert_eq!(sim(&e, "outages").await, json!([]));
+}
+
+#[tokio::test]
+async fn a_rollback_pins_an_inactive_revision_safely() {
+    // Live: several active revisions and an old inactive one; the rollback pins that one.
+    let seeded = desired(&app_yaml(
+        "ca-api",
+        "  revisionMode: multiple\n  revisionRetention: {keepActive: 2}\n",
+    ));
+    let world = seed::from_desired(&seeded, fast(), Clock::new().now());
+    let oldest = world.apps.values().next().unwrap().revisions[0].clone();
+    assert!(!oldest.active);
+    let d = desired(&app_yaml(
+        "ca-api",
+        &format!(
+            "  revisionMode: multiple\n  activeRevision: {}\n  revisionRetention: {{keepActive: 2}}\n",
+            oldest.name
+        ),
+    ));
+    let e = env(world).await;
+    let planned = plans(&e, &d).await.remove(0).1.unwrap();
+    let kinds: Vec<&str> = planned
+        .actions
+        .iter()
+        .map(|a| match a {
+            Action::Activate { .. } => "activate",
+            Action::WaitUntilRunning { .. } => "wait",
+            Action::SetTraffic { .. } => "traffic",
+            Action::Deactivate { .. } => "deactivate",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(
+        &kinds[..3],
+        ["activate", "wait", "traffic"],
+        "activate and wait before any weight moves: {kinds:?}"
+    );
+    assert!(
+        kinds.len() > 3 && kinds[3..].iter().all(|k| *k == "deactivate"),
+        "{kinds:?}"
+    );
+
+    let report = pass(&e, &d).await.remove(0);
+    assert_eq!(report.result, AppResult::Converged, "{:?}", report.actions);
+    let revisions = e.client.list_revisions(&key("ca-api")).await.unwrap();
+    let pinned = revisions.iter().find(|r| r.name == oldest.name).unwrap();
+    assert!(pinned.is_running());
+    assert_eq!(pinned.properties.traffic_weight, Some(100));
+    assert!(
+        revisions.iter().filter(|r| r.properties.active).count() <= 2,
+        "retention kept 2 active"
+    );
+    assert_eq!(sim(&e, "outages").await, json!([]));
+}
+
+#[tokio::test]
+async fn a_serving_revision_deactivated_out_of_band_is_brought_back() {
+    let d = desired(&app_yaml(
+        "ca-api",
+        "  revisionMode: multiple\n  activeRevision: ca-api--v112\n",
+    ));
+    let e = env(seed::from_desired(&d, fast(), Clock::new().now())).await;
+    assert_eq!(
+        pass(&e, &d).await[0].result,
+        AppResult::InSync,
+        "the seed already pins it"
+    );
+    // Someone runs `az containerapp revision deactivate` on the revision with all traffic.
+    e.client
+        .revision_action(&key("ca-api"), "ca-api--v112", RevisionAction::Deactivate)
+        .await
+        .unwrap();
+    assert_eq!(
+        sim(&e, "outages").await.as_array().unwrap().len(),
+        1,
+        "the operator's outage"
+    );
+    let report = pass(&e, &d).await.remove(0);
+    assert_eq!(report.result, AppResult::Converged, "{:?}", report.actions);
+    assert!(matches!(report.actions[0].action, Action::Activate { .. }));
+    let r = e
+        .client
+        .get_revision(&key("ca-api"), "ca-api--v112")
+        .await
+        .unwrap();
+    assert!(r.is_running() && r.properties.traffic_weight == Some(100));
+}
+
+#[tokio::test]
+async fn a_canary_split_of_90_10() {
+    let d = desired(&app_yaml(
+        "ca-shop",
+        "  revisionMode: multiple\n  images: {shop: mcr.microsoft.com/k8se/shop:1.1.0}\n  traffic:\n    - {revision: ca-shop--r100, weight: 90}\n    - {latestRevision: true, weight: 10}\n",
+    ));
+    let mut world = seed::from_desired(&d, fast(), Clock::new().now());
+    // The seed names the canary's stable revision after the spec.
+    assert!(
+        world
+            .apps
+            .values()
+            .next()
+            .unwrap()
+            .revisions
+            .iter()
+            .any(|r| r.name == "ca-shop--r100")
+    );
+    world.config.lro_mode = LroMode::Sync;
+    let e = env(world).await;
+    assert_eq!(pass(&e, &d).await[0].result, AppResult::Converged);
+    let revisions = e.client.list_revisions(&key("ca-shop")).await.unwrap();
+    let weight = |n: &str| {
+        revisions
+            .iter()
+            .find(|r| r.name == n)
+            .and_then(|r| r.properties.traffic_weight)
+    };
+    let latest = e
+        .client
+        .get_app(&key("ca-shop"))
+        .await
+        .unwrap()
+        .properties
+        .latest_revision_name
+        .unwrap();
+    assert_eq!(weight("ca-shop--r100"), Some(90));
+    assert_eq!(weight(&latest), Some(10));
+}
+
+#[tokio::test]
+async fn retention_keeps_the_last_5_active_and_never_the_protected() {
+    let d = desired(&app_yaml(
+        "ca-keep",
+        "  revisionMode: multiple\n  revisionRetention: {keepActive: 5}\n",
+    ));
+    let e = env(seed::from_desired(&d, fast(), Clock::new().now())).await;
+    let before = e.client.list_revisions(&key("ca-keep")).await.unwrap();
+    assert!(before.iter().filter(|r| r.properties.active).count() > 5);
+    assert_eq!(pass(&e, &d).await[0].result, AppResult::Converged);
+    let after = e.client.list_revisions(&key("ca-keep")).await.unwrap();
+    let active: Vec<&str> = after
+        .iter()
+        .filter(|r| r.properties.active)
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(active.len(), 5);
+    // The newest five stayed (oldest first went), the one with traffic among them.
+    let mut newest: Vec<&str> = before
+        .iter()
+        .filter(|r| r.properties.active)
+        .map(|r| r.name.as_str())
+        .collect();
+    newest = newest.split_off(newest.len() - 5);
+    assert_eq!(active, newest);
+    assert_eq!(sim(&e, "outages").await, json!([]));
+}
+
+#[tokio::test]
+async fn a_restart_after_secret_rotation_happens_once() {
+    let d = desired(&app_yaml("ca-auth", "  restartGeneration: 3\n"));
+    let e = env(seed::from_desired(&d, fast(), Clock::new().now())).await;
+    assert_eq!(pass(&e, &d).await[0].result, AppResult::Converged);
+    let restarts = sim(&e, "restarts").await.as_array().unwrap().len();
+    assert!(restarts >= 1);
+    let app = e.client.get_app(&key("ca-auth")).await.unwrap();
+    assert_eq!(
+        app.tags.get(plan::RESTART_TAG).map(String::as_str),
+        Some("3")
+    );
+    // A controller restart (a new pass from scratch) does not restart again.
+    assert_eq!(pass(&e, &d).await[0].result, AppResult::InSync);
+    assert_eq!(
+        sim(&e, "restarts").await.as_array().unwrap().len(),
+        restarts
+    );
+}
+
+#[tokio::test]
+async fn a_failing_image_leaves_traffic_where_it_was_and_is_reported() {
+    let d = desired(&app_yaml(
+        "ca-bad",
+        "  revisionMode: multiple\n  images: {bad: cr.example.io/bad:v9.9.9}\n  traffic:\n    - {latestRevision: true, weight: 100}\n",
+    ));
+    let mut world = seed::from_desired(&d, fast(), Clock::new().now());
+    world
+        .registries
+        .get_mut("cr.example.io")
+        .unwrap()
+        .repositories
+        .get_mut("bad")
+        .unwrap()
+        .tags
+        .retain(|t| t.name != "v9.9.9");
+    let e = env(world).await;
+    let before = e.client.get_app(&key("ca-bad")).await.unwrap();
+    let serving = before
+        .properties
+        .latest_ready_revision_name
+        .clone()
+        .unwrap();
+    let report = pass(&e, &d).await.remove(0);
+    let AppResult::Failed { error } = &report.result else {
+        panic!("{report:?}")
+    };
+    assert!(
+        error.contains("did not start") && error.contains("traffic stays"),
+        "{error}"
+    );
+    let revisions = e.client.list_revisions(&key("ca-bad")).await.unwrap();
+    let live_weight: i64 = revisions
+        .iter()
+        .filter(|r| r.is_running())
+        .map(|r| r.properties.traffic_weight.unwrap_or(0))
+        .sum();
+    assert_eq!(live_weight, 100, "all traffic is on running revisions");
+    assert!(
+        revisions
+            .iter()
+            .any(|r| r.name == serving && r.properties.traffic_weight == Some(100))
+    );
+    assert_eq!(sim(&e, "outages").await, json!([]));
+    // The next plan says what is wrong instead of trying again blindly.
+    let p = plans(&e, &d).await.remove(0).1.unwrap();
+    let Outcome::Blocked { reason } = p.outcome else {
+        panic!("{p:?}")
+    };
+    assert!(reason.contains("failed to start"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_missing_app_and_a_suspended_one() {
+    let d = desired(&format!(
+        "{}---\n{}",
+        app_yaml("ca-here", "  suspend: true\n  replicas: {min: 3, max: 4}\n"),
+        app_yaml("ca-gone", "  replicas: {min: 1, max: 2}\n")
+    ));
+    let mut world = seed::from_desired(&d, fast(), Clock::new().now());
+    world.apps.retain(|id, _| id.name == "ca-here");
+    let e = env(world).await;
+    let planned = plans(&e, &d).await;
+    let here = planned
+        .iter()
+        .find(|(k, _)| k.name == "ca-here")
+        .unwrap()
+        .1
+        .clone()
+        .unwrap();
+    assert_eq!(here.outcome, Outcome::Suspended);
+    assert!(!here.actions.is_empty(), "the drift is reported");
+    let reports = pass(&e, &d).await;
+    let result = |n: &str| {
+        reports
+            .iter()
+            .find(|r| r.app.name == n)
+            .unwrap()
+            .result
+            .clone()
+    };
+    assert_eq!(result("ca-gone"), AppResult::Missing);
+    assert_eq!(result("ca-here"), AppResult::Suspended);
+    assert_eq!(sim(&e, "requests").await["armWrites"], 0, "nothing written");
+}
