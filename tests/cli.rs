@@ -225,3 +225,119 @@ fn unsafe_kill(pid: u32, signal: &str) {
         .success();
     assert!(ok);
 }
+
+#[test]
+fn plan_simulate_shows_changes_and_exits_2() {
+    let out = run(bin(&root()).args(["plan", "--simulate"]), 2);
+    let text = stdout(&out);
+    assert!(text.contains("~ rg-xshopai-prod/ca-user-service"), "{text}");
+    assert!(
+        text.contains("-> crxshopaiprod.azurecr.io/user-service:v1.2.0"),
+        "{text}"
+    );
+    assert!(text.contains("(new revision ca-user-service--r"), "{text}");
+    assert!(
+        text.contains("- deactivate ca-user-service--v113 (keep 5 active)"),
+        "{text}"
+    );
+    assert!(text.contains("↻ restart ca-auth-service--"), "{text}");
+    assert!(
+        text.trim_end()
+            .ends_with("0 in sync, 0 suspended, 0 with errors."),
+        "{text}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--simulate: talking to an in-process Azure simulator")
+    );
+}
+
+#[test]
+fn plan_json_has_a_stable_shape() {
+    let out = run(
+        bin(&root()).args(["plan", "--simulate", "--output", "json"]),
+        2,
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["summary"]["changes"], 10);
+    let app = v["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "ca-order-service" && a["resourceGroup"] == "rg-xshopai-prod")
+        .unwrap();
+    assert_eq!(app["status"], "changes");
+    assert_eq!(app["subscription"], "6f1c2a8e-3b4d-4e5f-9a7b-1c2d3e4f5a6b");
+    let first = &app["actions"][0];
+    assert_eq!(first["kind"], "updateTemplate");
+    assert_eq!(first["createsRevision"], true);
+    assert!(
+        first["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("~ image order-service")
+    );
+    assert!(
+        first.get("body").is_none(),
+        "request bodies stay out of the plan"
+    );
+}
+
+#[test]
+fn apply_simulate_converges_and_exits_0() {
+    let out = run(bin(&root()).args(["apply", "--simulate"]), 0);
+    let text = stdout(&out);
+    assert_eq!(text.matches("✓ converged").count(), 10, "{text}");
+    assert!(
+        text.contains("Apply: 10 apps,") && text.contains(" 0 failed"),
+        "{text}"
+    );
+}
+
+#[test]
+fn apply_with_a_spent_action_budget_defers_and_exits_1() {
+    let out = run(
+        bin(&root()).args([
+            "apply",
+            "--simulate",
+            "--max-actions",
+            "3",
+            "--concurrency",
+            "1",
+        ]),
+        1,
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains("deferred: the --max-actions budget"),
+        "{text}"
+    );
+}
+
+#[test]
+fn plan_refuses_an_invalid_desired_state_before_touching_azure() {
+    let s = Scratch::new();
+    s.write("bad.yaml", "kind: Nope\n");
+    let out = run(
+        bin(s.path()).args(["plan", "--simulate", "--desired-state", "."]),
+        1,
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains("./bad.yaml:1:1")
+            && text.contains("nothing was read from or written to Azure"),
+        "{text}"
+    );
+}
+
+#[test]
+fn plan_refuses_plain_http_to_a_remote_arm_endpoint() {
+    let out = run(
+        bin(&root())
+            .args(["plan", "--arm-endpoint", "http://management.example.com"])
+            .env("AZURE_CLIENT_ID", "x"),
+        1,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("plain http to a non-loopback host"), "{err}");
+}
