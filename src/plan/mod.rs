@@ -728,3 +728,185 @@ fn owned_only(body: &Value) -> Result<(), String> {
 pub fn mode_body(to: &str) -> Value {
     json!({"properties": {"configuration": {"activeRevisionsMode": to}}})
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{AppKey, Source};
+
+    fn spec() -> AppSpec {
+        AppSpec {
+            key: AppKey::new("00000000-0000-0000-0000-000000000000", "rg", "ca-x"),
+            source: Source {
+                file: "x.yaml".into(),
+                pos: crate::spec::Pos::START,
+            },
+            suspend: false,
+            revision_mode: Some(RevisionMode::Multiple),
+            images: BTreeMap::new(),
+            replicas: None,
+            traffic: Some(TrafficSpec::Pin("ca-x--b".into())),
+            keep_active: None,
+            restart_generation: None,
+        }
+    }
+
+    fn app() -> ContainerApp {
+        ContainerApp::from_value(json!({"name": "ca-x", "properties": {"latestRevisionName": "ca-x--c", "latestReadyRevisionName": "ca-x--c", "configuration": {"activeRevisionsMode": "Multiple"}}})).unwrap()
+    }
+
+    fn revision(name: &str, active: bool, weight: i64) -> Revision {
+        serde_json::from_value(json!({"name": name, "properties": {"active": active, "runningState": if active { "Running" } else { "Stopped" }, "trafficWeight": weight}})).unwrap()
+    }
+
+    #[test]
+    fn invariants_refuse_unsafe_plans() {
+        let revisions = [
+            revision("ca-x--a", false, 0),
+            revision("ca-x--b", true, 0),
+            revision("ca-x--c", true, 100),
+        ];
+        let to = |rev: &str, w: i64| Rule {
+            revision: Some(rev.into()),
+            label: None,
+            weight: w,
+        };
+        let traffic = |rules: Vec<Rule>| Action::SetTraffic {
+            from: vec![],
+            body: json!({"properties": {"configuration": {"ingress": {"traffic": []}}}}),
+            to: rules,
+        };
+        let check = |actions: Vec<Action>| check_invariants(&spec(), &app(), &revisions, &actions);
+        assert!(check(vec![traffic(vec![to("ca-x--b", 100)])]).is_ok());
+        assert!(
+            check(vec![traffic(vec![to("ca-x--b", 90)])])
+                .unwrap_err()
+                .contains("sum to 90")
+        );
+        assert!(
+            check(vec![traffic(vec![to("ca-x--a", 100)])])
+                .unwrap_err()
+                .contains("not running")
+        );
+        assert!(
+            check(vec![
+                Action::WaitUntilRunning {
+                    revision: "ca-x--a".into()
+                },
+                traffic(vec![to("ca-x--a", 100)])
+            ])
+            .is_ok()
+        );
+        assert!(
+            check(vec![Action::Deactivate {
+                revision: "ca-x--c".into(),
+                keep_active: 1
+            }])
+            .unwrap_err()
+            .contains("latest")
+        );
+        assert!(
+            check(vec![Action::Deactivate {
+                revision: "ca-x--b".into(),
+                keep_active: 1
+            }])
+            .unwrap_err()
+            .contains("names")
+        );
+        let secret = Action::UpdateTemplate {
+            changes: vec![],
+            revision: "ca-x--d".into(),
+            body: json!({"properties": {"configuration": {"secrets": [{"name": "s"}]}}}),
+        };
+        assert!(check(vec![secret]).unwrap_err().contains("secret"));
+        let unowned = Action::UpdateTemplate {
+            changes: vec![],
+            revision: "ca-x--d".into(),
+            body: json!({"properties": {"template": {"scale": {"rules": []}}}}),
+        };
+        assert!(check(vec![unowned]).unwrap_err().contains("does not own"));
+    }
+
+    #[test]
+    fn revision_suffixes_are_deterministic_valid_and_free() {
+        let changes = vec![Change::Replicas {
+            from: (Some(1), Some(5)),
+            to: (2, 10),
+        }];
+        let a = revision_suffix(
+            "ca-user-service",
+            "ca-user-service--v119",
+            &changes,
+            &BTreeSet::new(),
+        );
+        assert_eq!(
+            a,
+            revision_suffix(
+                "ca-user-service",
+                "ca-user-service--v119",
+                &changes,
+                &BTreeSet::new()
+            ),
+            "a retry gets the same suffix"
+        );
+        assert_ne!(
+            a,
+            revision_suffix(
+                "ca-user-service",
+                "ca-user-service--v120",
+                &changes,
+                &BTreeSet::new()
+            ),
+            "another base, another suffix"
+        );
+        assert!(
+            a.starts_with('r')
+                && a.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        );
+        let taken = BTreeSet::from([format!("ca-user-service--{a}")]);
+        assert_ne!(
+            a,
+            revision_suffix("ca-user-service", "ca-user-service--v119", &changes, &taken),
+            "a taken name is skipped"
+        );
+        let long = "ca-".to_owned() + &"x".repeat(29);
+        let s = revision_suffix(&long, "b", &changes, &BTreeSet::new());
+        assert!(
+            long.len() + 2 + s.len() <= 54,
+            "{}",
+            long.len() + 2 + s.len()
+        );
+    }
+
+    #[test]
+    fn a_busy_app_is_left_alone_and_a_suspended_one_only_reported() {
+        let mut busy = app();
+        busy.properties.provisioning_state = Some("InProgress".into());
+        let revisions = [revision("ca-x--b", true, 0), revision("ca-x--c", true, 100)];
+        assert_eq!(
+            plan_app(
+                &spec(),
+                Observed {
+                    app: &busy,
+                    revisions: Some(&revisions)
+                },
+                0
+            )
+            .outcome,
+            Outcome::Busy
+        );
+        let mut suspended = spec();
+        suspended.suspend = true;
+        let p = plan_app(
+            &suspended,
+            Observed {
+                app: &app(),
+                revisions: Some(&revisions),
+            },
+            0,
+        );
+        assert_eq!(p.outcome, Outcome::Suspended);
+        assert!(matches!(p.actions[0], Action::SetTraffic { .. }));
+    }
+}
