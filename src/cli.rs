@@ -52,6 +52,15 @@ pub struct Common {
     #[arg(long, env = "ACAR_SIMULATE", global = true)]
     pub simulate: bool,
 
+    /// Send one registry's data-plane calls elsewhere, `LOGIN_SERVER=URL` (repeatable), e.g.
+    /// to a simulator, without editing the documents.
+    #[arg(long = "registry-endpoint", value_parser = parse_registry_endpoint, global = true)]
+    pub registry_endpoints: Vec<(String, String)>,
+
+    /// Registry tags deleted per pass at most (RegistryRetention).
+    #[arg(long, env = "ACAR_MAX_TAG_DELETIONS", default_value_t = crate::retention::DEFAULT_CAP, global = true)]
+    pub max_tag_deletions: usize,
+
     /// Log format (logs go to stderr).
     #[arg(long, env = "ACAR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
@@ -152,6 +161,17 @@ pub struct SimulateArgs {
     /// Turn off ARM's per-subscription throttling buckets.
     #[arg(long)]
     pub no_throttling: bool,
+}
+
+fn parse_registry_endpoint(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((login, url)) if !login.is_empty() && !url.is_empty() => {
+            Ok((login.to_ascii_lowercase(), url.to_owned()))
+        }
+        _ => Err(format!(
+            "`{s}`: write LOGIN_SERVER=URL, e.g. crxshopaidev.azurecr.io=http://127.0.0.1:8080/registries/crxshopaidev.azurecr.io"
+        )),
+    }
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

@@ -33,6 +33,7 @@ pub mod duration;
 pub mod live;
 pub mod pass;
 pub mod plan;
+pub mod retention;
 pub mod shutdown;
 pub mod simulator;
 pub mod spec;

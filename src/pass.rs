@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::acr::AcrClient;
 use crate::apply::{AppResult, ApplyOptions};
 use crate::arm::{ArmClient, ArmConfig};
 use crate::auth::TokenSource;
@@ -24,6 +25,8 @@ use crate::time::Clock;
 pub struct Connection {
     /// The client.
     pub client: ArmClient,
+    /// The registry client.
+    pub acr: AcrClient,
     /// Poll interval suited to the target.
     pub poll_interval: Duration,
     /// The in-process simulator, when `--simulate`.
@@ -59,9 +62,18 @@ pub async fn connect(common: &Common, desired: &DesiredState) -> Result<Connecti
         let tokens = Arc::new(TokenSource::simulator(handle.sim.clone(), &handle.base_url));
         let mut config = ArmConfig::new(&handle.base_url);
         config.poll_interval = Duration::from_millis(250);
-        let client = ArmClient::new(config, tokens).map_err(|e| e.to_string())?;
+        let client = ArmClient::new(config, tokens.clone()).map_err(|e| e.to_string())?;
+        let mut endpoints = common.registry_endpoints.clone();
+        for login in handle.sim.world().registries.keys() {
+            endpoints.push((
+                login.clone(),
+                format!("{}/registries/{login}", handle.base_url),
+            ));
+        }
+        let acr = AcrClient::new(tokens, &endpoints).map_err(|e| e.to_string())?;
         return Ok(Connection {
             client,
+            acr,
             poll_interval: Duration::from_millis(250),
             simulator: Some(handle),
         });
@@ -74,9 +86,12 @@ pub async fn connect(common: &Common, desired: &DesiredState) -> Result<Connecti
         TokenSource::from_env(common.credential, common.cloud, &endpoint)
             .map_err(|e| e.to_string())?,
     );
-    let client = ArmClient::new(ArmConfig::new(&endpoint), tokens).map_err(|e| e.to_string())?;
+    let client =
+        ArmClient::new(ArmConfig::new(&endpoint), tokens.clone()).map_err(|e| e.to_string())?;
+    let acr = AcrClient::new(tokens, &common.registry_endpoints).map_err(|e| e.to_string())?;
     Ok(Connection {
         client,
+        acr,
         poll_interval: Duration::from_secs(2),
         simulator: None,
     })
@@ -174,6 +189,16 @@ pub async fn plan_command(
         }
         apps.push((key, spec, status, reason, list));
     }
+    let retention = crate::retention::plan(
+        &connection.client,
+        &connection.acr,
+        &desired,
+        now,
+        common.max_tag_deletions,
+        args.concurrency,
+    )
+    .await;
+    let deletions = retention.deletions();
     match common.output {
         Output::Json => {
             let items: Vec<Value> = apps
@@ -186,7 +211,11 @@ pub async fn plan_command(
                     })
                 })
                 .collect();
-            let doc = json!({"apps": items, "summary": {"changes": changes, "inSync": in_sync, "suspended": suspended, "errors": errors, "writes": actions, "newRevisions": revisions}});
+            let doc = json!({
+                "apps": items,
+                "registries": retention,
+                "summary": {"changes": changes, "inSync": in_sync, "suspended": suspended, "errors": errors, "writes": actions, "newRevisions": revisions, "registryDeletions": deletions, "registryHeldBack": retention.held_back()},
+            });
             serde_json::to_writer_pretty(&mut *out, &doc)?;
             writeln!(out)?;
         }
@@ -213,16 +242,21 @@ pub async fn plan_command(
                     )?,
                 }
             }
+            for l in crate::retention::describe(&retention, &desired.registries) {
+                writeln!(out, "{l}")?;
+            }
             writeln!(
                 out,
-                "Plan: {changes} apps to change ({actions} writes, {revisions} new revisions), {in_sync} in sync, {suspended} suspended, {errors} with errors."
+                "Plan: {changes} apps to change ({actions} writes, {revisions} new revisions), {in_sync} in sync, {suspended} suspended, {errors} with errors; {deletions} registry deletions ({} held back by the cap).",
+                retention.held_back()
             )?;
         }
     }
     drop(connection);
+    let errors = errors + retention.errors.len();
     Ok(ExitCode::from(if errors > 0 {
         1
-    } else if changes > 0 {
+    } else if changes > 0 || deletions > 0 {
         2
     } else {
         0

@@ -242,8 +242,11 @@ fn plan_simulate_shows_changes_and_exits_2() {
     );
     assert!(text.contains("↻ restart ca-auth-service--"), "{text}");
     assert!(
-        text.trim_end()
-            .ends_with("0 in sync, 0 suspended, 0 with errors."),
+        text.contains("0 in sync, 0 suspended, 0 with errors; 100 registry deletions (80 held back by the cap)."),
+        "{text}"
+    );
+    assert!(
+        text.contains("- tag auth-service:build-1037 (keep last 10)"),
         "{text}"
     );
     assert!(
