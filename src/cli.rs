@@ -100,6 +100,11 @@ pub enum Command {
     /// One full reconcile pass: plan and carry it out, waiting for new revisions to run.
     /// Exit 0 converged, 1 some action or app failed.
     Apply(PassArgs),
+    /// The controller: reconcile continuously until SIGTERM/SIGINT.
+    Run(RunArgs),
+    /// Every managed app: desired vs live, in sync or drifted, health, last action and error.
+    /// Exit 0, or 2 if any app has drifted or is unhealthy.
+    Status(StatusArgs),
     /// Serve the built-in Azure simulator (ARM Container Apps, ACR, managed identity) over HTTP.
     Simulate(SimulateArgs),
 }
@@ -118,6 +123,33 @@ pub struct PassArgs {
     /// How long a new revision may take to become ready (apply only).
     #[arg(long, env = "ACAR_REVISION_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
     pub revision_timeout: std::time::Duration,
+}
+
+/// Options of `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Full resync period (each app's next time is jittered by ±10%).
+    #[arg(long, env = "ACAR_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub interval: std::time::Duration,
+
+    /// HTTP endpoints (/healthz, /readyz, /metrics, /status, /reconcile). Anything but
+    /// loopback is an explicit choice.
+    #[arg(long, env = "ACAR_LISTEN", default_value = "127.0.0.1:9090")]
+    pub listen: std::net::SocketAddr,
+
+    #[command(flatten)]
+    pub pass: PassArgs,
+}
+
+/// Options of `status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Ask a running controller (`http://127.0.0.1:9090`) instead of computing the status live.
+    #[arg(long, env = "ACAR_STATUS_SERVER")]
+    pub server: Option<String>,
+
+    #[command(flatten)]
+    pub pass: PassArgs,
 }
 
 /// Options of `simulate`.

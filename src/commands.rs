@@ -20,6 +20,8 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> std::io::Result<Exit
         Command::Simulate(args) => simulate(args, &cli.common, out).await,
         Command::Plan(args) => crate::pass::plan_command(&cli.common, &args, out).await,
         Command::Apply(args) => crate::pass::apply_command(&cli.common, &args, out).await,
+        Command::Run(args) => crate::pass::run_command(&cli.common, &args, out).await,
+        Command::Status(args) => crate::pass::status_command(&cli.common, &args, out).await,
         Command::Schema => {
             out.write_all(spec::schema::render().as_bytes())?;
             Ok(ExitCode::SUCCESS)
@@ -86,32 +88,33 @@ async fn simulate(
         }
     };
     let base = &handle.base_url;
-    writeln!(out, "aca-reconciler simulator on {base}: {summary}")?;
-    writeln!(out, "  ARM:       --arm-endpoint {base}")?;
-    writeln!(
+    // The banner is for people: a closed stdout (`simulate | head -1`) must not stop the server.
+    let _ = writeln!(out, "aca-reconciler simulator on {base}: {summary}");
+    let _ = writeln!(out, "  ARM:       --arm-endpoint {base}");
+    let _ = writeln!(
         out,
         "  identity:  IDENTITY_ENDPOINT={base}/msi/token IDENTITY_HEADER={}",
         args.identity_header
-    )?;
+    );
     for r in &registries {
-        writeln!(
+        let _ = writeln!(
             out,
             "  registry:  --registry-endpoint {r}={base}/registries/{r}"
-        )?;
+        );
     }
     if args.tls {
-        writeln!(
+        let _ = writeln!(
             out,
             "  TLS:       certificate written to {} (trust it with REQUESTS_CA_BUNDLE or --cacert)",
             args.tls_cert.display()
-        )?;
+        );
     }
-    writeln!(
+    let _ = writeln!(
         out,
         "  control:   {base}/_sim/state, /_sim/requests, /_sim/faults, /_sim/outages"
-    )?;
-    writeln!(out, "Serving until Ctrl-C.")?;
-    out.flush()?;
+    );
+    let _ = writeln!(out, "Serving until Ctrl-C.");
+    let _ = out.flush();
     crate::shutdown::signalled().await;
     tracing::info!("stopping the simulator");
     handle.stop().await?;

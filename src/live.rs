@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 
 use crate::arm::{ArmClient, ContainerApp, Revision};
 use crate::spec::{AppKey, DesiredState};
@@ -45,8 +46,19 @@ pub async fn snapshot(client: &ArmClient, desired: &DesiredState, concurrency: u
             .or_default()
             .push(key);
     }
-    let listings: Vec<_> = futures_util::stream::iter(groups)
-        .map(|((sub, rg), keys)| async move { (keys, client.list_apps(&sub, Some(&rg)).await) })
+    // Futures are built first and boxed: a closure inside `map` trips rustc's higher-ranked
+    // lifetime inference once the whole pass is spawned on a runtime.
+    type Listing<'a> = (
+        Vec<&'a AppKey>,
+        Result<Vec<ContainerApp>, crate::arm::Error>,
+    );
+    let futures: Vec<BoxFuture<'_, Listing<'_>>> = groups
+        .into_iter()
+        .map(|((sub, rg), keys)| -> BoxFuture<'_, Listing<'_>> {
+            Box::pin(async move { (keys, client.list_apps(&sub, Some(&rg)).await) })
+        })
+        .collect();
+    let listings: Vec<_> = futures_util::stream::iter(futures)
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await;
@@ -92,11 +104,17 @@ pub async fn snapshot(client: &ArmClient, desired: &DesiredState, concurrency: u
             }
         }
     }
-    let revisions: Vec<_> = futures_util::stream::iter(need_revisions)
-        .map(|key| async move {
-            let r = client.list_revisions(&key).await;
-            (key, r)
+    type Listed = (AppKey, Result<Vec<Revision>, crate::arm::Error>);
+    let futures: Vec<BoxFuture<'_, Listed>> = need_revisions
+        .into_iter()
+        .map(|key| -> BoxFuture<'_, Listed> {
+            Box::pin(async move {
+                let r = client.list_revisions(&key).await;
+                (key, r)
+            })
         })
+        .collect();
+    let revisions: Vec<_> = futures_util::stream::iter(futures)
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await;

@@ -337,3 +337,302 @@ pub async fn apply_command(
         ExitCode::SUCCESS
     })
 }
+
+/// `run`: the controller, with its HTTP endpoints, until SIGTERM/SIGINT.
+pub async fn run_command(
+    common: &Common,
+    args: &crate::cli::RunArgs,
+    out: &mut (dyn Write + Send),
+) -> std::io::Result<ExitCode> {
+    crate::telemetry::init(common.log_format, "info");
+    let options = LoadOptions {
+        subscription: common.subscription.clone(),
+    };
+    let first = spec::load(std::slice::from_ref(&common.desired_state), &options);
+    for d in &first.diagnostics {
+        tracing::warn!(problem = %d, "desired state");
+    }
+    let connection = match connect(common, &first.state).await {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            eprintln!("aca-reconciler run: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "aca-reconciler run: cannot listen on {}: {e} (choose another --listen)",
+                args.listen
+            );
+            return Ok(ExitCode::from(1));
+        }
+    };
+    if !args.listen.ip().is_loopback() {
+        tracing::warn!(listen = %args.listen, "the HTTP endpoints listen beyond loopback, as --listen asked");
+    }
+    let shared = Arc::new(crate::reconcile::Shared::default());
+    let token = tokio_util::sync::CancellationToken::new();
+    let app = crate::http::router(shared.clone(), std::env::var("ACAR_TRIGGER_TOKEN").ok());
+    let server_token = token.clone();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { server_token.cancelled().await })
+            .await;
+    });
+    // First signal: stop taking work and drain; second: exit at once.
+    let signal_token = token.clone();
+    tokio::spawn(async move {
+        crate::shutdown::signalled().await;
+        tracing::info!("signal received: finishing running passes (a second signal exits at once)");
+        signal_token.cancel();
+        crate::shutdown::signalled().await;
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
+    writeln!(
+        out,
+        "aca-reconciler run: reconciling {} apps every {:?} (endpoints on http://{})",
+        first.state.apps.len(),
+        args.interval,
+        args.listen
+    )?;
+    out.flush()?;
+    let config = crate::reconcile::RunConfig {
+        interval: args.interval,
+        concurrency: args.pass.concurrency,
+        max_actions: args.pass.max_actions,
+        revision_timeout: args.pass.revision_timeout,
+        poll_interval: connection.poll_interval,
+        max_tag_deletions: common.max_tag_deletions,
+        ..crate::reconcile::RunConfig::default()
+    };
+    let store = crate::reconcile::desired::DesiredStore::new(common.desired_state.clone(), options);
+    crate::reconcile::run(store, connection, config, shared, token.clone()).await;
+    token.cancel();
+    let _ = server.await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `status`: from a running controller (`--server`), or computed live.
+pub async fn status_command(
+    common: &Common,
+    args: &crate::cli::StatusArgs,
+    out: &mut (dyn Write + Send),
+) -> std::io::Result<ExitCode> {
+    if let Some(server) = &args.server {
+        let url = format!("{}/status", server.trim_end_matches('/'));
+        let body = match reqwest::get(&url).await {
+            Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
+            Ok(r) => {
+                eprintln!("aca-reconciler status: {url} answered {}", r.status());
+                return Ok(ExitCode::from(1));
+            }
+            Err(e) => {
+                eprintln!(
+                    "aca-reconciler status: cannot reach {url}: {e} (is `aca-reconciler run` listening there?)"
+                );
+                return Ok(ExitCode::from(1));
+            }
+        };
+        let Some(body) = body else {
+            eprintln!("aca-reconciler status: {url} did not answer JSON");
+            return Ok(ExitCode::from(1));
+        };
+        let apps: Vec<Value> = body["apps"]
+            .as_object()
+            .map(|m| m.values().cloned().collect())
+            .or_else(|| body["apps"].as_array().cloned())
+            .unwrap_or_default();
+        let unhealthy = apps
+            .iter()
+            .filter(|a| !matches!(a["state"].as_str(), Some("inSync" | "suspended")))
+            .count();
+        if common.output == Output::Json {
+            serde_json::to_writer_pretty(&mut *out, &body)?;
+            writeln!(out)?;
+        } else {
+            writeln!(
+                out,
+                "{:<40} {:<10} {:<8} {:<60} LAST ERROR",
+                "APP", "STATE", "FAILURES", "LAST ACTION"
+            )?;
+            for a in &apps {
+                let app = format!(
+                    "{}/{}",
+                    a["resourceGroup"].as_str().unwrap_or(""),
+                    a["name"].as_str().unwrap_or("")
+                );
+                writeln!(
+                    out,
+                    "{:<40} {:<10} {:<8} {:<60} {}",
+                    app,
+                    a["state"].as_str().unwrap_or(""),
+                    a["failures"].as_u64().unwrap_or(0),
+                    a["lastAction"].as_str().unwrap_or("-"),
+                    a["lastError"].as_str().unwrap_or("-")
+                )?;
+            }
+            for e in body["desiredStateErrors"].as_array().into_iter().flatten() {
+                writeln!(out, "! {}", e.as_str().unwrap_or(""))?;
+            }
+        }
+        return Ok(if unhealthy > 0 {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
+    let Some(desired) = load(common, out)? else {
+        return Ok(ExitCode::from(1));
+    };
+    let connection = match connect(common, &desired).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("aca-reconciler status: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let live = live::snapshot(&connection.client, &desired, args.pass.concurrency).await;
+    let now = Clock::new().now();
+    let mut rows = Vec::new();
+    let mut unhealthy = 0;
+    for (key, spec) in &desired.apps {
+        let observed = live
+            .apps
+            .get(key)
+            .cloned()
+            .unwrap_or(Observed::Unreadable("not observed".to_owned()));
+        let (row, ok) = status_row(key, spec, &observed, now);
+        if !ok {
+            unhealthy += 1;
+        }
+        rows.push(row);
+    }
+    if common.output == Output::Json {
+        serde_json::to_writer_pretty(&mut *out, &rows)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "{:<36} {:<8} {:<28} {:<14} {:<6} {:<34} {:<9} STATE",
+            "APP", "MODE", "IMAGE", "REPLICAS", "ACTIVE", "TRAFFIC", "RUNNING"
+        )?;
+        for r in &rows {
+            writeln!(
+                out,
+                "{:<36} {:<8} {:<28} {:<14} {:<6} {:<34} {:<9} {}",
+                r["app"].as_str().unwrap_or(""),
+                r["mode"].as_str().unwrap_or("-"),
+                r["image"].as_str().unwrap_or("-"),
+                r["replicas"].as_str().unwrap_or("-"),
+                r["active"].as_str().unwrap_or("-"),
+                r["traffic"].as_str().unwrap_or("-"),
+                r["running"].as_str().unwrap_or("-"),
+                r["state"].as_str().unwrap_or("")
+            )?;
+        }
+    }
+    drop(connection);
+    Ok(if unhealthy > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// One line of the live status table (and whether the app is in sync and healthy).
+fn status_row(
+    key: &crate::spec::AppKey,
+    spec: &crate::spec::AppSpec,
+    observed: &Observed,
+    now: crate::time::Millis,
+) -> (Value, bool) {
+    let Observed::Found { app, revisions } = observed else {
+        let state = if matches!(observed, Observed::Missing) {
+            "missing in Azure".to_owned()
+        } else {
+            "unreadable".to_owned()
+        };
+        return (json!({"app": key.to_string(), "state": state}), false);
+    };
+    let planned = plan::plan_app(
+        spec,
+        plan::Observed {
+            app,
+            revisions: revisions.as_deref(),
+        },
+        now,
+    );
+    let image = app
+        .properties
+        .template
+        .containers
+        .iter()
+        .filter_map(|c| c.image.as_deref())
+        .map(|i| i.rsplit('/').next().unwrap_or(i))
+        .collect::<Vec<_>>()
+        .join(",");
+    let scale = &app.properties.template.scale;
+    let live_bounds = format!(
+        "{}..{}",
+        scale.min_replicas.map_or("?".into(), |v| v.to_string()),
+        scale.max_replicas.map_or("?".into(), |v| v.to_string())
+    );
+    let replicas = match spec.replicas {
+        Some(r) => format!("{live_bounds}/{}..{}", r.min, r.max),
+        None => live_bounds,
+    };
+    let active = revisions
+        .as_ref()
+        .map(|r| r.iter().filter(|r| r.properties.active).count().to_string())
+        .unwrap_or_else(|| "-".into());
+    let traffic = app
+        .traffic()
+        .iter()
+        .map(|t| {
+            format!(
+                "{} {}%",
+                if t.latest_revision {
+                    "latest".to_owned()
+                } else {
+                    t.revision_name
+                        .clone()
+                        .unwrap_or_default()
+                        .rsplit("--")
+                        .next()
+                        .unwrap_or("")
+                        .to_owned()
+                },
+                t.weight
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (state, ok) = match &planned.outcome {
+        Outcome::InSync => ("in sync".to_owned(), true),
+        Outcome::Suspended => (
+            format!("suspended ({} drifted)", planned.actions.len()),
+            true,
+        ),
+        Outcome::Changes => (
+            format!(
+                "drifted ({} actions)",
+                planned.actions.iter().filter(|a| a.is_write()).count()
+            ),
+            false,
+        ),
+        Outcome::Busy => ("busy".to_owned(), false),
+        Outcome::Blocked { reason } => (format!("blocked: {reason}"), false),
+    };
+    let running = app.properties.running_status.clone().unwrap_or_default();
+    let healthy = running.eq_ignore_ascii_case("running");
+    (
+        json!({
+            "app": key.to_string(), "mode": if app.is_multiple_mode() { "Multiple" } else { "Single" }, "image": image,
+            "replicas": replicas, "active": active, "traffic": traffic, "running": running, "state": state,
+        }),
+        ok && healthy,
+    )
+}

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use serde::Serialize;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -125,12 +126,19 @@ pub async fn apply(
             .unwrap_or_else(|| Observed::Unreadable("not observed".to_owned()));
         work.push((spec, o));
     }
-    let mut reports: Vec<AppReport> = futures_util::stream::iter(work)
-        .map(|(spec, o)| {
+    // Built first and boxed (see live::snapshot for why).
+    let futures: Vec<BoxFuture<'_, AppReport>> = work
+        .into_iter()
+        .map(|(spec, o)| -> BoxFuture<'_, AppReport> {
             let budget = budget.clone();
             let span = tracing::info_span!("app", app = %spec.key);
-            async move { converge(client, spec, o, options, &budget, clock).await }.instrument(span)
+            Box::pin(
+                async move { converge(client, spec, o, options, &budget, clock).await }
+                    .instrument(span),
+            )
         })
+        .collect();
+    let mut reports: Vec<AppReport> = futures_util::stream::iter(futures)
         .buffer_unordered(options.concurrency.max(1))
         .collect()
         .await;

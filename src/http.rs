@@ -1,0 +1,124 @@
+//! The controller's HTTP endpoints (contract section 4), on `--listen`:
+//!
+//! | route | answers |
+//! | --- | --- |
+//! | `GET /healthz` | 200 while the process runs |
+//! | `GET /readyz` | 200 once the desired state is loaded and a first pass is done, else 503 |
+//! | `GET /metrics` | Prometheus text format |
+//! | `GET /status` | JSON, the same data as `aca-reconciler status` |
+//! | `POST /reconcile` | 202: every app is reconciled now (for a git push webhook); with `ACAR_TRIGGER_TOKEN` set, only with `Authorization: Bearer <token>` |
+//!
+//! Request bodies are limited to 16 KiB; nothing here needs more.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::reconcile::Shared;
+
+#[derive(Debug, Clone)]
+struct AppState {
+    shared: Arc<Shared>,
+    trigger_token: Option<Arc<String>>,
+}
+
+/// The endpoints.
+pub fn router(shared: Arc<Shared>, trigger_token: Option<String>) -> Router {
+    let state = AppState {
+        shared,
+        trigger_token: trigger_token.filter(|t| !t.is_empty()).map(Arc::new),
+    };
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/status", get(status))
+        .route("/reconcile", post(reconcile))
+        .layer(DefaultBodyLimit::max(16 * 1024))
+        .with_state(state)
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    let status = s.shared.status();
+    if status.ready {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the first pass has not finished\n",
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    let body = s.shared.metrics.encode();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn status(State(s): State<AppState>) -> Response {
+    match serde_json::to_string_pretty(&*s.shared.status()) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode the status: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// Compares in time independent of where the first difference is.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = u8::from(a.len() != b.len());
+    for (i, x) in a.iter().enumerate() {
+        diff |= x ^ b.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
+async fn reconcile(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(expected) = &s.trigger_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .unwrap_or("");
+        if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "a valid bearer token is required (ACAR_TRIGGER_TOKEN)\n",
+            )
+                .into_response();
+        }
+    }
+    s.shared.trigger.notify_one();
+    (StatusCode::ACCEPTED, "reconciling every app now\n").into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}

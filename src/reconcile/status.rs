@@ -1,0 +1,271 @@
+//! What the controller knows about each app and each pass: served as `/status`, printed by
+//! `status`, and exported as Prometheus metrics. One store, so the three always agree.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+
+use crate::apply::{AppReport, AppResult};
+use crate::spec::AppKey;
+
+/// The state of one managed app.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppStatus {
+    /// Which app.
+    #[serde(flatten)]
+    pub app: AppKey,
+    /// Where its desired state is written.
+    pub source: String,
+    /// `inSync`, `drifted`, `failing`, `suspended`, `missing` or `pending` (not reconciled yet).
+    pub state: &'static str,
+    /// Its file has problems: the last good version is in force.
+    pub desired_stale: bool,
+    /// The last action carried out, with its time.
+    pub last_action: Option<String>,
+    /// The last error, if the last attempt failed.
+    pub last_error: Option<String>,
+    /// Failures in a row (the backoff grows with them; a success resets it).
+    pub failures: u32,
+    /// When the app is reconciled next (RFC 3339).
+    pub next_at: Option<String>,
+    /// When it was last reconciled (RFC 3339).
+    pub last_at: Option<String>,
+}
+
+/// Labels of `acar_actions_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    /// Action kind (`updateTemplate`, ...).
+    pub kind: String,
+    /// `ok` or `error`.
+    pub result: String,
+}
+
+/// Labels with a `state`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    /// The state.
+    pub state: String,
+}
+
+/// Labels with a `result`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// The result.
+    pub result: String,
+}
+
+/// The metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Passes by result.
+    pub passes: Family<ResultLabels, Counter>,
+    /// Pass duration.
+    pub pass_seconds: Histogram,
+    /// Actions by kind and result.
+    pub actions: Family<ActionLabels, Counter>,
+    /// Apps by state.
+    pub apps: Family<StateLabels, Gauge>,
+    /// Apps waiting in the queue.
+    pub queue_depth: Gauge,
+    /// Unix time of the last pass in which nothing failed.
+    pub last_success: Gauge<f64, AtomicU64>,
+    /// Problems in the desired-state files.
+    pub desired_errors: Gauge,
+    /// Registry tags deleted.
+    pub tags_deleted: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("acar");
+        let passes = Family::<ResultLabels, Counter>::default();
+        let pass_seconds = Histogram::new(exponential_buckets(0.05, 2.0, 14));
+        let actions = Family::<ActionLabels, Counter>::default();
+        let apps = Family::<StateLabels, Gauge>::default();
+        let queue_depth = Gauge::default();
+        let last_success = Gauge::<f64, AtomicU64>::default();
+        let desired_errors = Gauge::default();
+        let tags_deleted = Counter::default();
+        registry.register(
+            "passes",
+            "Reconcile passes by result (ok, failed)",
+            passes.clone(),
+        );
+        registry.register(
+            "pass_duration_seconds",
+            "Duration of reconcile passes",
+            pass_seconds.clone(),
+        );
+        registry.register(
+            "actions",
+            "Actions carried out, by kind and result",
+            actions.clone(),
+        );
+        registry.register(
+            "apps",
+            "Managed apps by state (inSync, drifted, failing, suspended, missing, pending)",
+            apps.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Apps waiting to be reconciled",
+            queue_depth.clone(),
+        );
+        registry.register(
+            "last_successful_pass_timestamp_seconds",
+            "Unix time of the last pass in which nothing failed",
+            last_success.clone(),
+        );
+        registry.register(
+            "desired_state_errors",
+            "Problems in the desired-state files (their last good versions are in force)",
+            desired_errors.clone(),
+        );
+        registry.register(
+            "registry_tags_deleted",
+            "Registry tags deleted by RegistryRetention",
+            tags_deleted.clone(),
+        );
+        Self {
+            registry,
+            passes,
+            pass_seconds,
+            actions,
+            apps,
+            queue_depth,
+            last_success,
+            desired_errors,
+            tags_deleted,
+        }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Everything `/status` shows.
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    /// Apps, by key (a list in JSON: a map keyed by a struct has no JSON form).
+    #[serde(serialize_with = "values_only")]
+    pub apps: BTreeMap<AppKey, AppStatus>,
+    /// Problems in the desired-state files, as `FILE:LINE:COLUMN: message`.
+    pub desired_state_errors: Vec<String>,
+    /// Whether the desired state is loaded and a first pass is done.
+    pub ready: bool,
+    /// Passes run.
+    pub passes: u64,
+    /// When the last pass ended.
+    pub last_pass_at: Option<String>,
+}
+
+fn values_only<S: serde::Serializer>(
+    apps: &BTreeMap<AppKey, AppStatus>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(apps.values())
+}
+
+impl Status {
+    /// Records one app's pass.
+    pub fn record(
+        &mut self,
+        report: &AppReport,
+        metrics: &Metrics,
+        next_at: Option<String>,
+        now: &str,
+    ) {
+        let entry = self
+            .apps
+            .entry(report.app.clone())
+            .or_insert_with(|| AppStatus {
+                app: report.app.clone(),
+                source: String::new(),
+                state: "pending",
+                desired_stale: false,
+                last_action: None,
+                last_error: None,
+                failures: 0,
+                next_at: None,
+                last_at: None,
+            });
+        for d in &report.actions {
+            let kind = serde_json::to_value(&d.action)
+                .ok()
+                .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned))
+                .unwrap_or_default();
+            let result = if d.error.is_some() { "error" } else { "ok" };
+            metrics
+                .actions
+                .get_or_create(&ActionLabels {
+                    kind,
+                    result: result.to_owned(),
+                })
+                .inc();
+            entry.last_action = Some(format!("{now} {}", d.description));
+        }
+        entry.state = match &report.result {
+            AppResult::InSync | AppResult::Converged => "inSync",
+            AppResult::Suspended => "suspended",
+            AppResult::Deferred => "drifted",
+            AppResult::Missing => "missing",
+            AppResult::Failed { .. } => "failing",
+        };
+        match &report.result {
+            AppResult::Failed { error } => {
+                entry.failures += 1;
+                entry.last_error = Some(error.clone());
+            }
+            AppResult::Missing => {
+                entry.failures += 1;
+                entry.last_error = Some("the app does not exist in Azure".to_owned());
+            }
+            _ => {
+                entry.failures = 0;
+                entry.last_error = None;
+            }
+        }
+        entry.next_at = next_at;
+        entry.last_at = Some(now.to_owned());
+    }
+
+    /// Refreshes the per-state gauges.
+    pub fn export(&self, metrics: &Metrics) {
+        for state in [
+            "inSync",
+            "drifted",
+            "failing",
+            "suspended",
+            "missing",
+            "pending",
+        ] {
+            let n = self.apps.values().filter(|a| a.state == state).count();
+            metrics
+                .apps
+                .get_or_create(&StateLabels {
+                    state: state.to_owned(),
+                })
+                .set(n as i64);
+        }
+        metrics
+            .desired_errors
+            .set(self.desired_state_errors.len() as i64);
+    }
+}

@@ -1,0 +1,327 @@
+//! `aca-reconciler run`, the real binary, against a separate `simulate` process (so that Azure
+//! outlives the controller), authenticating with the real managed-identity credential.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a panic is how a test fails
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Scratch, bin, root};
+use serde_json::Value;
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `simulate` seeded from `desired`, returning its base URL.
+fn simulator(desired: &Path, extra: &[&str]) -> (Proc, String) {
+    let mut child = bin(&root())
+        .args([
+            "simulate",
+            "--listen",
+            "127.0.0.1:0",
+            "--identity-header",
+            "ctl-test",
+            "--seed",
+        ])
+        .arg(desired)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let base = first
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_owned();
+    std::thread::spawn(move || lines.for_each(drop));
+    (Proc(child), base)
+}
+
+/// `run` against the simulator at `base`, with the managed-identity credential.
+fn controller(dir: &Path, base: &str, port: u16, interval: &str) -> Proc {
+    let child = bin(dir)
+        .args([
+            "run",
+            "--desired-state",
+            ".",
+            "--interval",
+            interval,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--arm-endpoint",
+            base,
+            "--credential",
+            "managed",
+        ])
+        .args([
+            "--registry-endpoint",
+            &format!("crxshopaidev.azurecr.io={base}/registries/crxshopaidev.azurecr.io"),
+        ])
+        .args([
+            "--registry-endpoint",
+            &format!("crxshopaiprod.azurecr.io={base}/registries/crxshopaiprod.azurecr.io"),
+        ])
+        .env("IDENTITY_ENDPOINT", format!("{base}/msi/token"))
+        .env("IDENTITY_HEADER", "ctl-test")
+        .env("ACAR_TRIGGER_TOKEN", "hook-secret")
+        .env("ACAR_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    Proc(child)
+}
+
+fn get(url: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "-", "-w", "\n%{http_code}", url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+fn post(url: &str, auth: Option<&str>) -> u16 {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-X",
+        "POST",
+        url,
+    ]);
+    if let Some(a) = auth {
+        cmd.args(["-H", &format!("Authorization: Bearer {a}")]);
+    }
+    String::from_utf8_lossy(&cmd.output().unwrap().stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+fn sim_json(base: &str, path: &str) -> Value {
+    serde_json::from_str(&get(&format!("{base}/_sim/{path}")).1).unwrap()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        if ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let p = entry.unwrap().path();
+        let target = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_tree(&p, &target);
+        } else {
+            std::fs::copy(&p, &target).unwrap();
+        }
+    }
+}
+
+fn writes(base: &str) -> u64 {
+    sim_json(base, "requests")["armWrites"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[test]
+fn converges_then_idles_reacts_to_edits_keeps_the_last_good_state_and_serves_its_endpoints() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        panic!("curl is needed by this test");
+    }
+    let s = Scratch::new();
+    copy_tree(&root().join("desired-state"), s.path());
+    let (_sim, base) = simulator(s.path(), &["--revision-ready", "1s", "--lro", "sync"]);
+    let port = free_port();
+    let ep = format!("http://127.0.0.1:{port}");
+    let _ctl = controller(s.path(), &base, port, "1h");
+
+    wait_for("readyz", Duration::from_secs(60), || {
+        get(&format!("{ep}/readyz")).0 == 200
+    });
+    let (_, status) = get(&format!("{ep}/status"));
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert!(
+        status["apps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["state"] == "inSync"),
+        "{status}"
+    );
+    assert_eq!(sim_json(&base, "outages"), serde_json::json!([]));
+
+    // Converged: no more writes while nothing changes.
+    let settled = writes(&base);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(writes(&base), settled, "no write without a reason");
+
+    // A file edit reaches Azure within 2 s.
+    let file = s.path().join("prod/ca-cart-service.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("min: 2, max: 10", "min: 3, max: 10")).unwrap();
+    let edited = Instant::now();
+    wait_for("a write after the edit", Duration::from_secs(5), || {
+        writes(&base) > settled
+    });
+    assert!(
+        edited.elapsed() < Duration::from_secs(2),
+        "first write {:?} after the edit",
+        edited.elapsed()
+    );
+
+    // A broken edit keeps the old state and is reported in /status and /metrics.
+    std::fs::write(&file, text.replace("min: 2, max: 10", "min: 30, max: 10")).unwrap();
+    wait_for("the problem in /status", Duration::from_secs(5), || {
+        get(&format!("{ep}/status"))
+            .1
+            .contains("min (30) is greater than max (10)")
+    });
+    let (code, metrics) = get(&format!("{ep}/metrics"));
+    assert_eq!(code, 200);
+    let lines: Vec<std::io::Result<String>> = metrics.lines().map(|l| Ok(l.to_owned())).collect();
+    let scrape = prometheus_parse::Scrape::parse(lines.into_iter())
+        .expect("/metrics parses as Prometheus text");
+    let value = |name: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name)
+            .map(|s| s.value.clone())
+    };
+    assert!(
+        matches!(value("acar_desired_state_errors"), Some(prometheus_parse::Value::Gauge(v)) if v == 1.0),
+        "{metrics}"
+    );
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "acar_passes_total"),
+        "{metrics}"
+    );
+    let before_broken = writes(&base);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        writes(&base),
+        before_broken,
+        "the broken edit never reached Azure"
+    );
+    let app = serde_json::from_str::<Value>(&get(&format!("{base}/_sim/state")).1).unwrap();
+    let cart = app["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["app"]["name"] == "ca-cart-service" && a["resourceGroup"] == "rg-xshopai-prod")
+        .unwrap();
+    assert_eq!(
+        cart["app"]["properties"]["template"]["scale"]["minReplicas"], 3,
+        "the last good version is in force"
+    );
+
+    // POST /reconcile needs the token.
+    assert_eq!(post(&format!("{ep}/reconcile"), None), 401);
+    assert_eq!(post(&format!("{ep}/reconcile"), Some("wrong")), 401);
+    assert_eq!(post(&format!("{ep}/reconcile"), Some("hook-secret")), 202);
+    assert_eq!(get(&format!("{ep}/healthz")).0, 200);
+    assert_eq!(sim_json(&base, "outages"), serde_json::json!([]));
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_mid_apply_exits_0_and_the_next_start_converges_without_an_outage() {
+    let s = Scratch::new();
+    copy_tree(&root().join("desired-state"), s.path());
+    let (_sim, base) = simulator(s.path(), &["--revision-ready", "3s"]);
+    let port = free_port();
+    let mut ctl = controller(s.path(), &base, port, "1h");
+    // Mid-apply: writes have started, revisions are not ready yet.
+    wait_for("the first writes", Duration::from_secs(30), || {
+        writes(&base) > 0
+    });
+    let ok = Command::new("kill")
+        .args(["-TERM", &ctl.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(st) = ctl.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(0), "a clean stop");
+    let stderr = std::io::read_to_string(ctl.0.stderr.take().unwrap()).unwrap_or_default();
+    assert!(stderr.contains("controller stopped"), "{stderr}");
+
+    let port = free_port();
+    let ep = format!("http://127.0.0.1:{port}");
+    let _again = controller(s.path(), &base, port, "1h");
+    wait_for("readyz after the restart", Duration::from_secs(90), || {
+        get(&format!("{ep}/readyz")).0 == 200
+    });
+    let status: Value = serde_json::from_str(&get(&format!("{ep}/status")).1).unwrap();
+    assert!(
+        status["apps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["state"] == "inSync"),
+        "{status}"
+    );
+    assert_eq!(
+        sim_json(&base, "outages"),
+        serde_json::json!([]),
+        "no outage across the restart"
+    );
+    let restarts = sim_json(&base, "restarts");
+    let prod_auth = restarts
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["app"] == "ca-auth-service")
+        .count();
+    assert!(prod_auth >= 1, "{restarts}");
+}
