@@ -137,23 +137,38 @@ fn status_of(
     }
 }
 
+/// The common start of `plan`, `apply` and `status`: load the desired state, connect, and take
+/// the snapshot. `None` when something was already reported (exit 1).
+async fn observe(
+    command: &str,
+    common: &Common,
+    concurrency: usize,
+    out: &mut (dyn Write + Send),
+) -> std::io::Result<Option<(DesiredState, Connection, live::LiveState)>> {
+    let Some(desired) = load(common, out)? else {
+        return Ok(None);
+    };
+    let connection = match connect(common, &desired).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("aca-reconciler {command}: {e}");
+            return Ok(None);
+        }
+    };
+    let live = live::snapshot(&connection.client, &desired, concurrency).await;
+    Ok(Some((desired, connection, live)))
+}
+
 /// `plan`.
 pub async fn plan_command(
     common: &Common,
     args: &PassArgs,
     out: &mut (dyn Write + Send),
 ) -> std::io::Result<ExitCode> {
-    let Some(desired) = load(common, out)? else {
+    let Some((desired, connection, live)) = observe("plan", common, args.concurrency, out).await?
+    else {
         return Ok(ExitCode::from(1));
     };
-    let connection = match connect(common, &desired).await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("aca-reconciler plan: {e}");
-            return Ok(ExitCode::from(1));
-        }
-    };
-    let live = live::snapshot(&connection.client, &desired, args.concurrency).await;
     let now = Clock::new().now();
     let mut apps = Vec::new();
     let (mut changes, mut errors, mut in_sync, mut suspended, mut actions, mut revisions) =
@@ -270,17 +285,10 @@ pub async fn apply_command(
     out: &mut (dyn Write + Send),
 ) -> std::io::Result<ExitCode> {
     crate::telemetry::init(common.log_format, "info");
-    let Some(desired) = load(common, out)? else {
+    let Some((desired, connection, live)) = observe("apply", common, args.concurrency, out).await?
+    else {
         return Ok(ExitCode::from(1));
     };
-    let connection = match connect(common, &desired).await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("aca-reconciler apply: {e}");
-            return Ok(ExitCode::from(1));
-        }
-    };
-    let live = live::snapshot(&connection.client, &desired, args.concurrency).await;
     let options = ApplyOptions {
         concurrency: args.concurrency,
         max_actions: args.max_actions,
@@ -484,17 +492,11 @@ pub async fn status_command(
             ExitCode::SUCCESS
         });
     }
-    let Some(desired) = load(common, out)? else {
+    let Some((desired, connection, live)) =
+        observe("status", common, args.pass.concurrency, out).await?
+    else {
         return Ok(ExitCode::from(1));
     };
-    let connection = match connect(common, &desired).await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("aca-reconciler status: {e}");
-            return Ok(ExitCode::from(1));
-        }
-    };
-    let live = live::snapshot(&connection.client, &desired, args.pass.concurrency).await;
     let now = Clock::new().now();
     let mut rows = Vec::new();
     let mut unhealthy = 0;

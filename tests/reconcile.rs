@@ -19,7 +19,7 @@ use aca_reconciler::simulator::seed;
 use aca_reconciler::simulator::store::{Config, LroMode, World};
 use aca_reconciler::spec::{self, AppKey, DesiredState, LoadOptions};
 use aca_reconciler::time::Clock;
-use common::{Handle, start_sim};
+use common::{Handle, start_sim, unowned};
 use serde_json::{Value, json};
 
 const SUB: &str = "00000000-0000-0000-0000-0000000000ab";
@@ -109,43 +109,6 @@ async fn sim(e: &Env, path: &str) -> Value {
 
 fn key(name: &str) -> AppKey {
     AppKey::new(SUB, "rg-t", name)
-}
-
-/// Removes what the controller owns, and what Azure changes by itself, from an app's JSON.
-fn unowned(mut app: Value) -> Value {
-    let p = &mut app["properties"];
-    for k in [
-        "provisioningState",
-        "latestRevisionName",
-        "latestReadyRevisionName",
-        "latestRevisionFqdn",
-    ] {
-        p.as_object_mut().unwrap().remove(k);
-    }
-    p["template"]
-        .as_object_mut()
-        .unwrap()
-        .remove("revisionSuffix");
-    for c in p["template"]["containers"].as_array_mut().unwrap() {
-        c.as_object_mut().unwrap().remove("image");
-    }
-    let scale = p["template"]["scale"].as_object_mut().unwrap();
-    scale.remove("minReplicas");
-    scale.remove("maxReplicas");
-    p["configuration"]
-        .as_object_mut()
-        .unwrap()
-        .remove("activeRevisionsMode");
-    p["configuration"]["ingress"]
-        .as_object_mut()
-        .unwrap()
-        .remove("traffic");
-    app["tags"]
-        .as_object_mut()
-        .unwrap()
-        .remove(plan::RESTART_TAG);
-    app.as_object_mut().unwrap().remove("systemData");
-    app
 }
 
 #[tokio::test]

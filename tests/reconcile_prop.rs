@@ -21,6 +21,7 @@ use aca_reconciler::simulator::seed;
 use aca_reconciler::simulator::store::{Config, LroMode};
 use aca_reconciler::spec::{self, DesiredState, LoadOptions};
 use aca_reconciler::time::Clock;
+use common::unowned;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -97,42 +98,6 @@ fn target() -> impl Strategy<Value = Target> {
                 restart,
             },
         )
-}
-
-fn unowned(mut app: Value) -> Value {
-    let p = &mut app["properties"];
-    for k in [
-        "provisioningState",
-        "latestRevisionName",
-        "latestReadyRevisionName",
-        "latestRevisionFqdn",
-    ] {
-        p.as_object_mut().unwrap().remove(k);
-    }
-    p["template"]
-        .as_object_mut()
-        .unwrap()
-        .remove("revisionSuffix");
-    for c in p["template"]["containers"].as_array_mut().unwrap() {
-        c.as_object_mut().unwrap().remove("image");
-    }
-    let scale = p["template"]["scale"].as_object_mut().unwrap();
-    scale.remove("minReplicas");
-    scale.remove("maxReplicas");
-    p["configuration"]
-        .as_object_mut()
-        .unwrap()
-        .remove("activeRevisionsMode");
-    p["configuration"]["ingress"]
-        .as_object_mut()
-        .unwrap()
-        .remove("traffic");
-    app["tags"]
-        .as_object_mut()
-        .unwrap()
-        .remove(plan::RESTART_TAG);
-    app.as_object_mut().unwrap().remove("systemData");
-    app
 }
 
 async fn case(l: Live, t: Target) -> Result<(), TestCaseError> {

@@ -335,17 +335,7 @@ fn refresh_desired(store: &DesiredStore, shared: &Shared) {
         let entry = status
             .apps
             .entry(k.clone())
-            .or_insert_with(|| status::AppStatus {
-                app: k.clone(),
-                source: String::new(),
-                state: "pending",
-                desired_stale: false,
-                last_action: None,
-                last_error: None,
-                failures: 0,
-                next_at: None,
-                last_at: None,
-            });
+            .or_insert_with(|| status::AppStatus::pending(k.clone()));
         entry.source = spec.source.to_string();
         entry.desired_stale = store.stale_files.contains(&spec.source.file);
     }

@@ -40,6 +40,23 @@ pub struct AppStatus {
     pub last_at: Option<String>,
 }
 
+impl AppStatus {
+    /// An app not reconciled yet.
+    pub fn pending(app: AppKey) -> Self {
+        Self {
+            app,
+            source: String::new(),
+            state: "pending",
+            desired_stale: false,
+            last_action: None,
+            last_error: None,
+            failures: 0,
+            next_at: None,
+            last_at: None,
+        }
+    }
+}
+
 /// Labels of `acar_actions_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabels {
@@ -195,17 +212,7 @@ impl Status {
         let entry = self
             .apps
             .entry(report.app.clone())
-            .or_insert_with(|| AppStatus {
-                app: report.app.clone(),
-                source: String::new(),
-                state: "pending",
-                desired_stale: false,
-                last_action: None,
-                last_error: None,
-                failures: 0,
-                next_at: None,
-                last_at: None,
-            });
+            .or_insert_with(|| AppStatus::pending(report.app.clone()));
         for d in &report.actions {
             let kind = serde_json::to_value(&d.action)
                 .ok()

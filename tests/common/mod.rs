@@ -207,3 +207,40 @@ pub fn start_sim_apart(world: World) -> Handle {
     });
     rx.recv().unwrap()
 }
+
+/// Removes what the controller owns, and what Azure changes by itself, from an app's JSON.
+pub fn unowned(mut app: serde_json::Value) -> serde_json::Value {
+    let p = &mut app["properties"];
+    for k in [
+        "provisioningState",
+        "latestRevisionName",
+        "latestReadyRevisionName",
+        "latestRevisionFqdn",
+    ] {
+        p.as_object_mut().unwrap().remove(k);
+    }
+    p["template"]
+        .as_object_mut()
+        .unwrap()
+        .remove("revisionSuffix");
+    for c in p["template"]["containers"].as_array_mut().unwrap() {
+        c.as_object_mut().unwrap().remove("image");
+    }
+    let scale = p["template"]["scale"].as_object_mut().unwrap();
+    scale.remove("minReplicas");
+    scale.remove("maxReplicas");
+    p["configuration"]
+        .as_object_mut()
+        .unwrap()
+        .remove("activeRevisionsMode");
+    p["configuration"]["ingress"]
+        .as_object_mut()
+        .unwrap()
+        .remove("traffic");
+    app["tags"]
+        .as_object_mut()
+        .unwrap()
+        .remove(aca_reconciler::plan::RESTART_TAG);
+    app.as_object_mut().unwrap().remove("systemData");
+    app
+}
