@@ -381,6 +381,7 @@ pub async fn run_command(
         tracing::warn!(listen = %args.listen, "the HTTP endpoints listen beyond loopback, as --listen asked");
     }
     let shared = Arc::new(crate::reconcile::Shared::default());
+    connection.client.set_metrics(shared.metrics.arm.clone());
     let token = tokio_util::sync::CancellationToken::new();
     let app = crate::http::router(shared.clone(), std::env::var("ACAR_TRIGGER_TOKEN").ok());
     let server_token = token.clone();

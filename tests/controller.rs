@@ -236,6 +236,25 @@ fn converges_then_idles_reacts_to_edits_keeps_the_last_good_state_and_serves_its
             .any(|s| s.metric == "acar_passes_total"),
         "{metrics}"
     );
+    let listed = scrape.samples.iter().find(|s| {
+        s.metric == "acar_arm_requests_total"
+            && s.labels.get("route") == Some("containerApps.list")
+            && s.labels.get("status") == Some("200")
+    });
+    // prometheus-parse types a sample by its `# TYPE` name, which lacks OpenMetrics' `_total`.
+    let count = match listed.map(|s| &s.value) {
+        Some(prometheus_parse::Value::Counter(n) | prometheus_parse::Value::Untyped(n)) => *n,
+        _ => 0.0,
+    };
+    assert!(count >= 1.0, "{metrics}");
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "acar_arm_ratelimit_remaining"
+                && s.labels.get("kind") == Some("reads")),
+        "{metrics}"
+    );
     let before_broken = writes(&base);
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(

@@ -15,6 +15,7 @@
 
 pub mod error;
 pub mod limiter;
+pub mod metrics;
 pub mod models;
 
 use std::sync::Arc;
@@ -276,6 +277,7 @@ pub struct ArmClient {
     config: ArmConfig,
     tokens: Arc<TokenSource>,
     limiter: Limiter,
+    metrics: std::sync::OnceLock<Arc<metrics::ArmMetrics>>,
 }
 
 impl ArmClient {
@@ -296,7 +298,13 @@ impl ArmClient {
             limiter: Limiter::new(config.limits),
             config,
             tokens,
+            metrics: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Reports every request to `metrics` from now on (the first call wins).
+    pub fn set_metrics(&self, metrics: Arc<metrics::ArmMetrics>) {
+        let _ = self.metrics.set(metrics);
     }
 
     /// The token source (the ACR client exchanges the same ARM token).
@@ -358,10 +366,24 @@ impl ArmClient {
             resource: path.to_owned(),
             message: without_url(&e),
         };
-        let resp = req.send().await.map_err(transport)?;
+        let sent = req.send().await;
+        let method = call.method.as_str();
+        let record = |status: Option<u16>| {
+            if let Some(m) = self.metrics.get() {
+                m.record(method, path, status);
+            }
+        };
+        let resp = sent.map_err(|e| {
+            record(None);
+            transport(e)
+        })?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body = resp.bytes().await.map_err(transport)?;
+        let body = resp.bytes().await.map_err(|e| {
+            record(None);
+            transport(e)
+        })?;
+        record(Some(status));
         let ms = started.elapsed().as_millis() as u64;
         tracing::debug!(method = %call.method, path, status, ms, client_request_id = %request_id, "ARM");
         if let Some(sub) = call.subscription {
@@ -371,6 +393,18 @@ impl ArmClient {
             };
             if let Some(left) = header(&headers, name).and_then(|v| v.parse::<u64>().ok()) {
                 self.limiter.observe_remaining(sub, kind, left);
+                if let Some(m) = self.metrics.get() {
+                    let kind = if matches!(kind, Kind::Read) {
+                        "reads"
+                    } else {
+                        "writes"
+                    };
+                    m.remaining
+                        .get_or_create(&metrics::KindLabels {
+                            kind: kind.to_owned(),
+                        })
+                        .set(i64::try_from(left).unwrap_or(i64::MAX));
+                }
             }
         }
         if status >= 400 {

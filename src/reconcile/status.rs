@@ -100,6 +100,8 @@ pub struct Metrics {
     pub desired_errors: Gauge,
     /// Registry tags deleted.
     pub tags_deleted: Counter,
+    /// Azure requests by route and status, and ARM's throttling headroom.
+    pub arm: std::sync::Arc<crate::arm::metrics::ArmMetrics>,
 }
 
 impl Default for Metrics {
@@ -153,6 +155,8 @@ impl Default for Metrics {
             "Registry tags deleted by RegistryRetention",
             tags_deleted.clone(),
         );
+        let arm = std::sync::Arc::new(crate::arm::metrics::ArmMetrics::default());
+        arm.register(&mut registry);
         Self {
             registry,
             passes,
@@ -163,6 +167,7 @@ impl Default for Metrics {
             last_success,
             desired_errors,
             tags_deleted,
+            arm,
         }
     }
 }
