@@ -346,23 +346,14 @@ impl AcrClient {
                 digest: t.digest,
             }));
             // Follow `Link` verbatim, resolved against this page's URL (N§1.3).
-            let next = arm::header(&headers, "link")
-                .and_then(|l| next_link(&l))
-                .map(|target| reqwest::Url::parse(&url).and_then(|u| u.join(&target)));
-            match next {
-                Some(Ok(u)) if pages < 10_000 => url = u.to_string(),
-                Some(Ok(_)) => {
+            match next_page(&url, &headers)? {
+                Some(_) if pages >= 10_000 => {
                     return Err(Error::Decode {
                         resource: arm::path_of(&url),
                         message: "more than 10,000 pages of tags".to_owned(),
                     });
                 }
-                Some(Err(e)) => {
-                    return Err(Error::Decode {
-                        resource: arm::path_of(&url),
-                        message: format!("unreadable Link header: {e}"),
-                    });
-                }
+                Some(next) => url = next,
                 None => return Ok(tags),
             }
         }
@@ -389,11 +380,8 @@ impl AcrClient {
                 message: e.to_string(),
             })?;
             repos.extend(page.repositories);
-            match arm::header(&headers, "link")
-                .and_then(|l| next_link(&l))
-                .and_then(|t| reqwest::Url::parse(&url).ok()?.join(&t).ok())
-            {
-                Some(u) => url = u.to_string(),
+            match next_page(&url, &headers)? {
+                Some(next) => url = next,
                 None => return Ok(repos),
             }
         }
@@ -405,15 +393,7 @@ impl AcrClient {
     /// The registry refused (a locked tag is 405).
     pub async fn delete_tag(&self, login: &str, repo: &str, tag: &str) -> Result<bool, Error> {
         let url = format!("{}/acr/v1/{repo}/_tags/{tag}", self.base(login));
-        let (status, ..) = self
-            .send(
-                login,
-                &format!("repository:{repo}:delete"),
-                Method::DELETE,
-                &url,
-            )
-            .await?;
-        Ok(status != 404)
+        self.delete(login, repo, &url).await
     }
 
     /// Deletes an image by digest (and every tag on it). `Ok(false)`: it was already gone.
@@ -427,16 +407,30 @@ impl AcrClient {
         digest: &str,
     ) -> Result<bool, Error> {
         let url = format!("{}/v2/{repo}/manifests/{digest}", self.base(login));
-        let (status, ..) = self
-            .send(
-                login,
-                &format!("repository:{repo}:delete"),
-                Method::DELETE,
-                &url,
-            )
-            .await?;
+        self.delete(login, repo, &url).await
+    }
+
+    /// DELETE with the repository's delete scope; a 404 means it was already gone.
+    async fn delete(&self, login: &str, repo: &str, url: &str) -> Result<bool, Error> {
+        let scope = format!("repository:{repo}:delete");
+        let (status, ..) = self.send(login, &scope, Method::DELETE, url).await?;
         Ok(status != 404)
     }
+}
+
+/// The next page from a `Link` header, resolved against this page's URL (N§1.3: follow it
+/// verbatim). An unreadable header is an error, never a silently shorter listing.
+fn next_page(url: &str, headers: &reqwest::header::HeaderMap) -> Result<Option<String>, Error> {
+    let Some(target) = arm::header(headers, "link").and_then(|l| next_link(&l)) else {
+        return Ok(None);
+    };
+    reqwest::Url::parse(url)
+        .and_then(|u| u.join(&target))
+        .map(|u| Some(u.to_string()))
+        .map_err(|e| Error::Decode {
+            resource: arm::path_of(url),
+            message: format!("unreadable Link header: {e}"),
+        })
 }
 
 /// The target of `<...>; rel="next"` in a `Link` header.
