@@ -80,6 +80,7 @@ pub struct AcrClient {
     retry: RetryPolicy,
     /// (registry, "" for the refresh token | scope) -> token.
     cache: Cache,
+    fence: std::sync::OnceLock<crate::lease::Fence>,
 }
 
 impl AcrClient {
@@ -107,7 +108,13 @@ impl AcrClient {
             endpoints: map,
             retry: RetryPolicy::default(),
             cache: Mutex::new(HashMap::new()),
+            fence: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Deletes only while `fence` allows (see [`crate::arm::ArmClient::set_fence`]).
+    pub fn set_fence(&self, fence: crate::lease::Fence) {
+        let _ = self.fence.set(fence);
     }
 
     /// Where `login`'s data plane is: an override, or the login server itself.
@@ -254,14 +261,17 @@ impl AcrClient {
             let result = with_retries(&self.retry, true, &what, || async {
                 let token = self.access_token(login, scope).await?;
                 let transport = |e: reqwest::Error| Error::Transport { method: method.to_string(), resource: path.clone(), message: arm::without_url(&e) };
-                let resp = self
+                let mut req = self
                     .http
                     .request(method.clone(), url)
                     .bearer_auth(token.expose())
-                    .header("x-ms-client-request-id", arm::new_request_id())
-                    .send()
-                    .await
-                    .map_err(transport)?;
+                    .header("x-ms-client-request-id", arm::new_request_id());
+                if method != Method::GET
+                    && let Some(window) = self.fence.get().map(crate::lease::Fence::write_window).transpose()?.flatten()
+                {
+                    req = req.timeout(window.min(Duration::from_secs(60)));
+                }
+                let resp = req.send().await.map_err(transport)?;
                 let status = resp.status().as_u16();
                 let headers = resp.headers().clone();
                 let body = resp.bytes().await.map_err(transport)?;

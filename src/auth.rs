@@ -317,6 +317,15 @@ impl TokenSource {
         }
     }
 
+    /// The azure_identity credential (for other Azure services, like the lease blob); `None`
+    /// for the simulator's tokens.
+    pub fn azure_credential(&self) -> Option<Arc<dyn TokenCredential>> {
+        match &self.source {
+            Source::Azure(c) => Some(c.clone()),
+            Source::Simulator(_) => None,
+        }
+    }
+
     /// The credential's name, for messages.
     pub fn credential_name(&self) -> &'static str {
         self.kind_name

@@ -137,6 +137,18 @@ pub struct RunArgs {
     #[arg(long, env = "ACAR_LISTEN", default_value = "127.0.0.1:9090")]
     pub listen: std::net::SocketAddr,
 
+    /// Leader election: the blob whose lease the replicas contend for; only the holder acts.
+    /// A URL with a SAS token uses it; a plain https URL uses the Azure credential (role
+    /// Storage Blob Data Contributor on its container). The blob is created if missing.
+    #[arg(long, env = "ACAR_LEASE_BLOB", hide_env_values = true)]
+    pub lease_blob: Option<String>,
+
+    /// How long the lease lasts (15s to 60s). It is renewed every third of it; a leader that
+    /// cannot renew stops acting before it lapses, and a follower takes over within about
+    /// this long after a leader dies (at once after a clean shutdown).
+    #[arg(long, env = "ACAR_LEASE_DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub lease_duration: std::time::Duration,
+
     #[command(flatten)]
     pub pass: PassArgs,
 }

@@ -31,6 +31,7 @@ pub mod cli;
 pub mod commands;
 pub mod duration;
 pub mod http;
+pub mod lease;
 pub mod live;
 pub mod pass;
 pub mod plan;

@@ -315,6 +315,7 @@ pub async fn apply_command(
                     AppResult::Converged => format!("✓ converged ({} actions)", r.actions.len()),
                     AppResult::Suspended => "◌ suspended: drift reported, nothing done".to_owned(),
                     AppResult::Deferred => "… deferred: the --max-actions budget of this pass is spent".to_owned(),
+                    AppResult::Standby => "… stopped: this replica is not the leader (any more)".to_owned(),
                     AppResult::Missing => "! missing: the app does not exist in Azure (aca-reconciler never creates apps)".to_owned(),
                     AppResult::Failed { error } => format!("✗ failed: {error}"),
                 };
@@ -382,6 +383,28 @@ pub async fn run_command(
     }
     let shared = Arc::new(crate::reconcile::Shared::default());
     connection.client.set_metrics(shared.metrics.arm.clone());
+    // Leader election (contract section 5): writes are fenced by the lease from here on.
+    let lease_stop = tokio_util::sync::CancellationToken::new();
+    let (fence, elector) = match &args.lease_blob {
+        None => (crate::lease::Fence::unfenced(), None),
+        Some(url) => {
+            let started = crate::lease::LeaseConfig::new(url, args.lease_duration).and_then(|c| {
+                crate::lease::Elector::new(c, connection.client.tokens().azure_credential())
+            });
+            match started {
+                Ok((elector, fence)) => {
+                    let stop = lease_stop.clone();
+                    (fence, Some(tokio::spawn(elector.run(stop))))
+                }
+                Err(e) => {
+                    eprintln!("aca-reconciler run: {e}");
+                    return Ok(ExitCode::from(1));
+                }
+            }
+        }
+    };
+    connection.client.set_fence(fence.clone());
+    connection.acr.set_fence(fence.clone());
     let token = tokio_util::sync::CancellationToken::new();
     let app = crate::http::router(shared.clone(), std::env::var("ACAR_TRIGGER_TOKEN").ok());
     let server_token = token.clone();
@@ -418,8 +441,13 @@ pub async fn run_command(
         ..crate::reconcile::RunConfig::default()
     };
     let store = crate::reconcile::desired::DesiredStore::new(common.desired_state.clone(), options);
-    crate::reconcile::run(store, connection, config, shared, token.clone()).await;
+    crate::reconcile::run(store, connection, config, shared, fence, token.clone()).await;
     token.cancel();
+    // Only now, with no pass running, is the lease given up.
+    lease_stop.cancel();
+    if let Some(elector) = elector {
+        let _ = elector.await;
+    }
     let _ = server.await;
     Ok(ExitCode::SUCCESS)
 }
@@ -462,6 +490,12 @@ pub async fn status_command(
             serde_json::to_writer_pretty(&mut *out, &body)?;
             writeln!(out)?;
         } else {
+            if body["leadership"] == "standby" {
+                writeln!(
+                    out,
+                    "# {server} is a standby replica: another replica holds the lease and acts; ask the leader (its /metrics has acar_leader 1) for the live picture"
+                )?;
+            }
             writeln!(
                 out,
                 "{:<40} {:<10} {:<8} {:<60} LAST ERROR",

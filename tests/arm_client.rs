@@ -143,8 +143,13 @@ async fn a_202_patch_is_polled_to_the_end_through_azure_async_operation() {
     .await;
     let c = client(&h, |_| {});
     let started = Instant::now();
-    let app = c.patch_app(&key("ca-cart-service"), &json!({"properties": {"template": {"scale": {"minReplicas": 2, "maxReplicas": 10}, "revisionSuffix": "lro1"}}})).await.unwrap();
+    let written = c.patch_app(&key("ca-cart-service"), &json!({"properties": {"template": {"scale": {"minReplicas": 2, "maxReplicas": 10}, "revisionSuffix": "lro1"}}})).await.unwrap();
     let took = started.elapsed();
+    assert!(
+        written.request_id.is_some(),
+        "the simulator sends x-ms-request-id"
+    );
+    let app = c.get_app(&key("ca-cart-service")).await.unwrap();
     assert!(
         took >= Duration::from_millis(1_500),
         "waited for the operation: {took:?}"
@@ -176,13 +181,13 @@ async fn a_location_only_operation_and_a_forbidden_one_are_followed_too() {
     }))
     .await;
     let c = client(&h, |_| {});
-    let app = c
-        .patch_app(
-            &key("ca-cart-service"),
-            &json!({"properties": {"configuration": {"maxInactiveRevisions": 20}}}),
-        )
-        .await
-        .unwrap();
+    c.patch_app(
+        &key("ca-cart-service"),
+        &json!({"properties": {"configuration": {"maxInactiveRevisions": 20}}}),
+    )
+    .await
+    .unwrap();
+    let app = c.get_app(&key("ca-cart-service")).await.unwrap();
     assert_eq!(
         app.properties.provisioning_state.as_deref(),
         Some("Succeeded")
@@ -193,13 +198,13 @@ async fn a_location_only_operation_and_a_forbidden_one_are_followed_too() {
     h.sim.world().config.lro_mode = LroMode::Async;
     fault(&h, json!({"operation": "ContainerAppOperationStatuses_Get", "fault": {"kind": "status", "status": 403, "code": "AuthorizationFailed"}})).await;
     let before = count(&h, "ContainerApps_Get").await;
-    let app = c
-        .patch_app(
-            &key("ca-cart-service"),
-            &json!({"properties": {"configuration": {"maxInactiveRevisions": 30}}}),
-        )
-        .await
-        .unwrap();
+    c.patch_app(
+        &key("ca-cart-service"),
+        &json!({"properties": {"configuration": {"maxInactiveRevisions": 30}}}),
+    )
+    .await
+    .unwrap();
+    let app = c.get_app(&key("ca-cart-service")).await.unwrap();
     assert_eq!(
         app.properties.provisioning_state.as_deref(),
         Some("Succeeded")
@@ -611,4 +616,63 @@ async fn managed_identity_credential_end_to_end_and_no_token_in_any_log() {
         count(&h, "ManagedIdentity_GetToken").await >= 1,
         "the token came from the identity endpoint"
     );
+}
+
+#[tokio::test]
+async fn a_fenced_client_sends_no_write_without_the_lease_and_ends_each_write_before_it_lapses() {
+    use aca_reconciler::arm::Error;
+    use aca_reconciler::lease::Fence;
+    let h = start_sim(world(Config {
+        lro_mode: LroMode::Sync,
+        ..Config::default()
+    }))
+    .await;
+    let (lease, fence) = Fence::channel();
+    let c = client(&h, |_| {});
+    c.set_fence(fence);
+    let app = key("ca-cart-service");
+    let body =
+        json!({"properties": {"template": {"scale": {"minReplicas": 3, "maxReplicas": 10}}}});
+
+    let refused = c.patch_app(&app, &body).await.unwrap_err();
+    assert!(matches!(refused, Error::NotLeader(_)), "{refused}");
+    let refused = c
+        .revision_action(&app, "ca-cart-service--v41", RevisionAction::Restart)
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, Error::NotLeader(_)), "{refused}");
+    // Two seconds of lease left is too little to start a write.
+    lease.send_replace(Some(tokio::time::Instant::now() + Duration::from_secs(2)));
+    assert!(matches!(
+        c.patch_app(&app, &body).await,
+        Err(Error::NotLeader(_))
+    ));
+    assert_eq!(
+        count(&h, "ContainerApps_Update").await,
+        0,
+        "nothing was sent"
+    );
+    assert_eq!(
+        count(&h, "ContainerAppsRevisions_RestartRevision").await,
+        0,
+        "nothing was sent"
+    );
+    c.get_app(&app).await.expect("reads need no lease");
+
+    // A slow Azure: the write is abandoned before the lease (5 s here) could lapse.
+    lease.send_replace(Some(tokio::time::Instant::now() + Duration::from_secs(5)));
+    fault(&h, json!({"operation": "ContainerApps_Update", "fault": {"kind": "latency", "ms": 20_000}, "count": 1})).await;
+    let started = Instant::now();
+    let timed_out = c.patch_app(&app, &body).await.unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(6),
+        "gave up after {took:?}: {timed_out}"
+    );
+
+    // Leading: writes go through.
+    lease.send_replace(Some(tokio::time::Instant::now() + Duration::from_secs(60)));
+    c.patch_app(&app, &body).await.unwrap();
+    let written = c.get_app(&app).await.unwrap();
+    assert_eq!(written.properties.template.scale.min_replicas, Some(3));
 }

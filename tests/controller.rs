@@ -62,6 +62,18 @@ fn simulator(desired: &Path, extra: &[&str]) -> (Proc, String) {
 
 /// `run` against the simulator at `base`, with the managed-identity credential.
 fn controller(dir: &Path, base: &str, port: u16, interval: &str) -> Proc {
+    controller_with(dir, base, port, interval, &[], Stdio::piped())
+}
+
+/// [`controller`] with more options, its stderr going to `stderr`.
+fn controller_with(
+    dir: &Path,
+    base: &str,
+    port: u16,
+    interval: &str,
+    extra: &[&str],
+    stderr: Stdio,
+) -> Proc {
     let child = bin(dir)
         .args([
             "run",
@@ -88,8 +100,9 @@ fn controller(dir: &Path, base: &str, port: u16, interval: &str) -> Proc {
         .env("IDENTITY_HEADER", "ctl-test")
         .env("ACAR_TRIGGER_TOKEN", "hook-secret")
         .env("ACAR_LOG_FORMAT", "json")
+        .args(extra)
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     Proc(child)
@@ -343,4 +356,273 @@ fn sigterm_mid_apply_exits_0_and_the_next_start_converges_without_an_outage() {
         .filter(|r| r["app"] == "ca-auth-service")
         .count();
     assert!(prod_auth >= 1, "{restarts}");
+}
+
+/// Azurite's blob service on a free loopback port, telemetry off, its data in `dir`.
+/// Returns the process and the account's base URL.
+fn azurite(dir: &Path) -> (Proc, String) {
+    let exe = std::env::var("ACAR_AZURITE").expect(
+        "ACAR_AZURITE must name the azurite-blob executable (tests/azurite/run.sh installs Azurite and sets it)",
+    );
+    let mut child = Command::new(exe)
+        .args([
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            "0",
+            "--disableTelemetry",
+            "--skipApiVersionCheck",
+            "--location",
+        ])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("Azurite ended before it listened")
+            .unwrap();
+        if let Some(at) = line.find("listens on ") {
+            break line[at + "listens on ".len()..].trim().to_owned();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    (Proc(child), format!("{url}/devstoreaccount1"))
+}
+
+/// An account SAS for Azurite's development account (`devstoreaccount1`, whose key Azure
+/// publishes for the emulator): blob service, read/write/delete/list/add/create, until 2099.
+fn azurite_sas() -> String {
+    use base64::Engine as _;
+    use hmac::{Hmac, Mac};
+    const KEY: &str =
+        "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (sp, ss, srt, se, spr, sv) = (
+        "rwdlac",
+        "b",
+        "sco",
+        "2099-01-01T00:00:00Z",
+        "https,http",
+        "2021-08-06",
+    );
+    // Account SAS string-to-sign, version 2020-12-06 and later (the last line is the encryption scope).
+    let to_sign = format!("devstoreaccount1\n{sp}\n{ss}\n{srt}\n\n{se}\n\n{spr}\n{sv}\n\n");
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&b64.decode(KEY).unwrap()).unwrap();
+    mac.update(to_sign.as_bytes());
+    let sig = b64.encode(mac.finalize().into_bytes());
+    let enc = |v: &str| {
+        v.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    format!(
+        "sv={sv}&ss={ss}&srt={srt}&sp={sp}&se={}&spr={}&sig={}",
+        enc(se),
+        enc(spr),
+        enc(&sig)
+    )
+}
+
+fn leadership(ep: &str) -> String {
+    let (code, body) = get(&format!("{ep}/status"));
+    if code != 200 {
+        return String::new();
+    }
+    serde_json::from_str::<Value>(&body).unwrap()["leadership"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Azure requests a controller says it sent, all of them or only the writes.
+fn requests_sent(ep: &str, writes_only: bool) -> f64 {
+    const WRITES: &[&str] = &[
+        "containerApps.update",
+        "revisions.activate",
+        "revisions.deactivate",
+        "revisions.restart",
+        "acr.deleteTag",
+        "acr.deleteManifest",
+    ];
+    let (_, metrics) = get(&format!("{ep}/metrics"));
+    let lines: Vec<std::io::Result<String>> = metrics.lines().map(|l| Ok(l.to_owned())).collect();
+    let scrape = prometheus_parse::Scrape::parse(lines.into_iter()).unwrap();
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "acar_arm_requests_total")
+        .filter(|s| !writes_only || s.labels.get("route").is_some_and(|r| WRITES.contains(&r)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+#[test]
+#[ignore = "needs Azurite: `bash tests/azurite/run.sh` installs it and runs this test"]
+fn two_replicas_one_leader_and_the_other_takes_over_when_it_dies() {
+    let s = Scratch::new();
+    let desired = s.path().join("desired");
+    std::fs::create_dir_all(&desired).unwrap();
+    copy_tree(&root().join("desired-state"), &desired);
+    let storage = s.path().join("azurite");
+    std::fs::create_dir_all(&storage).unwrap();
+    let (_azurite, account) = azurite(&storage);
+    let sas = azurite_sas();
+    let made = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Length: 0",
+        ])
+        .arg(format!("{account}/leases?restype=container&{sas}"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&made.stdout),
+        "201",
+        "creating the container"
+    );
+    let lease = format!("{account}/leases/aca-reconciler?{sas}");
+    let (_sim, base) = simulator(&desired, &["--revision-ready", "1s", "--lro", "sync"]);
+    let log = |name: &str| Stdio::from(std::fs::File::create(s.path().join(name)).unwrap());
+    let replica = |port: u16, name: &str| {
+        controller_with(
+            &desired,
+            &base,
+            port,
+            "1h",
+            &["--lease-blob", &lease, "--lease-duration", "15s"],
+            log(name),
+        )
+    };
+    let show = |name: &str| std::fs::read_to_string(s.path().join(name)).unwrap_or_default();
+
+    // A starts first and leads (it creates the blob); B stands by.
+    let (pa, pb) = (free_port(), free_port());
+    let (ea, eb) = (
+        format!("http://127.0.0.1:{pa}"),
+        format!("http://127.0.0.1:{pb}"),
+    );
+    let mut a = replica(pa, "a.log");
+    wait_for("A to lead", Duration::from_secs(30), || {
+        leadership(&ea) == "leader"
+    });
+    let b = replica(pb, "b.log");
+    wait_for("B to stand by", Duration::from_secs(30), || {
+        leadership(&eb) == "standby"
+    });
+    assert_eq!(
+        get(&format!("{eb}/readyz")).0,
+        200,
+        "a standby replica is ready"
+    );
+    wait_for(
+        "A to converge the platform",
+        Duration::from_secs(90),
+        || get(&format!("{ea}/readyz")).0 == 200,
+    );
+
+    // Both see an edit; only A acts on it.
+    let file = desired.join("prod/ca-cart-service.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let before = writes(&base);
+    std::fs::write(&file, text.replace("min: 2, max: 10", "min: 3, max: 10")).unwrap();
+    wait_for("A's write after the edit", Duration::from_secs(10), || {
+        writes(&base) > before
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(requests_sent(&ea, true) > 0.0, "A wrote");
+    assert_eq!(
+        requests_sent(&eb, false),
+        0.0,
+        "B, the standby, sent no request to Azure at all:\n{}",
+        show("b.log")
+    );
+
+    // Each action is logged once, with Azure's request id.
+    let logged = show("a.log");
+    let action = logged
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["fields"]["message"] == "done" || l["message"] == "done")
+        .unwrap_or_else(|| panic!("no action in A's log:\n{logged}"));
+    let id = action.to_string();
+    assert!(
+        id.contains("arm_request_id") && !id.contains(r#""arm_request_id":"-""#),
+        "{action}"
+    );
+
+    // kill -9 the leader: B takes over once the lease lapses (15 s) and acts.
+    a.0.kill().unwrap();
+    let killed = Instant::now();
+    wait_for("B to lead after A died", Duration::from_secs(30), || {
+        leadership(&eb) == "leader"
+    });
+    let takeover = killed.elapsed();
+    // The lease outlives A by at most 15 s; B tries every 2.5 s.
+    assert!(
+        takeover < Duration::from_secs(20),
+        "B took over {takeover:?} after A died"
+    );
+    let before = writes(&base);
+    std::fs::write(&file, text.replace("min: 2, max: 10", "min: 4, max: 10")).unwrap();
+    wait_for("B's write after the edit", Duration::from_secs(10), || {
+        writes(&base) > before
+    });
+    assert!(requests_sent(&eb, true) > 0.0, "B acts now");
+
+    // A clean stop releases the lease: a restarted A takes over at its next try, not 15 s later.
+    drop(a);
+    let pa = free_port();
+    let ea = format!("http://127.0.0.1:{pa}");
+    let _a = replica(pa, "a2.log");
+    wait_for("the new A to stand by", Duration::from_secs(30), || {
+        leadership(&ea) == "standby"
+    });
+    let mut b = b;
+    Command::new("kill")
+        .args(["-TERM", &b.0.id().to_string()])
+        .status()
+        .unwrap();
+    let stopped = Instant::now();
+    wait_for("A to lead after B stopped", Duration::from_secs(30), || {
+        leadership(&ea) == "leader"
+    });
+    let handover = stopped.elapsed();
+    assert!(
+        handover < Duration::from_secs(8),
+        "A took over {handover:?} after B's clean stop:\n{}",
+        show("b.log")
+    );
+    assert_eq!(b.0.wait().unwrap().code(), Some(0));
+    assert!(
+        show("b.log").contains("lease released"),
+        "{}",
+        show("b.log")
+    );
+    assert_eq!(
+        sim_json(&base, "outages"),
+        serde_json::json!([]),
+        "no outage across the changes of leader"
+    );
+    println!(
+        "leader election: takeover {takeover:?} after kill -9 of the leader (lease 15 s), {handover:?} after a clean stop"
+    );
 }

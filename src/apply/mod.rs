@@ -17,7 +17,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::arm::{ArmClient, Error, RevisionAction};
+use crate::arm::{ArmClient, Error, RevisionAction, Written};
 use crate::live::{LiveState, Observed, observe_app};
 use crate::plan::{self, Action, Outcome, render};
 use crate::spec::{AppKey, AppSpec, DesiredState};
@@ -64,6 +64,9 @@ pub enum AppResult {
     Deferred,
     /// The app does not exist in Azure.
     Missing,
+    /// Leader election is on and this replica lost the lease: it stopped before its next
+    /// write; the leader carries on.
+    Standby,
     /// It could not be converged.
     #[serde(rename_all = "camelCase")]
     Failed {
@@ -92,6 +95,9 @@ pub struct Done {
     pub action: Action,
     /// Its error, if it failed.
     pub error: Option<String>,
+    /// Azure's `x-ms-request-id` of the write, to quote to Azure support.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
     /// How long it took.
     pub ms: u64,
 }
@@ -273,17 +279,28 @@ async fn converge(
             let started = Instant::now();
             let result = execute(client, &key, &action, options).await;
             let ms = started.elapsed().as_millis() as u64;
+            let written = result.as_ref().ok().cloned().unwrap_or_default();
             match &result {
-                Ok(()) => tracing::info!(action = %description, ms, "done"),
+                Ok(w) => tracing::info!(
+                    action = %description,
+                    ms,
+                    arm_request_id = w.request_id.as_deref().unwrap_or("-"),
+                    arm_correlation_id = w.correlation_id.as_deref().unwrap_or("-"),
+                    "done"
+                ),
                 Err(e) => tracing::error!(action = %description, error = %e, "failed"),
             }
             done.push(Done {
                 description,
                 action,
                 error: result.as_ref().err().map(ToString::to_string),
+                request_id: written.request_id,
                 ms,
             });
             if let Err(e) = result {
+                if matches!(e, Error::NotLeader(_)) {
+                    return finish(AppResult::Standby, done);
+                }
                 return finish(
                     AppResult::Failed {
                         error: e.to_string(),
@@ -315,23 +332,18 @@ async fn converge(
     )
 }
 
-/// Carries out one action.
+/// Carries out one action (a wait has no request id).
 async fn execute(
     client: &ArmClient,
     key: &AppKey,
     action: &Action,
     options: &ApplyOptions,
-) -> Result<(), Error> {
+) -> Result<Written, Error> {
     match action {
-        Action::SetRevisionMode { to, .. } => client
-            .patch_app(key, &plan::mode_body(to))
-            .await
-            .map(|_| ()),
+        Action::SetRevisionMode { to, .. } => client.patch_app(key, &plan::mode_body(to)).await,
         Action::UpdateTemplate { body, .. }
         | Action::SetTraffic { body, .. }
-        | Action::RecordRestartGeneration { body, .. } => {
-            client.patch_app(key, body).await.map(|_| ())
-        }
+        | Action::RecordRestartGeneration { body, .. } => client.patch_app(key, body).await,
         Action::Activate { revision } => {
             client
                 .revision_action(key, revision, RevisionAction::Activate)
@@ -347,9 +359,9 @@ async fn execute(
                 .revision_action(key, revision, RevisionAction::Restart)
                 .await
         }
-        Action::WaitUntilRunning { revision } => {
-            wait_until_running(client, key, revision, options).await
-        }
+        Action::WaitUntilRunning { revision } => wait_until_running(client, key, revision, options)
+            .await
+            .map(|()| Written::default()),
     }
 }
 

@@ -82,6 +82,9 @@ pub enum Error {
     /// A configured endpoint is not acceptable.
     #[error("{0}")]
     Config(String),
+    /// Leader election is on and this replica does not hold the lease: the write was not sent.
+    #[error(transparent)]
+    NotLeader(#[from] crate::lease::NotLeader),
 }
 
 fn ids(request_id: Option<&str>, correlation_id: Option<&str>) -> String {

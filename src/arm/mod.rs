@@ -278,6 +278,7 @@ pub struct ArmClient {
     tokens: Arc<TokenSource>,
     limiter: Limiter,
     metrics: std::sync::OnceLock<Arc<metrics::ArmMetrics>>,
+    fence: std::sync::OnceLock<crate::lease::Fence>,
 }
 
 impl ArmClient {
@@ -299,7 +300,25 @@ impl ArmClient {
             config,
             tokens,
             metrics: std::sync::OnceLock::new(),
+            fence: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sends writes only while `fence` allows, each with a timeout that ends before the lease
+    /// can lapse (the first call wins; without one, writes are not fenced).
+    pub fn set_fence(&self, fence: crate::lease::Fence) {
+        let _ = self.fence.set(fence);
+    }
+
+    /// How long a write sent now may take (`None`: no limit beyond the request timeout).
+    ///
+    /// # Errors
+    /// [`Error::NotLeader`] when leader election is on and this replica may not write.
+    pub fn write_window(&self) -> Result<Option<Duration>, Error> {
+        match self.fence.get() {
+            Some(f) => Ok(f.write_window()?),
+            None => Ok(None),
+        }
     }
 
     /// Reports every request to `metrics` from now on (the first call wins).
@@ -350,6 +369,11 @@ impl ArmClient {
 
     async fn attempt(&self, call: &Call<'_>, path: &str, kind: Kind) -> Result<Reply, Error> {
         let token = self.tokens.token().await?;
+        // Checked after the token and the bucket, right before the write leaves.
+        let window = match kind {
+            Kind::Write => self.write_window()?,
+            Kind::Read => None,
+        };
         let request_id = new_request_id();
         let started = Instant::now();
         let mut req = self
@@ -358,6 +382,9 @@ impl ArmClient {
             .bearer_auth(token.expose())
             .header("x-ms-client-request-id", &request_id)
             .header("x-ms-return-client-request-id", "true");
+        if let Some(window) = window {
+            req = req.timeout(window.min(self.config.request_timeout));
+        }
         if let Some(body) = call.body {
             req = req.json(body);
         }
@@ -534,14 +561,15 @@ impl ArmClient {
         })
     }
 
-    /// PATCH an app (JSON merge patch), wait for the operation, and read the app again.
+    /// PATCH an app (JSON merge patch) and wait for the operation. The caller reads the app
+    /// again when it needs it (the executor re-plans from a fresh read anyway).
     ///
     /// The body must be safe to send twice (the planner's are: they carry a fixed revision
     /// suffix), since a broken connection is retried.
     ///
     /// # Errors
     /// The write or its operation failed or timed out.
-    pub async fn patch_app(&self, key: &AppKey, body: &Value) -> Result<ContainerApp, Error> {
+    pub async fn patch_app(&self, key: &AppKey, body: &Value) -> Result<Written, Error> {
         let path = key.resource_id();
         let call = Call {
             method: Method::PATCH,
@@ -554,7 +582,7 @@ impl ArmClient {
         if matches!(reply.status, 201 | 202) {
             self.wait_for_operation(key, &reply.headers).await?;
         }
-        self.get_app(key).await
+        Ok(Written::from(&reply))
     }
 
     /// Waits for the operation a write started (N§1.2).
@@ -704,7 +732,7 @@ impl ArmClient {
         key: &AppKey,
         revision: &str,
         action: RevisionAction,
-    ) -> Result<(), Error> {
+    ) -> Result<Written, Error> {
         let path = format!(
             "{}/revisions/{revision}/{}",
             key.resource_id(),
@@ -717,7 +745,25 @@ impl ArmClient {
             subscription: Some(&key.subscription),
             idempotent: action != RevisionAction::Restart,
         };
-        self.send(&call).await.map(|_| ())
+        self.send(&call).await.map(|r| Written::from(&r))
+    }
+}
+
+/// What Azure says of a write it accepted: the ids to quote to Azure support.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Written {
+    /// `x-ms-request-id`.
+    pub request_id: Option<String>,
+    /// `x-ms-correlation-request-id`.
+    pub correlation_id: Option<String>,
+}
+
+impl From<&Reply> for Written {
+    fn from(reply: &Reply) -> Self {
+        Self {
+            request_id: header(&reply.headers, "x-ms-request-id"),
+            correlation_id: header(&reply.headers, "x-ms-correlation-request-id"),
+        }
     }
 }
 

@@ -9,6 +9,10 @@
 //!   the tree is quiet); `POST /reconcile`; and per-app retries after a failure, with
 //!   exponential backoff and jitter, capped, reset by a success.
 //! - Registry retention runs after each full resync.
+//! - With leader election ([`crate::lease`]), passes and retention start only while this
+//!   replica leads; gaining the lease makes every app due at once. The clients refuse writes
+//!   the moment the lease is no longer certain, so a pass that loses it stops before its next
+//!   write and its apps wait for whoever leads.
 //!
 //! # Shutdown
 //! The first SIGTERM/SIGINT stops new passes and lets running ones finish (they end at safe
@@ -27,6 +31,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::{AppReport, AppResult, ApplyOptions};
+use crate::lease::Fence;
 use crate::pass::Connection;
 use crate::spec::{AppKey, DesiredState};
 use crate::time::{self, Clock};
@@ -121,11 +126,14 @@ pub async fn run(
     connection: Arc<Connection>,
     config: RunConfig,
     shared: Arc<Shared>,
+    mut fence: Fence,
     token: CancellationToken,
 ) {
     let clock = Clock::new();
     store.reload();
     refresh_desired(&store, &shared);
+    let mut leading = fence.is_leader();
+    publish_leadership(&fence, leading, &shared);
     let mut due: BTreeMap<AppKey, Instant> = store
         .state
         .apps
@@ -154,7 +162,7 @@ pub async fn run(
             .filter(|(k, at)| **at <= now && !in_flight.contains(*k))
             .map(|(k, _)| k.clone())
             .collect();
-        if !ready.is_empty() && !token.is_cancelled() {
+        if !ready.is_empty() && leading && !token.is_cancelled() {
             let subset = DesiredState {
                 apps: ready
                     .iter()
@@ -192,6 +200,7 @@ pub async fn run(
             && passes.is_empty()
             && Instant::now() >= next_retention
             && !store.state.registries.is_empty()
+            && leading
             && !token.is_cancelled()
         {
             retention_running = true;
@@ -224,6 +233,18 @@ pub async fn run(
             () = token.cancelled(), if !token.is_cancelled() => {
                 tracing::info!(running = in_flight.len(), "stopping: no new passes; letting running ones finish");
             }
+            () = fence.changed() => {
+                let now_leading = fence.is_leader();
+                if now_leading && !leading {
+                    // Whatever the last leader left is ours now: look at everything.
+                    for k in store.state.apps.keys() {
+                        due.insert(k.clone(), Instant::now());
+                    }
+                    next_retention = Instant::now();
+                }
+                leading = now_leading;
+                publish_leadership(&fence, leading, &shared);
+            }
             () = shared.trigger.notified() => {
                 tracing::info!("reconcile requested over HTTP");
                 for k in store.state.apps.keys() {
@@ -238,6 +259,13 @@ pub async fn run(
                 let mut any_failed = false;
                 for report in &reports {
                     in_flight.remove(&report.app);
+                    if report.result == AppResult::Standby {
+                        // Not a failure of the app: it waits for this replica to lead again.
+                        if store.state.apps.contains_key(&report.app) {
+                            due.insert(report.app.clone(), Instant::now());
+                        }
+                        continue;
+                    }
                     let next = if report.result.is_ok() {
                         failures.remove(&report.app);
                         Instant::now() + jittered(config.interval)
@@ -325,6 +353,19 @@ pub async fn run(
         }
     }
     tracing::info!("controller stopped");
+}
+
+/// Publishes whether this replica acts to `/status` and `/metrics`. A standby replica is ready:
+/// it has nothing to do until it leads.
+fn publish_leadership(fence: &Fence, leading: bool, shared: &Shared) {
+    shared.metrics.leader.set(i64::from(leading));
+    if fence.is_elected() {
+        let mut status = shared.status();
+        status.leadership = Some(if leading { "leader" } else { "standby" });
+        if !leading {
+            status.ready = true;
+        }
+    }
 }
 
 /// Publishes the desired state's problems and apps to `/status`.

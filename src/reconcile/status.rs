@@ -100,6 +100,8 @@ pub struct Metrics {
     pub desired_errors: Gauge,
     /// Registry tags deleted.
     pub tags_deleted: Counter,
+    /// 1 while this replica may act (always, without leader election).
+    pub leader: Gauge,
     /// Azure requests by route and status, and ARM's throttling headroom.
     pub arm: std::sync::Arc<crate::arm::metrics::ArmMetrics>,
 }
@@ -115,6 +117,7 @@ impl Default for Metrics {
         let last_success = Gauge::<f64, AtomicU64>::default();
         let desired_errors = Gauge::default();
         let tags_deleted = Counter::default();
+        let leader = Gauge::default();
         registry.register(
             "passes",
             "Reconcile passes by result (ok, failed)",
@@ -155,6 +158,11 @@ impl Default for Metrics {
             "Registry tags deleted by RegistryRetention",
             tags_deleted.clone(),
         );
+        registry.register(
+            "leader",
+            "1 while this replica holds the lease and acts (always 1 without leader election)",
+            leader.clone(),
+        );
         let arm = std::sync::Arc::new(crate::arm::metrics::ArmMetrics::default());
         arm.register(&mut registry);
         Self {
@@ -167,6 +175,7 @@ impl Default for Metrics {
             last_success,
             desired_errors,
             tags_deleted,
+            leader,
             arm,
         }
     }
@@ -196,6 +205,9 @@ pub struct Status {
     pub passes: u64,
     /// When the last pass ended.
     pub last_pass_at: Option<String>,
+    /// With leader election: `leader` or `standby` (another replica acts). Absent without it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leadership: Option<&'static str>,
 }
 
 fn values_only<S: serde::Serializer>(
@@ -238,6 +250,7 @@ impl Status {
             AppResult::Suspended => "suspended",
             AppResult::Deferred => "drifted",
             AppResult::Missing => "missing",
+            AppResult::Standby => "pending",
             AppResult::Failed { .. } => "failing",
         };
         match &report.result {
