@@ -137,6 +137,12 @@ pub struct RunArgs {
     #[arg(long, env = "ACAR_LISTEN", default_value = "127.0.0.1:9090")]
     pub listen: std::net::SocketAddr,
 
+    /// An app verified in sync is read in full (with its revisions) again after this many
+    /// resyncs without a change to its live summary or spec; this is how a revision activated
+    /// or deactivated by hand is caught. 1 reads every app in full at every resync.
+    #[arg(long, env = "ACAR_REVERIFY_AFTER", default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..))]
+    pub reverify_after: u32,
+
     /// Leader election: the blob whose lease the replicas contend for; only the holder acts.
     /// A URL with a SAS token uses it; a plain https URL uses the Azure credential (role
     /// Storage Blob Data Contributor on its container). The blob is created if missing.

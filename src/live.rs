@@ -5,6 +5,12 @@
 //! revision; revisions are listed only for apps whose spec needs them
 //! ([`crate::plan::needs_revisions`]). A failed read makes the apps it covers
 //! [`Observed::Unreadable`]: a partial read never yields actions for the apps it missed.
+//!
+//! `run` also skips the revision list of an app it verified in sync recently, as long as the
+//! app's live summary and its spec are unchanged since ([`fingerprint`],
+//! [`snapshot_since`]): the list read shows any write to the app (template, traffic, tags,
+//! `systemData.lastModifiedAt`), and the age limit catches what it cannot show (a revision
+//! activated by hand).
 
 use std::collections::BTreeMap;
 
@@ -12,7 +18,7 @@ use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 
 use crate::arm::{ArmClient, ContainerApp, Revision};
-use crate::spec::{AppKey, DesiredState};
+use crate::spec::{AppKey, AppSpec, DesiredState};
 
 /// What Azure says about one desired app.
 #[derive(Debug, Clone)]
@@ -35,10 +41,49 @@ pub enum Observed {
 pub struct LiveState {
     /// By app.
     pub apps: BTreeMap<AppKey, Observed>,
+    /// The [`fingerprint`] of each app whose revisions were read.
+    pub fingerprints: BTreeMap<AppKey, u64>,
+    /// Apps whose fingerprint matched the one they were verified in sync with: their revisions
+    /// were not read, and they are in sync.
+    pub unchanged: std::collections::BTreeSet<AppKey>,
+}
+
+/// What a verification of `app` against `spec` depends on, as a hash: the spec, and the parts
+/// of the listed app that any write changes. Equal fingerprints mean an app verified in sync is
+/// still in sync, unless its revisions were changed by hand.
+pub fn fingerprint(spec: &AppSpec, app: &ContainerApp) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    format!("{spec:?}").hash(&mut h);
+    let raw = &app.raw;
+    let props = &raw["properties"];
+    for part in [
+        &raw["tags"],
+        &raw["systemData"]["lastModifiedAt"],
+        &props["provisioningState"],
+        &props["latestRevisionName"],
+        &props["latestReadyRevisionName"],
+        &props["configuration"],
+        &props["template"],
+    ] {
+        part.to_string().hash(&mut h);
+    }
+    h.finish()
 }
 
 /// Reads what the plan needs for every app of `desired`, `concurrency` reads at a time.
 pub async fn snapshot(client: &ArmClient, desired: &DesiredState, concurrency: usize) -> LiveState {
+    snapshot_since(client, desired, concurrency, &BTreeMap::new()).await
+}
+
+/// [`snapshot`], skipping the revisions of each app whose [`fingerprint`] equals its entry in
+/// `verified` (the fingerprint it had when last verified in sync).
+pub async fn snapshot_since(
+    client: &ArmClient,
+    desired: &DesiredState,
+    concurrency: usize,
+    verified: &BTreeMap<AppKey, u64>,
+) -> LiveState {
     let mut groups: BTreeMap<(String, String), Vec<&AppKey>> = BTreeMap::new();
     for key in desired.apps.keys() {
         groups
@@ -84,12 +129,18 @@ pub async fn snapshot(client: &ArmClient, desired: &DesiredState, concurrency: u
                             state.apps.insert(key.clone(), Observed::Missing);
                         }
                         Some(app) => {
-                            if desired
+                            if let Some(spec) = desired
                                 .apps
                                 .get(key)
-                                .is_some_and(crate::plan::needs_revisions)
+                                .filter(|s| crate::plan::needs_revisions(s))
                             {
-                                need_revisions.push(key.clone());
+                                let fp = fingerprint(spec, &app);
+                                if verified.get(key) == Some(&fp) {
+                                    state.unchanged.insert(key.clone());
+                                } else {
+                                    state.fingerprints.insert(key.clone(), fp);
+                                    need_revisions.push(key.clone());
+                                }
                             }
                             state.apps.insert(
                                 key.clone(),
@@ -126,6 +177,7 @@ pub async fn snapshot(client: &ArmClient, desired: &DesiredState, concurrency: u
                 }
             }
             Err(e) => {
+                state.fingerprints.remove(&key);
                 state.apps.insert(key, Observed::Unreadable(e.to_string()));
             }
         }

@@ -438,6 +438,7 @@ pub async fn run_command(
         revision_timeout: args.pass.revision_timeout,
         poll_interval: connection.poll_interval,
         max_tag_deletions: common.max_tag_deletions,
+        reverify_after: args.reverify_after,
         ..crate::reconcile::RunConfig::default()
     };
     let store = crate::reconcile::desired::DesiredStore::new(common.desired_state.clone(), options);

@@ -260,10 +260,56 @@ impl RetentionPlan {
 ///
 /// # Errors
 /// A list failed; the message names it.
+/// The images each app's revisions run, remembered with the app's `latestRevisionName`, so
+/// `run` lists an app's revisions again only when it has a new one.
+///
+/// Revisions are immutable and every new one becomes the app's latest (assumed from
+/// learn.microsoft.com/azure/container-apps/revisions: "revisions are immutable snapshots";
+/// `latestRevisionName` in the 2026-01-01 spec). A revision purged since only leaves its images
+/// protected a little longer, which is the safe side.
+#[derive(Debug, Default)]
+pub struct RevisionImages {
+    by_app: std::sync::Mutex<ImagesByApp>,
+}
+
+/// App id (lower case) -> (latestRevisionName, (revision, image) pairs).
+type ImagesByApp = BTreeMap<String, (String, Vec<(String, String)>)>;
+
+impl RevisionImages {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ImagesByApp> {
+        self.by_app
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, app: &crate::arm::ContainerApp) -> Option<Vec<(String, String)>> {
+        let latest = app.properties.latest_revision_name.as_deref()?;
+        self.lock()
+            .get(&app.id.to_ascii_lowercase())
+            .filter(|(l, _)| l == latest)
+            .map(|(_, images)| images.clone())
+    }
+
+    fn put(&self, app: &crate::arm::ContainerApp, images: &[(String, String)]) {
+        if let Some(latest) = &app.properties.latest_revision_name {
+            self.lock().insert(
+                app.id.to_ascii_lowercase(),
+                (latest.clone(), images.to_vec()),
+            );
+        }
+    }
+}
+
+/// Every image in use or desired, from a complete read (see the module docs). Revisions are
+/// listed for every app, except those `cache` knows at the same latest revision.
+///
+/// # Errors
+/// Any read failed: nothing may be deleted.
 pub async fn protected_images(
     arm: &ArmClient,
     desired: &DesiredState,
     concurrency: usize,
+    cache: &RevisionImages,
 ) -> Result<Protected, String> {
     let mut protected = Protected::default();
     for spec in desired.apps.values() {
@@ -281,14 +327,32 @@ pub async fn protected_images(
     }
     let results: Vec<_> = futures_util::stream::iter(apps)
         .map(|app| async move {
+            if let Some(images) = cache.get(&app) {
+                return (app, Ok(images));
+            }
             let key = app_key(&app);
             let revisions = match &key {
                 Some(k) => arm
                     .list_revisions(k)
                     .await
+                    .map(|list| {
+                        list.iter()
+                            .flat_map(|r| {
+                                r.properties
+                                    .template
+                                    .containers
+                                    .iter()
+                                    .filter_map(|c| c.image.clone())
+                                    .map(|i| (r.name.clone(), i))
+                            })
+                            .collect::<Vec<_>>()
+                    })
                     .map_err(|e| format!("cannot list the revisions of {}: {e}", app.name)),
                 None => Err(format!("app {} has no readable id", app.name)),
             };
+            if let Ok(images) = &revisions {
+                cache.put(&app, images);
+            }
             (app, revisions)
         })
         .buffer_unordered(concurrency.max(1))
@@ -302,12 +366,8 @@ pub async fn protected_images(
             }
         }
         add_raw_images(&mut protected, &app.raw, &format!("app {}", app.name));
-        for r in &revisions {
-            for c in &r.properties.template.containers {
-                if let Some(image) = &c.image {
-                    protected.add(image, &format!("revision {}", r.name));
-                }
-            }
+        for (revision, image) in &revisions {
+            protected.add(image, &format!("revision {revision}"));
         }
     }
     Ok(protected)
@@ -349,11 +409,33 @@ pub async fn plan(
     cap: usize,
     concurrency: usize,
 ) -> RetentionPlan {
+    plan_with(
+        arm,
+        acr,
+        desired,
+        now,
+        cap,
+        concurrency,
+        &RevisionImages::default(),
+    )
+    .await
+}
+
+/// [`plan`], reusing what `cache` knows of revisions from earlier runs.
+pub async fn plan_with(
+    arm: &ArmClient,
+    acr: &AcrClient,
+    desired: &DesiredState,
+    now: Millis,
+    cap: usize,
+    concurrency: usize,
+    cache: &RevisionImages,
+) -> RetentionPlan {
     let mut out = RetentionPlan::default();
     if desired.registries.is_empty() {
         return out;
     }
-    let protected = match protected_images(arm, desired, concurrency).await {
+    let protected = match protected_images(arm, desired, concurrency, cache).await {
         Ok(p) => p,
         Err(e) => {
             out.errors.push(format!(

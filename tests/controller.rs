@@ -626,3 +626,115 @@ fn two_replicas_one_leader_and_the_other_takes_over_when_it_dies() {
         "leader election: takeover {takeover:?} after kill -9 of the leader (lease 15 s), {handover:?} after a clean stop"
     );
 }
+
+/// An ARM call to the simulator as an operator would make it (`az containerapp ...`).
+fn arm(base: &str, method: &str, path: &str) -> Value {
+    let token: Value = serde_json::from_slice(
+        &Command::new("curl")
+            .args(["-s", "-X", "POST", &format!("{base}/_sim/token")])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let out = Command::new("curl")
+        .args(["-s", "-X", method, "-H", "Content-Length: 0", "-H"])
+        .arg(format!(
+            "Authorization: Bearer {}",
+            token["access_token"].as_str().unwrap()
+        ))
+        .arg(format!("{base}{path}?api-version=2026-01-01"))
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+#[test]
+fn the_steady_state_skips_unchanged_apps_yet_catches_a_revision_activated_by_hand() {
+    let s = Scratch::new();
+    copy_tree(&root().join("desired-state"), s.path());
+    let (_sim, base) = simulator(s.path(), &["--revision-ready", "1s", "--lro", "sync"]);
+    let port = free_port();
+    let ep = format!("http://127.0.0.1:{port}");
+    let _ctl = controller_with(
+        s.path(),
+        &base,
+        port,
+        "1s",
+        &["--reverify-after", "3"],
+        Stdio::null(),
+    );
+    wait_for("readyz", Duration::from_secs(60), || {
+        get(&format!("{ep}/readyz")).0 == 200
+    });
+    // Let the resyncs settle into the steady state, then count for a few seconds.
+    std::thread::sleep(Duration::from_secs(3));
+    let before = sim_json(&base, "requests");
+    let passes_before =
+        serde_json::from_str::<Value>(&get(&format!("{ep}/status")).1).unwrap()["passes"]
+            .as_u64()
+            .unwrap();
+    std::thread::sleep(Duration::from_secs(6));
+    let after = sim_json(&base, "requests");
+    let lists = |v: &Value, op: &str| v["byOperation"][op].as_u64().unwrap_or(0);
+    let resyncs = (lists(&after, "ContainerApps_ListByResourceGroup")
+        - lists(&before, "ContainerApps_ListByResourceGroup"))
+        / 2;
+    let revision_lists = lists(&after, "ContainerAppsRevisions_ListRevisions")
+        - lists(&before, "ContainerAppsRevisions_ListRevisions");
+    assert!(resyncs >= 4, "about one resync a second: {resyncs}");
+    // 10 apps need revisions; each is read in full every third resync at most (+1 for the
+    // window's edges), not at every one.
+    assert!(
+        revision_lists <= 10 * (resyncs / 3 + 1),
+        "{revision_lists} revision lists in {resyncs} resyncs"
+    );
+    assert_eq!(
+        after["armWrites"], before["armWrites"],
+        "no writes in the steady state"
+    );
+    let passes = serde_json::from_str::<Value>(&get(&format!("{ep}/status")).1).unwrap()["passes"]
+        .as_u64()
+        .unwrap()
+        - passes_before;
+    assert!(
+        passes <= resyncs * 2 + 2,
+        "a pass per resource group per resync, not per app: {passes} passes for {resyncs} resyncs"
+    );
+
+    // Someone activates every inactive revision of an app by hand (keepActive: 5). Nothing in
+    // the app's own listing changes; the periodic full verification catches it.
+    let app = "/subscriptions/6f1c2a8e-3b4d-4e5f-9a7b-1c2d3e4f5a6b/resourceGroups/rg-xshopai-prod/providers/Microsoft.App/containerApps/ca-cart-service";
+    let active = |base: &str| {
+        arm(base, "GET", &format!("{app}/revisions"))["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["properties"]["active"] == true)
+            .count()
+    };
+    let revisions = arm(&base, "GET", &format!("{app}/revisions"));
+    let inactive: Vec<String> = revisions["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["properties"]["active"] == false)
+        .map(|r| r["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!inactive.is_empty(), "{revisions}");
+    for name in &inactive {
+        arm(&base, "POST", &format!("{app}/revisions/{name}/activate"));
+    }
+    assert!(active(&base) > 5);
+    let started = Instant::now();
+    wait_for(
+        "the extra revisions deactivated",
+        Duration::from_secs(15),
+        || active(&base) <= 5,
+    );
+    println!(
+        "steady state: {revision_lists} revision lists in {resyncs} resyncs of 10 apps; a revision activated by hand was deactivated after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(sim_json(&base, "outages"), serde_json::json!([]));
+}

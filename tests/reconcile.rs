@@ -181,6 +181,73 @@ async fn steady_state_costs_one_list_per_resource_group_and_no_write() {
 }
 
 #[tokio::test]
+async fn an_app_verified_in_sync_is_not_read_again_until_it_or_its_spec_changes() {
+    use aca_reconciler::apply::Verification;
+    let d = common::example_state();
+    let e = env(seed::from_desired(&d, fast(), Clock::new().now())).await;
+    pass(&e, &d).await;
+    // A full pass: every app needing revisions is verified, with its fingerprint.
+    let reports = pass(&e, &d).await;
+    let verified: std::collections::BTreeMap<AppKey, u64> = reports
+        .iter()
+        .filter_map(|r| match r.verified {
+            Verification::Full(fp) => Some((r.app.clone(), fp)),
+            _ => None,
+        })
+        .collect();
+    let needing = d.apps.values().filter(|s| plan::needs_revisions(s)).count();
+    assert_eq!(verified.len(), needing, "{reports:#?}");
+    let reset = || async {
+        reqwest::Client::new()
+            .delete(format!("{}/_sim/requests", e.h.base_url))
+            .send()
+            .await
+            .unwrap();
+    };
+    let revision_lists = |counts: &Value| {
+        counts["byOperation"]["ContainerAppsRevisions_ListRevisions"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+
+    // Nothing changed: the lists only.
+    reset().await;
+    let live = live::snapshot_since(&e.client, &d, 8, &verified).await;
+    assert_eq!(live.unchanged.len(), needing);
+    let reports = apply::apply(&e.client, &d, live, &options(), Clock::new()).await;
+    assert!(reports.iter().all(|r| r.result == AppResult::InSync));
+    let counts = sim(&e, "requests").await;
+    assert_eq!(revision_lists(&counts), 0, "{counts}");
+    assert_eq!(counts["armReads"], 2, "two resource groups, one list each");
+
+    // Someone scales one app by hand: only that app is read in full, and fixed.
+    let prod = |name: &str| AppKey::new(common::PROD_SUB, common::PROD_RG, name);
+    let cart = prod("ca-cart-service");
+    let t = common::ArmTestClient::new(&e.h);
+    let r = t
+        .patch(
+            &t.app_url(&cart.subscription, &cart.resource_group, &cart.name),
+            json!({"properties": {"template": {"scale": {"minReplicas": 7, "maxReplicas": 10}}}}),
+        )
+        .await;
+    assert!(r.status().is_success(), "{}", r.status());
+    reset().await;
+    let live = live::snapshot_since(&e.client, &d, 8, &verified).await;
+    assert_eq!(live.unchanged.len(), needing - 1);
+    assert!(!live.unchanged.contains(&cart));
+    let reports = apply::apply(&e.client, &d, live, &options(), Clock::new()).await;
+    let cart_report = reports.iter().find(|r| r.app == cart).unwrap();
+    assert_eq!(cart_report.result, AppResult::Converged, "{cart_report:?}");
+
+    // A changed spec is verified in full too, even though the app did not change.
+    let mut edited = d.clone();
+    let user = prod("ca-user-service");
+    edited.apps.get_mut(&user).unwrap().keep_active = Some(4);
+    let live = live::snapshot_since(&e.client, &edited, 8, &verified).await;
+    assert!(!live.unchanged.contains(&user));
+}
+
+#[tokio::test]
 async fn scale_up_and_down_reads_no_revisions_and_makes_one_revision_each() {
     let up = desired(&app_yaml("ca-scale", "  replicas: {min: 5, max: 20}\n"));
     let e = env(seed::from_desired(&up, fast(), Clock::new().now())).await;

@@ -292,3 +292,49 @@ async fn the_deletion_cap_holds_across_passes() {
         "{lines}"
     );
 }
+
+#[tokio::test]
+async fn a_run_reuses_what_it_read_of_revisions_until_an_app_has_a_new_one() {
+    let d = desired(&yaml(2, ""));
+    let e = env(seeded(&d)).await;
+    let cache = retention::RevisionImages::default();
+    let revision_lists = || async {
+        let v: serde_json::Value = reqwest::get(format!("{}/_sim/requests", e.h.base_url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["byOperation"]["ContainerAppsRevisions_ListRevisions"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let now = Clock::new().now();
+    let first = retention::plan_with(&e.arm, &e.acr, &d, now, 10_000, 4, &cache).await;
+    assert_eq!(revision_lists().await, 1);
+    let again = retention::plan_with(&e.arm, &e.acr, &d, now, 10_000, 4, &cache).await;
+    assert_eq!(revision_lists().await, 1, "nothing new: no revision read");
+    let names = |p: &retention::RetentionPlan| {
+        p.repositories[0]
+            .delete
+            .iter()
+            .map(|t| t.name.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&first), names(&again), "the same protected set");
+    assert!(!names(&first).is_empty());
+
+    // A new revision (someone deploys an old tag by hand): read again, and that tag is kept.
+    let old = names(&first)[0].clone();
+    let t = common::ArmTestClient::new(&e.h);
+    let r = t
+        .patch(
+            &t.app_url(SUB, "rg-r", "ca-api"),
+            json!({"properties": {"template": {"containers": [{"name": "api", "image": format!("{REG}/api:{old}")}]}}}),
+        )
+        .await;
+    assert!(r.status().is_success(), "{}", r.status());
+    let after = retention::plan_with(&e.arm, &e.acr, &d, now, 10_000, 4, &cache).await;
+    assert_eq!(revision_lists().await, 2);
+    assert!(!names(&after).contains(&old), "{:?}", names(&after));
+}

@@ -113,6 +113,21 @@ pub struct AppReport {
     pub result: AppResult,
     /// The actions carried out, in order.
     pub actions: Vec<Done>,
+    /// How this pass verified the app (for `run`'s skipping of revision reads).
+    #[serde(skip)]
+    pub verified: Verification,
+}
+
+/// How a pass verified an app.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Verification {
+    /// Not verified in sync (changed, failed, or no revisions needed).
+    #[default]
+    No,
+    /// Read in full and found in sync, with this [`crate::live::fingerprint`].
+    Full(u64),
+    /// Unchanged since its last full verification; its revisions were not read.
+    Unchanged,
 }
 
 /// Runs a pass over every app of `desired`, starting from the snapshot `live`.
@@ -125,13 +140,24 @@ pub async fn apply(
 ) -> Vec<AppReport> {
     let budget = Arc::new(AtomicUsize::new(options.max_actions.unwrap_or(usize::MAX)));
     let mut work: Vec<(&AppSpec, Observed)> = Vec::new();
+    let mut reports: Vec<AppReport> = Vec::new();
     let mut observed = live.apps;
     for (key, spec) in &desired.apps {
+        if live.unchanged.contains(key) {
+            reports.push(AppReport {
+                app: key.clone(),
+                result: AppResult::InSync,
+                actions: Vec::new(),
+                verified: Verification::Unchanged,
+            });
+            continue;
+        }
         let o = observed
             .remove(key)
             .unwrap_or_else(|| Observed::Unreadable("not observed".to_owned()));
         work.push((spec, o));
     }
+    let fingerprints = live.fingerprints;
     // Built first and boxed (see live::snapshot for why).
     let futures: Vec<BoxFuture<'_, AppReport>> = work
         .into_iter()
@@ -144,10 +170,19 @@ pub async fn apply(
             )
         })
         .collect();
-    let mut reports: Vec<AppReport> = futures_util::stream::iter(futures)
+    let worked: Vec<AppReport> = futures_util::stream::iter(futures)
         .buffer_unordered(options.concurrency.max(1))
         .collect()
         .await;
+    for mut report in worked {
+        // In sync as read, with its revisions: remember what it looked like.
+        if report.result == AppResult::InSync
+            && let Some(fp) = fingerprints.get(&report.app)
+        {
+            report.verified = Verification::Full(*fp);
+        }
+        reports.push(report);
+    }
     reports.sort_by(|a, b| a.app.cmp(&b.app));
     reports
 }
@@ -202,6 +237,7 @@ async fn converge(
         app: key.clone(),
         result,
         actions: done,
+        verified: Verification::No,
     };
     let with_revisions = plan::needs_revisions(spec);
     let mut busy_since: Option<Instant> = None;

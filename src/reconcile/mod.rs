@@ -4,11 +4,18 @@
 //! # How work is scheduled
 //! - A keyed queue holds one due time per app; the earliest wins. Every due app that is not
 //!   already being worked on goes into the next pass; an app is never in two passes at once.
-//! - Triggers: the full resync every `--interval` (each app's next time jittered by ±10%, so a
-//!   fleet does not fire at once); a change of the desired-state files (polled, debounced until
-//!   the tree is quiet); `POST /reconcile`; and per-app retries after a failure, with
-//!   exponential backoff and jitter, capped, reset by a success.
-//! - Registry retention runs after each full resync.
+//! - Triggers: the full resync every `--interval`; a change of the desired-state files (polled,
+//!   debounced until the tree is quiet); `POST /reconcile`; and per-app retries after a
+//!   failure, with exponential backoff and jitter, capped, reset by a success.
+//! - The unit of cost is the resource group: observing any of its apps costs one list of all
+//!   of them. So the resync is jittered (±10%) per resource group, not per app (a fleet of
+//!   groups does not fire at once, and a group's apps stay together), and when one app of a
+//!   group comes due, its siblings due within the jitter window ride along on the same list.
+//! - Revisions are read only for apps whose live summary or spec changed since they were last
+//!   verified in sync, or whose last full verification is `reverify_after` passes old
+//!   ([`crate::live::snapshot_since`]). `POST /reconcile` verifies everything in full.
+//! - Registry retention runs every `reverify_after` resyncs (and on `POST /reconcile`); it
+//!   lists the revisions only of apps with a new latest revision since its last run.
 //! - With leader election ([`crate::lease`]), passes and retention start only while this
 //!   replica leads; gaining the lease makes every app due at once. The clients refuse writes
 //!   the moment the lease is no longer certain, so a pass that loses it stops before its next
@@ -30,7 +37,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{AppReport, AppResult, ApplyOptions};
+use crate::apply::{AppReport, AppResult, ApplyOptions, Verification};
 use crate::lease::Fence;
 use crate::pass::Connection;
 use crate::spec::{AppKey, DesiredState};
@@ -61,6 +68,8 @@ pub struct RunConfig {
     pub max_tag_deletions: usize,
     /// How long running passes may take to finish after the first signal.
     pub drain: Duration,
+    /// An app verified in sync is read in full again after this many passes without change.
+    pub reverify_after: u32,
 }
 
 impl Default for RunConfig {
@@ -76,6 +85,7 @@ impl Default for RunConfig {
             backoff_cap: Duration::from_secs(600),
             max_tag_deletions: crate::retention::DEFAULT_CAP,
             drain: Duration::from_secs(120),
+            reverify_after: 6,
         }
     }
 }
@@ -98,6 +108,10 @@ impl Shared {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+fn group_of(k: &AppKey) -> (&str, &str) {
+    (&k.subscription, &k.resource_group)
 }
 
 /// ±10% of `d`, from a cheap per-call random number (jitter needs no cryptography).
@@ -141,9 +155,12 @@ pub async fn run(
         .map(|k| (k.clone(), Instant::now()))
         .collect();
     let mut failures: BTreeMap<AppKey, u32> = BTreeMap::new();
+    // App -> (fingerprint when last verified in sync, passes since).
+    let mut verified: BTreeMap<AppKey, (u64, u32)> = BTreeMap::new();
     let mut in_flight: BTreeSet<AppKey> = BTreeSet::new();
     let mut passes: JoinSet<Vec<AppReport>> = JoinSet::new();
     let mut next_retention = Instant::now();
+    let revision_images = Arc::new(crate::retention::RevisionImages::default());
     let mut retention_running = false;
     let mut retention_task: JoinSet<crate::retention::RetentionReport> = JoinSet::new();
     let mut pending_change: Option<(Instant, desired::Fingerprint)> = None;
@@ -157,11 +174,26 @@ pub async fn run(
     loop {
         // Start a pass over every due app that is not being worked on.
         let now = Instant::now();
-        let ready: Vec<AppKey> = due
+        let mut ready: Vec<AppKey> = due
             .iter()
             .filter(|(k, at)| **at <= now && !in_flight.contains(*k))
             .map(|(k, _)| k.clone())
             .collect();
+        // Siblings in the same resource groups, due soon and not backing off, ride along.
+        let groups: BTreeSet<(&str, &str)> = ready.iter().map(group_of).collect();
+        let window = now + config.interval / 10;
+        let riders: Vec<AppKey> = due
+            .iter()
+            .filter(|(k, at)| {
+                **at > now
+                    && **at <= window
+                    && !in_flight.contains(*k)
+                    && !failures.contains_key(*k)
+                    && groups.contains(&group_of(k))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        ready.extend(riders);
         if !ready.is_empty() && leading && !token.is_cancelled() {
             let subset = DesiredState {
                 apps: ready
@@ -183,12 +215,26 @@ pub async fn run(
                 poll_interval: config.poll_interval,
                 ..ApplyOptions::default()
             };
+            let fresh: BTreeMap<AppKey, u64> = subset
+                .apps
+                .keys()
+                .filter_map(|k| {
+                    verified
+                        .get(k)
+                        .filter(|(_, age)| *age < config.reverify_after)
+                        .map(|(fp, _)| (k.clone(), *fp))
+                })
+                .collect();
             let span = tracing::info_span!("pass", apps = subset.apps.len());
             passes.spawn(tracing::Instrument::instrument(
                 async move {
-                    let live =
-                        crate::live::snapshot(&connection.client, &subset, options.concurrency)
-                            .await;
+                    let live = crate::live::snapshot_since(
+                        &connection.client,
+                        &subset,
+                        options.concurrency,
+                        &fresh,
+                    )
+                    .await;
                     crate::apply::apply(&connection.client, &subset, live, &options, Clock::new())
                         .await
                 },
@@ -208,14 +254,16 @@ pub async fn run(
             let state = store.state.clone();
             let cap = config.max_tag_deletions;
             let concurrency = config.concurrency;
+            let cache = revision_images.clone();
             retention_task.spawn(async move {
-                let plan = crate::retention::plan(
+                let plan = crate::retention::plan_with(
                     &connection.client,
                     &connection.acr,
                     &state,
                     Clock::new().now(),
                     cap,
                     concurrency,
+                    &cache,
                 )
                 .await;
                 crate::retention::apply(&connection.acr, &plan).await
@@ -246,7 +294,8 @@ pub async fn run(
                 publish_leadership(&fence, leading, &shared);
             }
             () = shared.trigger.notified() => {
-                tracing::info!("reconcile requested over HTTP");
+                tracing::info!("reconcile requested over HTTP: verifying every app in full");
+                verified.clear();
                 for k in store.state.apps.keys() {
                     due.insert(k.clone(), Instant::now());
                 }
@@ -257,7 +306,22 @@ pub async fn run(
                 let mut status = shared.status();
                 let now_text = time::format_arm(clock.now());
                 let mut any_failed = false;
+                // One resync time per resource group of this pass (see the module docs).
+                let mut group_next: BTreeMap<(String, String), Instant> = BTreeMap::new();
                 for report in &reports {
+                    match report.verified {
+                        Verification::Full(fp) => {
+                            verified.insert(report.app.clone(), (fp, 0));
+                        }
+                        Verification::Unchanged => {
+                            if let Some(v) = verified.get_mut(&report.app) {
+                                v.1 += 1;
+                            }
+                        }
+                        Verification::No => {
+                            verified.remove(&report.app);
+                        }
+                    }
                     in_flight.remove(&report.app);
                     if report.result == AppResult::Standby {
                         // Not a failure of the app: it waits for this replica to lead again.
@@ -268,7 +332,10 @@ pub async fn run(
                     }
                     let next = if report.result.is_ok() {
                         failures.remove(&report.app);
-                        Instant::now() + jittered(config.interval)
+                        let (sub, rg) = group_of(&report.app);
+                        *group_next
+                            .entry((sub.to_owned(), rg.to_owned()))
+                            .or_insert_with(|| Instant::now() + jittered(config.interval))
                     } else {
                         any_failed = true;
                         let n = failures.entry(report.app.clone()).or_insert(0);
@@ -299,7 +366,8 @@ pub async fn run(
             }
             Some(done) = retention_task.join_next() => {
                 retention_running = false;
-                next_retention = Instant::now() + jittered(config.interval);
+                // Tags age in days: every `reverify_after` resyncs is soon enough.
+                next_retention = Instant::now() + jittered(config.interval * config.reverify_after);
                 if let Ok(report) = done {
                     shared.metrics.tags_deleted.inc_by(report.tags_deleted as u64);
                     for e in &report.errors {
@@ -330,6 +398,7 @@ pub async fn run(
                             due.insert(k, Instant::now());
                         } else {
                             due.remove(&k);
+                            verified.remove(&k);
                             shared.status().apps.remove(&k);
                         }
                     }
