@@ -195,31 +195,45 @@ fn take_budget_n(budget: &AtomicUsize, n: usize) -> bool {
         .is_ok()
 }
 
-/// The actions carried out before the app is read again: the first one (a template change with
-/// the wait for its revision), except that a set of restarts and the tag that records them go
-/// together. Re-planning between them would restart
-/// the same revisions again, since the generation is recorded only after the last restart.
+/// The actions carried out before the app is read again: the first one, with these exceptions.
+/// - A template change goes with the wait for its revision, and a revision-mode change with the
+///   template change that follows it (the template does not depend on the mode, so re-reading
+///   in between would cost two reads for the same plan).
+/// - A set of restarts goes with the tag that records them: re-planning between them would
+///   restart the same revisions again, since the generation is recorded only after the last
+///   restart.
+/// - Consecutive deactivations go together: each is of a revision with no traffic that the spec
+///   does not keep, so none changes whether the others are right, and re-reading between them
+///   would cost two reads each for the same plan.
 fn step_of(actions: Vec<Action>) -> Vec<Action> {
-    let restarts = actions
-        .iter()
-        .take_while(|a| {
-            matches!(
-                a,
-                Action::Restart { .. } | Action::RecordRestartGeneration { .. }
-            )
-        })
-        .count();
-    let first_with_wait = match (actions.first(), actions.get(1)) {
+    let run_of = |f: fn(&Action) -> bool| actions.iter().take_while(|a| f(a)).count();
+    let restarts = run_of(|a| {
+        matches!(
+            a,
+            Action::Restart { .. } | Action::RecordRestartGeneration { .. }
+        )
+    });
+    let deactivations = run_of(|a| matches!(a, Action::Deactivate { .. }));
+    let template_at = |i: usize| match (actions.get(i), actions.get(i + 1)) {
         (
             Some(Action::UpdateTemplate { revision, .. }),
             Some(Action::WaitUntilRunning { revision: waited }),
         ) if revision == waited => 2,
-        _ => 1,
+        (Some(Action::UpdateTemplate { .. }), _) => 1,
+        _ => 0,
     };
-    match restarts {
-        0 => actions.into_iter().take(first_with_wait).collect(),
-        n => actions.into_iter().take(n).collect(),
-    }
+    let first_with_wait = match actions.first() {
+        Some(Action::SetRevisionMode { .. }) => 1 + template_at(1),
+        _ => template_at(0).max(1),
+    };
+    let n = if restarts > 0 {
+        restarts
+    } else if deactivations > 0 {
+        deactivations
+    } else {
+        first_with_wait
+    };
+    actions.into_iter().take(n).collect()
 }
 
 /// Plans, acts, reads again, until the app matches or cannot.
@@ -437,5 +451,95 @@ async fn wait_until_running(
             });
         }
         tokio::time::sleep(options.poll_interval).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn template(rev: &str) -> Action {
+        Action::UpdateTemplate {
+            changes: Vec::new(),
+            revision: rev.to_owned(),
+            body: json!({}),
+        }
+    }
+    fn wait(rev: &str) -> Action {
+        Action::WaitUntilRunning {
+            revision: rev.to_owned(),
+        }
+    }
+    fn deactivate(rev: &str) -> Action {
+        Action::Deactivate {
+            revision: rev.to_owned(),
+            keep_active: 2,
+        }
+    }
+    fn kinds(step: &[Action]) -> Vec<String> {
+        step.iter()
+            .map(|a| {
+                serde_json::to_value(a).unwrap()["kind"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn steps_group_only_what_needs_no_read_in_between() {
+        let mode = Action::SetRevisionMode {
+            from: "Single".into(),
+            to: "Multiple".into(),
+        };
+        let traffic = Action::SetTraffic {
+            from: Vec::new(),
+            to: Vec::new(),
+            body: json!({}),
+        };
+        // Mode, template and its wait go together; what follows waits for a fresh read.
+        let step = step_of(vec![
+            mode.clone(),
+            template("a--1"),
+            wait("a--1"),
+            traffic.clone(),
+            deactivate("a--0"),
+        ]);
+        assert_eq!(
+            kinds(&step),
+            ["setRevisionMode", "updateTemplate", "waitUntilRunning"]
+        );
+        assert_eq!(
+            kinds(&step_of(vec![mode.clone(), traffic.clone()])),
+            ["setRevisionMode"]
+        );
+        assert_eq!(
+            kinds(&step_of(vec![
+                template("a--1"),
+                wait("a--1"),
+                deactivate("a--0")
+            ])),
+            ["updateTemplate", "waitUntilRunning"]
+        );
+        // A wait for another revision is not the template's.
+        assert_eq!(
+            kinds(&step_of(vec![template("a--1"), wait("a--0")])),
+            ["updateTemplate"]
+        );
+        // Deactivations go together, and nothing after them.
+        assert_eq!(
+            kinds(&step_of(vec![
+                deactivate("a--0"),
+                deactivate("a--1"),
+                traffic.clone()
+            ])),
+            ["deactivate", "deactivate"]
+        );
+        assert_eq!(
+            kinds(&step_of(vec![traffic, deactivate("a--0")])),
+            ["setTraffic"]
+        );
     }
 }

@@ -363,39 +363,48 @@ pub fn plan_app(spec: &AppSpec, observed: Observed<'_>, _now: Millis) -> AppPlan
         let taken: BTreeSet<String> = revisions.iter().map(|r| r.name.clone()).collect();
         let suffix = revision_suffix(&spec.key.name, &base, &changes, &taken);
         let revision = format!("{}--{suffix}", spec.key.name);
-        let mut template = json!({"revisionSuffix": suffix});
+        // Built by moving values, not through `json!`, which would copy every container again.
+        let mut template = serde_json::Map::new();
+        template.insert("revisionSuffix".to_owned(), Value::String(suffix));
         if changes.iter().any(|c| matches!(c, Change::Image { .. })) {
             // Arrays are replaced whole (N§4.1): every container as read, only `image` changed.
             let live = app
                 .raw
                 .pointer("/properties/template/containers")
                 .and_then(Value::as_array)
-                .cloned()
+                .map(Vec::as_slice)
                 .unwrap_or_default();
             let rebuilt: Vec<Value> = live
-                .into_iter()
-                .map(|mut c| {
-                    let name = c
+                .iter()
+                .map(|c| {
+                    let mut c = c.clone();
+                    let image = c
                         .get("name")
                         .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned();
-                    if let Some(image) = spec.images.get(&name) {
-                        c["image"] = json!(image.full);
+                        .and_then(|name| spec.images.get(name));
+                    if let (Some(image), Some(fields)) = (image, c.as_object_mut()) {
+                        fields.insert("image".to_owned(), Value::String(image.full.clone()));
                     }
                     c
                 })
                 .collect();
-            template["containers"] = json!(rebuilt);
+            template.insert("containers".to_owned(), Value::Array(rebuilt));
         }
         if let Some(r) = spec.replicas {
             // `scale` is an object: merge patch keeps its rules and other fields.
-            template["scale"] = json!({"minReplicas": r.min, "maxReplicas": r.max});
+            template.insert(
+                "scale".to_owned(),
+                json!({"minReplicas": r.min, "maxReplicas": r.max}),
+            );
         }
+        let mut properties = serde_json::Map::new();
+        properties.insert("template".to_owned(), Value::Object(template));
+        let mut body = serde_json::Map::new();
+        body.insert("properties".to_owned(), Value::Object(properties));
         actions.push(Action::UpdateTemplate {
             changes,
             revision: revision.clone(),
-            body: json!({"properties": {"template": template}}),
+            body: Value::Object(body),
         });
         actions.push(Action::WaitUntilRunning {
             revision: revision.clone(),

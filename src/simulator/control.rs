@@ -237,6 +237,8 @@ pub struct Counts {
     arm_reads: u64,
     arm_writes: u64,
     by_operation: BTreeMap<String, u64>,
+    /// Responses by HTTP status (`"429"`: throttled).
+    by_status: BTreeMap<u16, u64>,
 }
 
 impl Counts {
@@ -251,6 +253,11 @@ impl Counts {
             }
         }
         *self.by_operation.entry(operation.to_owned()).or_insert(0) += 1;
+    }
+
+    /// Counts one response's status.
+    pub fn record_status(&mut self, status: u16) {
+        *self.by_status.entry(status).or_insert(0) += 1;
     }
 }
 

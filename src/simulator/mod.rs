@@ -210,6 +210,9 @@ async fn intercept(State(sim): State<Arc<Sim>>, request: Request, next: Next) ->
         Some(response) => response,
         None => next.run(request).await,
     };
+    if !control {
+        sim.counts().record_status(response.status().as_u16());
+    }
     // ARM stamps every response, errors and throttling included, with these ids.
     if is_arm {
         let request_id = sim.world().new_guid();
