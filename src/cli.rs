@@ -57,6 +57,12 @@ pub struct Common {
     #[arg(long = "registry-endpoint", value_parser = parse_registry_endpoint, global = true)]
     pub registry_endpoints: Vec<(String, String)>,
 
+    /// Pace ARM calls with a client-side copy of ARM's per-subscription buckets (90% of them),
+    /// so Azure never has to throttle. `off` is for benchmarks against an endpoint without
+    /// buckets (`simulate --no-throttling`); against Azure it only trades pacing for 429s.
+    #[arg(long, env = "ACAR_CLIENT_THROTTLE", default_value = "on", value_parser = ["on", "off"], global = true)]
+    pub client_throttle: String,
+
     /// Registry tags deleted per pass at most (RegistryRetention).
     #[arg(long, env = "ACAR_MAX_TAG_DELETIONS", default_value_t = crate::retention::DEFAULT_CAP, global = true)]
     pub max_tag_deletions: usize,

@@ -86,8 +86,11 @@ pub async fn connect(common: &Common, desired: &DesiredState) -> Result<Connecti
         TokenSource::from_env(common.credential, common.cloud, &endpoint)
             .map_err(|e| e.to_string())?,
     );
-    let client =
-        ArmClient::new(ArmConfig::new(&endpoint), tokens.clone()).map_err(|e| e.to_string())?;
+    let mut config = ArmConfig::new(&endpoint);
+    if common.client_throttle == "off" {
+        config.limits = crate::arm::limiter::Limits::unlimited();
+    }
+    let client = ArmClient::new(config, tokens.clone()).map_err(|e| e.to_string())?;
     let acr = AcrClient::new(tokens, &common.registry_endpoints).map_err(|e| e.to_string())?;
     Ok(Connection {
         client,

@@ -571,3 +571,39 @@ async fn a_missing_app_and_a_suspended_one() {
     assert_eq!(result("ca-here"), AppResult::Suspended);
     assert_eq!(sim(&e, "requests").await["armWrites"], 0, "nothing written");
 }
+
+#[tokio::test]
+async fn a_mode_change_rides_in_the_template_patch_one_write_not_two() {
+    let seeded = desired(&app_yaml(
+        "ca-mode",
+        "  revisionMode: single\n  images: {api: cr.example.io/api:v2.0.0}\n",
+    ));
+    let e = env(seed::from_desired(&seeded, fast(), Clock::new().now())).await;
+    let d = desired(&app_yaml(
+        "ca-mode",
+        "  revisionMode: multiple\n  images: {api: cr.example.io/api:v2.0.0}\n  traffic: [{latestRevision: true, weight: 100}]\n",
+    ));
+    // The seed runs an older image, in Single mode; the desired state wants v2.0.0 in Multiple.
+    let reports = pass(&e, &d).await;
+    assert_eq!(reports[0].result, AppResult::Converged, "{reports:?}");
+    let writes: Vec<&Action> = reports[0]
+        .actions
+        .iter()
+        .map(|d| &d.action)
+        .filter(|a| a.is_write())
+        .collect();
+    assert_eq!(writes.len(), 1, "{writes:#?}");
+    let Action::UpdateTemplate { body, .. } = writes[0] else {
+        panic!("{writes:?}");
+    };
+    assert_eq!(
+        body["properties"]["configuration"]["activeRevisionsMode"],
+        "Multiple"
+    );
+    let app = e.client.get_app(&key("ca-mode")).await.unwrap();
+    assert!(app.is_multiple_mode());
+    assert_eq!(sim(&e, "outages").await, json!([]));
+    for (k, p) in plans(&e, &d).await {
+        assert_eq!(p.unwrap().outcome, Outcome::InSync, "{k}");
+    }
+}

@@ -138,6 +138,14 @@ pub enum Change {
         /// Desired (min, max).
         to: (u32, u32),
     },
+    /// The revision mode, changed in the same PATCH as the template (one write, not two).
+    #[serde(rename_all = "camelCase")]
+    RevisionMode {
+        /// Live mode.
+        from: String,
+        /// Desired mode.
+        to: String,
+    },
 }
 
 /// A traffic rule in a form that compares and prints well.
@@ -300,18 +308,17 @@ pub fn plan_app(spec: &AppSpec, observed: Observed<'_>, _now: Millis) -> AppPlan
         Some(RevisionMode::Single) => false,
         None => live_multiple,
     };
-    if multiple != live_multiple {
-        let to = if multiple { "Multiple" } else { "Single" };
-        actions.push(Action::SetRevisionMode {
-            from: app
-                .properties
+    // Pushed below: alone, or folded into the template's PATCH when there is one.
+    let mode_change = (multiple != live_multiple).then(|| {
+        (
+            app.properties
                 .configuration
                 .active_revisions_mode
                 .clone()
                 .unwrap_or_else(|| "Single".to_owned()),
-            to: to.to_owned(),
-        });
-    }
+            if multiple { "Multiple" } else { "Single" }.to_owned(),
+        )
+    });
     if spec.traffic.is_some() && !multiple {
         return blocked(
             "traffic and activeRevision need Multiple revision mode, and the app runs in Single mode; add `revisionMode: multiple` to the spec".to_owned(),
@@ -354,7 +361,20 @@ pub fn plan_app(spec: &AppSpec, observed: Observed<'_>, _now: Millis) -> AppPlan
         }
     }
     let mut new_revision = None;
-    if !changes.is_empty() {
+    if changes.is_empty() {
+        if let Some((from, to)) = mode_change {
+            actions.push(Action::SetRevisionMode { from, to });
+        }
+    } else {
+        if let Some((from, to)) = &mode_change {
+            changes.insert(
+                0,
+                Change::RevisionMode {
+                    from: from.clone(),
+                    to: to.clone(),
+                },
+            );
+        }
         let base = app
             .properties
             .latest_revision_name
@@ -399,6 +419,12 @@ pub fn plan_app(spec: &AppSpec, observed: Observed<'_>, _now: Millis) -> AppPlan
         }
         let mut properties = serde_json::Map::new();
         properties.insert("template".to_owned(), Value::Object(template));
+        if let Some((_, to)) = mode_change {
+            properties.insert(
+                "configuration".to_owned(),
+                json!({"activeRevisionsMode": to}),
+            );
+        }
         let mut body = serde_json::Map::new();
         body.insert("properties".to_owned(), Value::Object(properties));
         actions.push(Action::UpdateTemplate {

@@ -58,6 +58,7 @@ pub fn describe(action: &Action) -> String {
                     Change::Replicas { from, to } => {
                         format!("replicas: {} -> {}..{}", bounds(*from), to.0, to.1)
                     }
+                    Change::RevisionMode { from, to } => format!("revision mode: {from} -> {to}"),
                 })
                 .collect();
             format!("~ {}  (new revision {revision})", parts.join("; "))
