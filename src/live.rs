@@ -55,7 +55,7 @@ pub fn fingerprint(spec: &AppSpec, app: &ContainerApp) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::hash::DefaultHasher::new();
     format!("{spec:?}").hash(&mut h);
-    let raw = &app.raw;
+    let raw = app.raw.value();
     let props = &raw["properties"];
     for part in [
         &raw["tags"],

@@ -365,7 +365,11 @@ pub async fn protected_images(
                 protected.add(image, &format!("app {}", app.name));
             }
         }
-        add_raw_images(&mut protected, &app.raw, &format!("app {}", app.name));
+        add_raw_images(
+            &mut protected,
+            &app.raw.value(),
+            &format!("app {}", app.name),
+        );
         for (revision, image) in &revisions {
             protected.add(image, &format!("revision {revision}"));
         }

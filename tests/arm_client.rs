@@ -91,7 +91,7 @@ async fn lists_follow_next_link_and_return_every_app() {
     );
     assert_eq!(count(&h, "ContainerApps_ListByResourceGroup").await, 3);
     assert!(
-        apps[0].raw["properties"]["configuration"]["dapr"].is_object(),
+        apps[0].raw.value()["properties"]["configuration"]["dapr"].is_object(),
         "the raw JSON is kept"
     );
     assert_eq!(c.list_apps(PROD_SUB, None).await.unwrap().len(), 5);

@@ -36,6 +36,8 @@ pub struct ApplyOptions {
     pub poll_interval: Duration,
     /// Plan-act-read rounds per app before giving up (a guard against a plan that never ends).
     pub max_steps: usize,
+    /// Writes left, shared by several [`apply`] calls of one pass (`None`: from `max_actions`).
+    pub budget: Option<Arc<AtomicUsize>>,
 }
 
 impl Default for ApplyOptions {
@@ -46,6 +48,7 @@ impl Default for ApplyOptions {
             revision_timeout: Duration::from_secs(600),
             poll_interval: Duration::from_secs(2),
             max_steps: 64,
+            budget: None,
         }
     }
 }
@@ -138,7 +141,10 @@ pub async fn apply(
     options: &ApplyOptions,
     clock: Clock,
 ) -> Vec<AppReport> {
-    let budget = Arc::new(AtomicUsize::new(options.max_actions.unwrap_or(usize::MAX)));
+    let budget = options
+        .budget
+        .clone()
+        .unwrap_or_else(|| Arc::new(AtomicUsize::new(options.max_actions.unwrap_or(usize::MAX))));
     let mut work: Vec<(&AppSpec, Observed)> = Vec::new();
     let mut reports: Vec<AppReport> = Vec::new();
     let mut observed = live.apps;

@@ -464,7 +464,19 @@ impl ArmClient {
     }
 
     /// GET a list, following `nextLink` to the end.
-    async fn list_all(&self, first: String, subscription: &str) -> Result<Vec<Value>, Error> {
+    async fn list_all(
+        &self,
+        first: String,
+        subscription: &str,
+    ) -> Result<Vec<Box<serde_json::value::RawValue>>, Error> {
+        /// One page; items stay unparsed text until the caller types them.
+        #[derive(serde::Deserialize)]
+        struct Page {
+            #[serde(default)]
+            value: Option<Vec<Box<serde_json::value::RawValue>>>,
+            #[serde(default, rename = "nextLink")]
+            next_link: Option<String>,
+        }
         let mut items = Vec::new();
         let mut next = Some(first);
         let mut seen = std::collections::HashSet::new();
@@ -483,32 +495,19 @@ impl ArmClient {
                 idempotent: true,
             };
             let reply = self.send(&call).await?;
-            let page: Value = Self::decode(&path_of(&call.url), &reply.body)?;
-            match page.get("value") {
-                Some(Value::Array(v)) => items.extend(v.iter().cloned()),
-                Some(Value::Null) | None => {}
-                Some(_) => {
-                    return Err(Error::Decode {
-                        resource: path_of(&call.url),
-                        message: "`value` is not an array".to_owned(),
-                    });
+            let page: Page = Self::decode(&path_of(&call.url), &reply.body)?;
+            items.extend(page.value.unwrap_or_default());
+            next = page.next_link.filter(|s| !s.is_empty()).map(|s| {
+                if s.contains("api-version=") {
+                    s.to_owned()
+                } else {
+                    format!(
+                        "{s}{}api-version={}",
+                        if s.contains('?') { '&' } else { '?' },
+                        self.config.api_version
+                    )
                 }
-            }
-            next = page
-                .get("nextLink")
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .map(|s| {
-                    if s.contains("api-version=") {
-                        s.to_owned()
-                    } else {
-                        format!(
-                            "{s}{}api-version={}",
-                            if s.contains('?') { '&' } else { '?' },
-                            self.config.api_version
-                        )
-                    }
-                });
+            });
         }
         Ok(items)
     }
@@ -532,7 +531,7 @@ impl ArmClient {
         values
             .into_iter()
             .map(|v| {
-                ContainerApp::from_value(v).map_err(|e| Error::Decode {
+                ContainerApp::from_raw(v).map_err(|e| Error::Decode {
                     resource: path.clone(),
                     message: e.to_string(),
                 })
@@ -554,8 +553,8 @@ impl ArmClient {
             idempotent: true,
         };
         let reply = self.send(&call).await?;
-        let raw: Value = Self::decode(&path, &reply.body)?;
-        ContainerApp::from_value(raw).map_err(|e| Error::Decode {
+        let raw: Box<serde_json::value::RawValue> = Self::decode(&path, &reply.body)?;
+        ContainerApp::from_raw(raw).map_err(|e| Error::Decode {
             resource: path,
             message: e.to_string(),
         })
@@ -697,7 +696,7 @@ impl ArmClient {
         values
             .into_iter()
             .map(|v| {
-                serde_json::from_value(v).map_err(|e| Error::Decode {
+                serde_json::from_str(v.get()).map_err(|e| Error::Decode {
                     resource: path.clone(),
                     message: e.to_string(),
                 })

@@ -1,10 +1,44 @@
 //! What the controller reads from ARM, typed for the few fields it decides on, lenient about
 //! everything else: unknown fields are ignored and every field may be missing (Azure adds fields
 //! without notice, and examples omit some, N§3). The raw JSON is kept, because a PATCH that
-//! sends an array (`containers`, `traffic`) rebuilds it whole from the live app.
+//! sends an array (`containers`, `traffic`) rebuilds it whole from the live app. It is kept as
+//! text ([`RawJson`]), parsed only when needed: a parsed `Value` tree is several times the size
+//! of its text, and a fleet's worth of them was most of the controller's memory.
 
 use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
+
+/// JSON as Azure sent it, unparsed (`null` when empty).
+#[derive(Debug, Clone, Default)]
+pub struct RawJson(Option<Box<RawValue>>);
+
+impl RawJson {
+    /// Wraps text that is already known to be JSON.
+    pub fn new(raw: Box<RawValue>) -> Self {
+        Self(Some(raw))
+    }
+
+    /// Serializes `value`.
+    pub fn from_value(value: &Value) -> Self {
+        Self(serde_json::value::to_raw_value(value).ok())
+    }
+
+    /// The text.
+    pub fn text(&self) -> &str {
+        self.0.as_deref().map_or("null", RawValue::get)
+    }
+
+    /// The whole document, parsed (`null` if it somehow does not parse).
+    pub fn value(&self) -> Value {
+        serde_json::from_str(self.text()).unwrap_or(Value::Null)
+    }
+
+    /// The value at a JSON pointer, parsed.
+    pub fn pointer(&self, pointer: &str) -> Option<Value> {
+        self.value().pointer(pointer).cloned()
+    }
+}
 
 /// `Microsoft.App/containerApps`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -22,7 +56,7 @@ pub struct ContainerApp {
     pub properties: AppProperties,
     /// The whole app as ARM returned it.
     #[serde(skip)]
-    pub raw: Value,
+    pub raw: RawJson,
 }
 
 /// `properties` of an app.
@@ -174,7 +208,17 @@ impl ContainerApp {
     /// The JSON is not an object shaped like an app at all.
     pub fn from_value(raw: Value) -> Result<Self, serde_json::Error> {
         let mut app: ContainerApp = serde_json::from_value(raw.clone())?;
-        app.raw = raw;
+        app.raw = RawJson::from_value(&raw);
+        Ok(app)
+    }
+
+    /// Parses an app from its JSON text, keeping the text.
+    ///
+    /// # Errors
+    /// The JSON is not an object shaped like an app at all.
+    pub fn from_raw(raw: Box<RawValue>) -> Result<Self, serde_json::Error> {
+        let mut app: ContainerApp = serde_json::from_str(raw.get())?;
+        app.raw = RawJson::new(raw);
         Ok(app)
     }
 

@@ -388,16 +388,13 @@ pub fn plan_app(spec: &AppSpec, observed: Observed<'_>, _now: Millis) -> AppPlan
         template.insert("revisionSuffix".to_owned(), Value::String(suffix));
         if changes.iter().any(|c| matches!(c, Change::Image { .. })) {
             // Arrays are replaced whole (N§4.1): every container as read, only `image` changed.
-            let live = app
-                .raw
-                .pointer("/properties/template/containers")
-                .and_then(Value::as_array)
-                .map(Vec::as_slice)
-                .unwrap_or_default();
+            let live = match app.raw.pointer("/properties/template/containers") {
+                Some(Value::Array(containers)) => containers,
+                _ => Vec::new(),
+            };
             let rebuilt: Vec<Value> = live
-                .iter()
-                .map(|c| {
-                    let mut c = c.clone();
+                .into_iter()
+                .map(|mut c| {
                     let image = c
                         .get("name")
                         .and_then(Value::as_str)

@@ -227,17 +227,7 @@ pub async fn run(
                 .collect();
             let span = tracing::info_span!("pass", apps = subset.apps.len());
             passes.spawn(tracing::Instrument::instrument(
-                async move {
-                    let live = crate::live::snapshot_since(
-                        &connection.client,
-                        &subset,
-                        options.concurrency,
-                        &fresh,
-                    )
-                    .await;
-                    crate::apply::apply(&connection.client, &subset, live, &options, Clock::new())
-                        .await
-                },
+                async move { pass_by_group(&connection, subset, &fresh, &options).await },
                 span,
             ));
         }
@@ -422,6 +412,53 @@ pub async fn run(
         }
     }
     tracing::info!("controller stopped");
+}
+
+/// One pass: each resource group is observed (one list) and converged, two groups at a time,
+/// so a pass over a whole fleet holds the live state of two groups, not of every app.
+async fn pass_by_group(
+    connection: &Connection,
+    desired: DesiredState,
+    fresh: &BTreeMap<AppKey, u64>,
+    options: &ApplyOptions,
+) -> Vec<AppReport> {
+    let mut groups: BTreeMap<(String, String), DesiredState> = BTreeMap::new();
+    for (key, spec) in desired.apps {
+        groups
+            .entry((key.subscription.clone(), key.resource_group.clone()))
+            .or_insert_with(|| DesiredState {
+                subscriptions: desired.subscriptions.clone(),
+                ..DesiredState::default()
+            })
+            .apps
+            .insert(key, spec);
+    }
+    let client = &connection.client;
+    // One `--max-actions` budget for the whole pass.
+    let options = &ApplyOptions {
+        budget: Some(Arc::new(std::sync::atomic::AtomicUsize::new(
+            options.max_actions.unwrap_or(usize::MAX),
+        ))),
+        ..options.clone()
+    };
+    let futures: Vec<futures_util::future::BoxFuture<'_, Vec<AppReport>>> = groups
+        .into_values()
+        .map(
+            |group| -> futures_util::future::BoxFuture<'_, Vec<AppReport>> {
+                Box::pin(async move {
+                    let live =
+                        crate::live::snapshot_since(client, &group, options.concurrency, fresh)
+                            .await;
+                    crate::apply::apply(client, &group, live, options, Clock::new()).await
+                })
+            },
+        )
+        .collect();
+    let done: Vec<Vec<AppReport>> = futures_util::StreamExt::collect(
+        futures_util::StreamExt::buffer_unordered(futures_util::stream::iter(futures), 2),
+    )
+    .await;
+    done.into_iter().flatten().collect()
 }
 
 /// Publishes whether this replica acts to `/status` and `/metrics`. A standby replica is ready:
