@@ -88,6 +88,8 @@ pub enum Output {
     Text,
     /// One JSON document, for scripts.
     Json,
+    /// Markdown, for a pull-request comment (`plan`; other commands print text).
+    Markdown,
 }
 
 /// What to do.
@@ -100,6 +102,9 @@ pub enum Command {
     },
     /// Print the JSON Schema (draft 2020-12) of every document kind.
     Schema,
+    /// Print the least-privilege Azure custom roles for the desired state, with the scopes to
+    /// assign them at (JSON; `az role definition create --role-definition` takes each role).
+    Permissions,
     /// Read live state and print the actions `apply` would take; writes nothing.
     /// Exit 0 in sync, 2 changes pending, 1 error.
     Plan(PassArgs),

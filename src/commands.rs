@@ -22,6 +22,25 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> std::io::Result<Exit
         Command::Apply(args) => crate::pass::apply_command(&cli.common, &args, out).await,
         Command::Run(args) => crate::pass::run_command(&cli.common, &args, out).await,
         Command::Status(args) => crate::pass::status_command(&cli.common, &args, out).await,
+        Command::Permissions => {
+            let options = LoadOptions {
+                subscription: cli.common.subscription.clone(),
+            };
+            let loaded = spec::load(std::slice::from_ref(&cli.common.desired_state), &options);
+            if !loaded.diagnostics.is_empty() {
+                for d in &loaded.diagnostics {
+                    eprintln!("{d}");
+                }
+                eprintln!(
+                    "aca-reconciler permissions: the desired state is invalid; fix it first (roles for half a tree would be wrong)"
+                );
+                return Ok(ExitCode::from(1));
+            }
+            let roles = crate::permissions::permissions(&loaded.state);
+            let text = serde_json::to_string_pretty(&roles).map_err(std::io::Error::other)?;
+            writeln!(out, "{text}")?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Schema => {
             out.write_all(spec::schema::render().as_bytes())?;
             Ok(ExitCode::SUCCESS)
@@ -37,7 +56,7 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> std::io::Result<Exit
             };
             let loaded = spec::load(&paths, &options);
             match cli.common.output {
-                Output::Text => write_validate_text(&loaded, out)?,
+                Output::Text | Output::Markdown => write_validate_text(&loaded, out)?,
                 Output::Json => write_validate_json(&loaded, out)?,
             }
             Ok(if loaded.diagnostics.is_empty() {

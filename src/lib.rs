@@ -34,6 +34,7 @@ pub mod http;
 pub mod lease;
 pub mod live;
 pub mod pass;
+pub mod permissions;
 pub mod plan;
 pub mod reconcile;
 pub mod retention;

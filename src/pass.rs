@@ -237,6 +237,18 @@ pub async fn plan_command(
             serde_json::to_writer_pretty(&mut *out, &doc)?;
             writeln!(out)?;
         }
+        Output::Markdown => {
+            let retention_lines = crate::retention::describe(&retention, &desired.registries);
+            write_plan_markdown(
+                out,
+                &apps,
+                &retention_lines,
+                format!(
+                    "{changes} apps to change ({actions} writes, {revisions} new revisions), {in_sync} in sync, {suspended} suspended, {errors} with errors; {deletions} registry deletions ({} held back by the cap)",
+                    retention.held_back()
+                ),
+            )?;
+        }
         Output::Text => {
             for (key, spec, status, reason, list) in &apps {
                 match *status {
@@ -281,6 +293,78 @@ pub async fn plan_command(
     }))
 }
 
+/// One app of a plan: key, spec, status, reason, actions.
+type PlannedApp<'a> = (
+    &'a crate::spec::AppKey,
+    &'a crate::spec::AppSpec,
+    &'static str,
+    Option<String>,
+    Vec<crate::plan::Action>,
+);
+
+/// The plan as a pull-request comment: a summary table, then each app's actions folded.
+fn write_plan_markdown(
+    out: &mut (dyn Write + Send),
+    apps: &[PlannedApp<'_>],
+    retention: &[String],
+    summary: String,
+) -> std::io::Result<()> {
+    let cell = |s: &str| s.replace('|', "\\|").replace('\n', " ");
+    writeln!(out, "### aca-reconciler plan\n\n{summary}.\n")?;
+    let changed: Vec<_> = apps.iter().filter(|a| a.2 != "inSync").collect();
+    if !changed.is_empty() {
+        writeln!(out, "| | app | what |\n|---|---|---|")?;
+        for (key, _, status, reason, list) in &changed {
+            let (mark, what) = match *status {
+                "changes" => ("~", {
+                    let n = |k: usize, one: &str, many: &str| {
+                        format!("{k} {}", if k == 1 { one } else { many })
+                    };
+                    format!(
+                        "{}, {}",
+                        n(
+                            list.iter().filter(|a| a.is_write()).count(),
+                            "write",
+                            "writes"
+                        ),
+                        n(
+                            list.iter().filter(|a| a.creates_revision()).count(),
+                            "new revision",
+                            "new revisions"
+                        )
+                    )
+                }),
+                "suspended" => ("◌", "suspended: nothing will be done".to_owned()),
+                other => ("!", format!("{other}: {}", reason.as_deref().unwrap_or(""))),
+            };
+            writeln!(out, "| {mark} | `{key}` | {} |", cell(&what))?;
+        }
+        writeln!(out)?;
+        for (key, spec, _, _, list) in changed.iter().filter(|a| !a.4.is_empty()) {
+            writeln!(
+                out,
+                "<details><summary><code>{key}</code> ({})</summary>\n\n```text",
+                spec.source
+            )?;
+            for a in list {
+                writeln!(out, "{}", render::describe(a))?;
+            }
+            writeln!(out, "```\n</details>\n")?;
+        }
+    }
+    if !retention.is_empty() {
+        writeln!(
+            out,
+            "<details><summary>registry retention</summary>\n\n```text"
+        )?;
+        for l in retention {
+            writeln!(out, "{l}")?;
+        }
+        writeln!(out, "```\n</details>")?;
+    }
+    Ok(())
+}
+
 /// `apply`.
 pub async fn apply_command(
     common: &Common,
@@ -311,7 +395,7 @@ pub async fn apply_command(
             )?;
             writeln!(out)?;
         }
-        Output::Text => {
+        Output::Text | Output::Markdown => {
             for r in &reports {
                 let head = match &r.result {
                     AppResult::InSync => "= in sync".to_owned(),

@@ -256,6 +256,35 @@ fn plan_simulate_shows_changes_and_exits_2() {
 }
 
 #[test]
+fn plan_markdown_is_a_compact_pull_request_comment() {
+    let out = run(
+        bin(&root()).args(["plan", "--simulate", "--output", "markdown"]),
+        2,
+    );
+    let md = stdout(&out);
+    assert!(
+        md.starts_with("### aca-reconciler plan\n\n10 apps to change"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| ~ | `rg-xshopai-dev/ca-cart-service` | 1 write, 1 new revision |"),
+        "{md}"
+    );
+    // Every changed app's actions, folded, in a fenced block.
+    assert_eq!(md.matches("<details><summary><code>").count(), 10, "{md}");
+    assert_eq!(
+        md.matches("```text").count(),
+        md.matches("</details>").count(),
+        "{md}"
+    );
+    assert!(
+        md.contains("- deactivate ca-user-service--v113 (keep 5 active)"),
+        "{md}"
+    );
+    assert!(md.contains("<summary>registry retention</summary>"), "{md}");
+}
+
+#[test]
 fn plan_json_has_a_stable_shape() {
     let out = run(
         bin(&root()).args(["plan", "--simulate", "--output", "json"]),

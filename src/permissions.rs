@@ -1,0 +1,232 @@
+//! `permissions`: the least-privilege Azure roles for what the desired state asks of the
+//! controller, as Azure role-definition JSON with the scopes to assign them at.
+//!
+//! The actions are exactly those of the calls the clients make ([`action_of`] maps every route
+//! of [`crate::arm::metrics::route`]); the scopes come from the documents:
+//! - **apps**: read, update, revision activate/deactivate/restart, on each managed resource group;
+//! - **reader**: read apps and revisions, and follow long-running operations, on each
+//!   subscription: operation-status URLs are subscription-scoped (N§1.2; without this the
+//!   controller falls back to polling the app), and registry retention reads every app's
+//!   revisions in the subscriptions the documents name;
+//! - **registry**: read and delete tags, on each registry that a `RegistryRetention` names. Both
+//!   the RBAC-mode actions (what `AcrPull` and `AcrDelete` hold) and the ABAC-mode data actions
+//!   are listed: ABAC-mode registries honour only the latter.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+
+use crate::spec::DesiredState;
+
+const APPS_READ: &str = "Microsoft.App/containerApps/read";
+const APPS_WRITE: &str = "Microsoft.App/containerApps/write";
+const REVISIONS_READ: &str = "Microsoft.App/containerApps/revisions/read";
+const ACTIVATE: &str = "Microsoft.App/containerApps/revisions/activate/action";
+const DEACTIVATE: &str = "Microsoft.App/containerApps/revisions/deactivate/action";
+const RESTART: &str = "Microsoft.App/containerApps/revisions/restart/action";
+const OPERATION_RESULTS: &str = "Microsoft.App/locations/containerAppOperationResults/read";
+const OPERATION_STATUSES: &str = "Microsoft.App/locations/containerAppOperationStatuses/read";
+// RBAC-mode registries: AcrPull's and AcrDelete's actions (learn.microsoft.com built-in roles).
+const ACR_PULL: &str = "Microsoft.ContainerRegistry/registries/pull/read";
+const ACR_DELETE: &str = "Microsoft.ContainerRegistry/registries/artifacts/delete";
+// ABAC-mode registries: repository data actions (assumed from the "Container Registry
+// Repository Reader/Contributor" roles of learn.microsoft.com container-registry-rbac-abac).
+const ACR_CATALOG: &str = "Microsoft.ContainerRegistry/registries/catalog/read";
+const ACR_METADATA_READ: &str = "Microsoft.ContainerRegistry/registries/repositories/metadata/read";
+const ACR_CONTENT_READ: &str = "Microsoft.ContainerRegistry/registries/repositories/content/read";
+const ACR_METADATA_DELETE: &str =
+    "Microsoft.ContainerRegistry/registries/repositories/metadata/delete";
+const ACR_CONTENT_DELETE: &str =
+    "Microsoft.ContainerRegistry/registries/repositories/content/delete";
+
+/// The Azure actions one route of the clients needs (`None`: a route this module does not know,
+/// which the tests forbid).
+pub fn action_of(route: &str) -> Option<&'static [&'static str]> {
+    Some(match route {
+        "containerApps.list" | "containerApps.get" => &[APPS_READ],
+        "containerApps.update" => &[APPS_WRITE],
+        "revisions.list" | "revisions.get" => &[REVISIONS_READ],
+        "revisions.activate" => &[ACTIVATE],
+        "revisions.deactivate" => &[DEACTIVATE],
+        "revisions.restart" => &[RESTART],
+        "operations.get" => &[OPERATION_RESULTS, OPERATION_STATUSES],
+        "acr.token" | "acr.listTags" | "acr.listRepositories" => &[ACR_PULL],
+        "acr.deleteTag" | "acr.deleteManifest" => &[ACR_DELETE],
+        _ => return None,
+    })
+}
+
+/// The roles and their assignments for `desired` (see the module docs).
+pub fn permissions(desired: &DesiredState) -> Value {
+    let groups: BTreeSet<String> = desired
+        .apps
+        .keys()
+        .map(|k| {
+            format!(
+                "/subscriptions/{}/resourceGroups/{}",
+                k.subscription, k.resource_group
+            )
+        })
+        .collect();
+    let mut subscriptions: BTreeSet<String> = desired
+        .apps
+        .keys()
+        .map(|k| k.subscription.clone())
+        .collect();
+    if !desired.registries.is_empty() {
+        subscriptions.extend(desired.subscriptions.iter().cloned());
+    }
+    let subscription_scopes: Vec<String> = subscriptions
+        .iter()
+        .map(|s| format!("/subscriptions/{s}"))
+        .collect();
+    let registries: BTreeSet<&str> = desired
+        .registries
+        .iter()
+        .map(|r| r.registry.as_str())
+        .collect();
+
+    let role =
+        |name: &str, description: &str, actions: &[&str], data: &[&str], scopes: &[String]| {
+            json!({
+                "Name": name,
+                "IsCustom": true,
+                "Description": description,
+                "Actions": actions,
+                "NotActions": [],
+                "DataActions": data,
+                "NotDataActions": [],
+                "AssignableScopes": scopes,
+            })
+        };
+    let group_scopes: Vec<String> = groups.iter().cloned().collect();
+    let mut roles = vec![
+        role(
+            "aca-reconciler apps",
+            "Reconcile the Container Apps of the desired state: read and update them, activate, deactivate and restart their revisions.",
+            &[
+                APPS_READ,
+                APPS_WRITE,
+                REVISIONS_READ,
+                ACTIVATE,
+                DEACTIVATE,
+                RESTART,
+            ],
+            &[],
+            &group_scopes,
+        ),
+        role(
+            "aca-reconciler reader",
+            "Follow aca-reconciler's own long-running operations (subscription-scoped status URLs) and read every app's revisions for registry retention.",
+            &[
+                APPS_READ,
+                REVISIONS_READ,
+                OPERATION_RESULTS,
+                OPERATION_STATUSES,
+            ],
+            &[],
+            &subscription_scopes,
+        ),
+    ];
+    let mut assignments: Vec<Value> = groups
+        .iter()
+        .map(|g| json!({"role": "aca-reconciler apps", "scope": g, "why": "apps under management in this resource group"}))
+        .collect();
+    assignments.extend(subscription_scopes.iter().map(|s| {
+        json!({"role": "aca-reconciler reader", "scope": s, "why": if desired.registries.is_empty() {
+            "long-running operation status (else the controller polls each app instead)"
+        } else {
+            "long-running operation status; registry retention reads every app's revisions here"
+        }})
+    }));
+    if !registries.is_empty() {
+        roles.push(role(
+            "aca-reconciler registry",
+            "Read and delete the registry tags that RegistryRetention allows (RBAC-mode actions and ABAC-mode data actions).",
+            &[ACR_PULL, ACR_DELETE],
+            &[
+                ACR_CATALOG,
+                ACR_METADATA_READ,
+                ACR_CONTENT_READ,
+                ACR_METADATA_DELETE,
+                ACR_CONTENT_DELETE,
+            ],
+            &subscription_scopes,
+        ));
+        for login in &registries {
+            let name = login.split('.').next().unwrap_or(login);
+            assignments.push(json!({
+                "role": "aca-reconciler registry",
+                "scope": format!("<the resource id of registry {login}: az acr show --name {name} --query id -o tsv>"),
+                "why": "registry retention lists and deletes tags here",
+            }));
+        }
+    }
+    json!({"roles": roles, "assignments": assignments})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_the_clients_name_has_its_actions_in_a_role() {
+        let state = crate::spec::DesiredState::default();
+        let out = permissions(&state);
+        assert_eq!(
+            out["roles"].as_array().map(Vec::len),
+            Some(2),
+            "no registry role without retention"
+        );
+        // The route names `route` can return, from the paths the clients build.
+        let calls = [
+            (
+                "GET",
+                "/subscriptions/s/resourceGroups/rg/providers/Microsoft.App/containerApps",
+            ),
+            (
+                "GET",
+                "/subscriptions/s/resourceGroups/rg/providers/Microsoft.App/containerApps/ca",
+            ),
+            (
+                "PATCH",
+                "/subscriptions/s/resourceGroups/rg/providers/Microsoft.App/containerApps/ca",
+            ),
+            (
+                "GET",
+                "/subscriptions/s/resourceGroups/rg/providers/Microsoft.App/containerApps/ca/revisions",
+            ),
+            (
+                "GET",
+                "/subscriptions/s/resourceGroups/rg/providers/Microsoft.App/containerApps/ca/revisions/r",
+            ),
+            (
+                "POST",
+                "/subscriptions/s/resourceGroups/rg/providers/Microsoft.App/containerApps/ca/revisions/r/activate",
+            ),
+            (
+                "POST",
+                "/subscriptions/s/resourceGroups/rg/providers/Microsoft.App/containerApps/ca/revisions/r/deactivate",
+            ),
+            (
+                "POST",
+                "/subscriptions/s/resourceGroups/rg/providers/Microsoft.App/containerApps/ca/revisions/r/restart",
+            ),
+            (
+                "GET",
+                "/subscriptions/s/providers/Microsoft.App/locations/uksouth/containerappOperationStatuses/x",
+            ),
+            ("POST", "/oauth2/exchange"),
+            ("GET", "/acr/v1/repo/_tags"),
+            ("GET", "/acr/v1/_catalog"),
+            ("DELETE", "/acr/v1/repo/_tags/t"),
+            ("DELETE", "/v2/repo/manifests/sha256:x"),
+        ];
+        for (method, path) in calls {
+            let route = crate::arm::metrics::route(method, path);
+            let actions = action_of(route).unwrap_or_else(|| panic!("{route} maps to no action"));
+            assert!(!actions.is_empty());
+        }
+        assert_eq!(action_of("other"), None);
+    }
+}

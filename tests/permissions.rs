@@ -1,0 +1,119 @@
+//! `permissions`: the committed roles for `desired-state/` are current, and every Azure call the
+//! controller really makes has its action in them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a panic is how a test fails
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aca_reconciler::arm::metrics::ArmMetrics;
+use aca_reconciler::arm::{ArmClient, ArmConfig};
+use aca_reconciler::auth::TokenSource;
+use aca_reconciler::simulator::seed;
+use aca_reconciler::simulator::store::{Config, LroMode};
+use aca_reconciler::time::Clock;
+use aca_reconciler::{apply, live, permissions, retention};
+use common::{bin, example_state, root, run, start_sim, stdout};
+use serde_json::Value;
+
+#[test]
+fn the_committed_roles_are_what_permissions_prints() {
+    let out = run(
+        bin(&root()).args(["permissions", "--desired-state", "desired-state"]),
+        0,
+    );
+    let committed = std::fs::read_to_string(root().join("deploy/permissions.json")).unwrap();
+    assert_eq!(
+        stdout(&out),
+        committed,
+        "deploy/permissions.json is stale: run `cargo run -- permissions > deploy/permissions.json` and review the diff"
+    );
+}
+
+#[tokio::test]
+async fn every_call_of_a_full_pass_has_its_action_in_the_roles() {
+    let d = example_state();
+    let config = Config {
+        lro_mode: LroMode::Async,
+        lro_ms: 100,
+        lro_retry_after_s: 0,
+        revision_ready_ms: 200,
+        ..Config::default()
+    };
+    let h = start_sim(seed::from_desired(&d, config, Clock::new().now())).await;
+    let tokens = Arc::new(TokenSource::simulator(h.sim.clone(), &h.base_url));
+    let mut arm_config = ArmConfig::new(&h.base_url);
+    arm_config.poll_interval = Duration::from_millis(50);
+    let client = ArmClient::new(arm_config, tokens.clone()).unwrap();
+    let metrics = Arc::new(ArmMetrics::default());
+    client.set_metrics(metrics.clone());
+    let endpoints: Vec<(String, String)> = h
+        .sim
+        .world()
+        .registries
+        .keys()
+        .map(|l| (l.clone(), format!("{}/registries/{l}", h.base_url)))
+        .collect();
+    let acr = aca_reconciler::acr::AcrClient::new(tokens, &endpoints).unwrap();
+
+    let snapshot = live::snapshot(&client, &d, 8).await;
+    let options = apply::ApplyOptions {
+        poll_interval: Duration::from_millis(50),
+        revision_timeout: Duration::from_secs(10),
+        ..apply::ApplyOptions::default()
+    };
+    let reports = apply::apply(&client, &d, snapshot, &options, Clock::new()).await;
+    assert!(reports.iter().all(|r| r.result.is_ok()), "{reports:#?}");
+    let plan = retention::plan(&client, &acr, &d, Clock::new().now(), 100, 4).await;
+    retention::apply(&acr, &plan).await;
+
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let routes: BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| l.split("route=\"").nth(1))
+        .filter_map(|r| r.split('"').next())
+        .map(str::to_owned)
+        .collect();
+    // A full pass writes, follows operations and reads revisions.
+    for expected in [
+        "containerApps.update",
+        "revisions.deactivate",
+        "revisions.restart",
+        "operations.get",
+    ] {
+        assert!(
+            routes.contains(expected),
+            "{expected} not called: {routes:?}"
+        );
+    }
+
+    let roles = permissions::permissions(&d);
+    let granted: BTreeSet<&str> = roles["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| {
+            r["Actions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(Value::as_str)
+        })
+        .collect();
+    for route in &routes {
+        let actions = permissions::action_of(route)
+            .unwrap_or_else(|| panic!("the client called {route}, which maps to no action"));
+        for a in actions {
+            assert!(
+                granted.contains(a),
+                "{route} needs {a}, which no role grants"
+            );
+        }
+    }
+}
