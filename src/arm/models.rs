@@ -38,6 +38,29 @@ impl RawJson {
     pub fn pointer(&self, pointer: &str) -> Option<Value> {
         self.value().pointer(pointer).cloned()
     }
+
+    /// `properties.template.containers`, parsed alone (the rest of the text is skipped, not
+    /// built): what a PATCH that changes an image must send back whole.
+    pub fn template_containers(&self) -> Vec<Value> {
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct App {
+            properties: Properties,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Properties {
+            template: Template,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Template {
+            containers: Vec<Value>,
+        }
+        serde_json::from_str::<App>(self.text())
+            .map(|a| a.properties.template.containers)
+            .unwrap_or_default()
+    }
 }
 
 /// `Microsoft.App/containerApps`.

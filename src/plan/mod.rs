@@ -388,10 +388,14 @@ pub fn plan_app(spec: &AppSpec, observed: Observed<'_>, _now: Millis) -> AppPlan
         template.insert("revisionSuffix".to_owned(), Value::String(suffix));
         if changes.iter().any(|c| matches!(c, Change::Image { .. })) {
             // Arrays are replaced whole (N§4.1): every container as read, only `image` changed.
-            let live = match app.raw.pointer("/properties/template/containers") {
-                Some(Value::Array(containers)) => containers,
-                _ => Vec::new(),
-            };
+            let live = app.raw.template_containers();
+            if live.is_empty() {
+                // Never send `containers: []`: that would remove every container.
+                return blocked(
+                    "internal: the app's containers could not be read back from Azure's JSON"
+                        .to_owned(),
+                );
+            }
             let rebuilt: Vec<Value> = live
                 .into_iter()
                 .map(|mut c| {
