@@ -108,6 +108,8 @@ async fn simulate(
     };
     let base = &handle.base_url;
     // The banner is for people: a closed stdout (`simulate | head -1`) must not stop the server.
+    // Listen before the banner: a script may send SIGTERM as soon as it reads it.
+    let stop = crate::shutdown::signalled();
     let _ = writeln!(out, "aca-reconciler simulator on {base}: {summary}");
     let _ = writeln!(out, "  ARM:       --arm-endpoint {base}");
     let _ = writeln!(
@@ -134,7 +136,7 @@ async fn simulate(
     );
     let _ = writeln!(out, "Serving until Ctrl-C.");
     let _ = out.flush();
-    crate::shutdown::signalled().await;
+    stop.await;
     tracing::info!("stopping the simulator");
     handle.stop().await?;
     Ok(ExitCode::SUCCESS)

@@ -502,8 +502,9 @@ pub async fn run_command(
     });
     // First signal: stop taking work and drain; second: exit at once.
     let signal_token = token.clone();
+    let first_signal = crate::shutdown::signalled();
     tokio::spawn(async move {
-        crate::shutdown::signalled().await;
+        first_signal.await;
         tracing::info!("signal received: finishing running passes (a second signal exits at once)");
         signal_token.cancel();
         crate::shutdown::signalled().await;

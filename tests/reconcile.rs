@@ -584,14 +584,8 @@ async fn a_mode_change_rides_in_the_template_patch_one_write_not_two() {
         "  revisionMode: multiple\n  images: {api: cr.example.io/api:v2.0.0}\n  traffic: [{latestRevision: true, weight: 100}]\n",
     ));
     // The seed runs an older image, in Single mode; the desired state wants v2.0.0 in Multiple.
-    let reports = pass(&e, &d).await;
-    assert_eq!(reports[0].result, AppResult::Converged, "{reports:?}");
-    let writes: Vec<&Action> = reports[0]
-        .actions
-        .iter()
-        .map(|d| &d.action)
-        .filter(|a| a.is_write())
-        .collect();
+    let planned = plans(&e, &d).await.remove(0).1.unwrap();
+    let writes: Vec<&Action> = planned.actions.iter().filter(|a| a.is_write()).collect();
     assert_eq!(writes.len(), 1, "{writes:#?}");
     let Action::UpdateTemplate { body, .. } = writes[0] else {
         panic!("{writes:?}");
@@ -600,6 +594,9 @@ async fn a_mode_change_rides_in_the_template_patch_one_write_not_two() {
         body["properties"]["configuration"]["activeRevisionsMode"],
         "Multiple"
     );
+    let reports = pass(&e, &d).await;
+    assert_eq!(reports[0].result, AppResult::Converged, "{reports:?}");
+    assert_eq!(sim(&e, "requests").await["armWrites"], 1, "one PATCH");
     let app = e.client.get_app(&key("ca-mode")).await.unwrap();
     assert!(app.is_multiple_mode());
     assert_eq!(sim(&e, "outages").await, json!([]));

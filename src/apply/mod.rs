@@ -346,6 +346,8 @@ async fn converge(
                 ),
                 Err(e) => tracing::error!(action = %description, error = %e, "failed"),
             }
+            let mut action = action;
+            action.drop_body();
             done.push(Done {
                 description,
                 action,

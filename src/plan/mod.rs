@@ -51,7 +51,8 @@ pub enum Action {
         changes: Vec<Change>,
         /// The revision the PATCH creates.
         revision: String,
-        /// The merge-patch body.
+        /// The merge-patch body (dropped once sent: [`Action::drop_body`]).
+        #[serde(skip_serializing_if = "Value::is_null")]
         body: Value,
     },
     /// Wait until a revision runs (or fails, which stops the app's plan).
@@ -73,7 +74,8 @@ pub enum Action {
         from: Vec<Rule>,
         /// Desired rules.
         to: Vec<Rule>,
-        /// The merge-patch body.
+        /// The merge-patch body (dropped once sent: [`Action::drop_body`]).
+        #[serde(skip_serializing_if = "Value::is_null")]
         body: Value,
     },
     /// Deactivate a surplus revision (it carries no traffic).
@@ -99,12 +101,24 @@ pub enum Action {
         from: u64,
         /// Applied generation.
         to: u64,
-        /// The merge-patch body.
+        /// The merge-patch body (dropped once sent: [`Action::drop_body`]).
+        #[serde(skip_serializing_if = "Value::is_null")]
         body: Value,
     },
 }
 
 impl Action {
+    /// Drops the request body (a report keeps what was done, not what was sent: the body of a
+    /// template change repeats every container of the app).
+    pub fn drop_body(&mut self) {
+        if let Action::UpdateTemplate { body, .. }
+        | Action::SetTraffic { body, .. }
+        | Action::RecordRestartGeneration { body, .. } = self
+        {
+            *body = Value::Null;
+        }
+    }
+
     /// Whether the action writes to Azure (waiting does not).
     pub fn is_write(&self) -> bool {
         !matches!(self, Action::WaitUntilRunning { .. })
