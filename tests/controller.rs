@@ -627,8 +627,9 @@ fn two_replicas_one_leader_and_the_other_takes_over_when_it_dies() {
     );
 }
 
-/// An ARM call to the simulator as an operator would make it (`az containerapp ...`).
-fn arm(base: &str, method: &str, path: &str) -> Value {
+/// An ARM call to the simulator as an operator would make it (`az containerapp ...`): the
+/// HTTP status (a 409 while the controller writes is normal) and the JSON body.
+fn arm_call(base: &str, method: &str, path: &str) -> (u16, Value) {
     let token: Value = serde_json::from_slice(
         &Command::new("curl")
             .args(["-s", "-X", "POST", &format!("{base}/_sim/token")])
@@ -638,29 +639,7 @@ fn arm(base: &str, method: &str, path: &str) -> Value {
     )
     .unwrap();
     let out = Command::new("curl")
-        .args(["-s", "-X", method, "-H", "Content-Length: 0", "-H"])
-        .arg(format!(
-            "Authorization: Bearer {}",
-            token["access_token"].as_str().unwrap()
-        ))
-        .arg(format!("{base}{path}?api-version=2026-01-01"))
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-}
-
-/// The HTTP status of an operator's ARM call (a 409 while the controller writes is normal).
-fn arm_status(base: &str, method: &str, path: &str) -> u16 {
-    let token: Value = serde_json::from_slice(
-        &Command::new("curl")
-            .args(["-s", "-X", "POST", &format!("{base}/_sim/token")])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    let out = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", method])
+        .args(["-s", "-w", "\n%{http_code}", "-X", method])
         .args(["-H", "Content-Length: 0", "-H"])
         .arg(format!(
             "Authorization: Bearer {}",
@@ -669,10 +648,16 @@ fn arm_status(base: &str, method: &str, path: &str) -> u16 {
         .arg(format!("{base}{path}?api-version=2026-01-01"))
         .output()
         .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        code.trim().parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+fn arm(base: &str, method: &str, path: &str) -> Value {
+    arm_call(base, method, path).1
 }
 
 #[test]
@@ -751,7 +736,7 @@ fn the_steady_state_skips_unchanged_apps_yet_catches_a_revision_activated_by_han
     for name in &inactive {
         let path = format!("{app}/revisions/{name}/activate");
         wait_for("an activation by hand", Duration::from_secs(10), || {
-            arm_status(&base, "POST", &path) == 200
+            arm_call(&base, "POST", &path).0 == 200
         });
     }
     let started = Instant::now();
