@@ -117,6 +117,11 @@ impl Tokens {
         self.mint(claims, grant, now)
     }
 
+    /// Every token issued so far (for tests that look for leaks).
+    pub fn issued(&self) -> Vec<String> {
+        self.issued.keys().cloned().collect()
+    }
+
     /// The grant of a token that this simulator issued and that has not expired.
     pub fn check(&self, token: &str, now: Millis) -> Option<&Grant> {
         self.issued

@@ -118,6 +118,12 @@ impl Sim {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Every token this simulator has issued (ARM, ACR refresh and access), for tests that
+    /// look for leaks.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.tokens().issued()
+    }
+
     /// Issues an Entra-style access token for `audience` (what the identity endpoints hand
     /// out; tests use it to call the simulator directly).
     pub fn issue_token(&self, audience: &str) -> String {
