@@ -154,6 +154,24 @@ fn sub_id(i: usize) -> String {
     format!("00000000-0000-4000-8000-{:012x}", 0xf1ee7 + i)
 }
 
+/// How many apps, spread over how many resource groups and subscriptions.
+#[derive(Clone, Copy)]
+struct Fleet {
+    apps: usize,
+    groups: usize,
+    subscriptions: usize,
+}
+
+impl From<&Args> for Fleet {
+    fn from(a: &Args) -> Self {
+        Self {
+            apps: a.apps,
+            groups: a.groups,
+            subscriptions: a.subscriptions,
+        }
+    }
+}
+
 /// How the apps are written.
 #[derive(Clone, Copy, PartialEq)]
 enum Shape {
@@ -169,18 +187,18 @@ enum Shape {
 /// policy), only the apps `only` accepts.
 fn write_fleet(
     dir: &Path,
-    args: &Args,
+    fleet: Fleet,
     shape: Shape,
     only: Option<&dyn Fn(usize) -> bool>,
 ) -> Result<()> {
     std::fs::create_dir_all(dir)?;
-    let mut files: Vec<String> = vec![String::new(); args.groups];
-    for i in 0..args.apps {
+    let mut files: Vec<String> = vec![String::new(); fleet.groups];
+    for i in 0..fleet.apps {
         if only.is_some_and(|f| !f(i)) {
             continue;
         }
-        let g = i % args.groups;
-        let sub = sub_id(g % args.subscriptions);
+        let g = i % fleet.groups;
+        let sub = sub_id(g % fleet.subscriptions);
         let spec = match shape {
             Shape::Desired => {
                 "  revisionMode: multiple\n  traffic: [{latestRevision: true, weight: 100}]\n  revisionRetention: {keepActive: 5}\n"
@@ -369,9 +387,9 @@ fn fleet_run(exe: &Path, args: &Args, buckets: bool, with_steady: bool) -> Resul
     let work = std::env::temp_dir().join(format!("acar-fleet-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     let dir = work.join("desired");
-    write_fleet(&dir, args, Shape::Desired, None)?;
+    write_fleet(&dir, args.into(), Shape::Desired, None)?;
     let seed_dir = work.join("seed");
-    write_fleet(&seed_dir, args, Shape::Seed, None)?;
+    write_fleet(&seed_dir, args.into(), Shape::Seed, None)?;
     let (_sim, base) = simulator(exe, &seed_dir, buckets)?;
 
     // The apps that start in sync: converged first, unmeasured.
@@ -379,7 +397,7 @@ fn fleet_run(exe: &Path, args: &Args, buckets: bool, with_steady: bool) -> Resul
     if drifted < args.apps {
         let calm = work.join("in-sync");
         let keep = |i: usize| i >= drifted;
-        write_fleet(&calm, args, Shape::Desired, Some(&keep))?;
+        write_fleet(&calm, args.into(), Shape::Desired, Some(&keep))?;
         let _ = http()
             .patch(format!("{base}/_sim/config"))
             .json(&json!({"throttling": {"enabled": false}, "revisionReadyMs": 50, "lroMs": 50}))
@@ -458,7 +476,9 @@ fn fleet_run(exe: &Path, args: &Args, buckets: bool, with_steady: bool) -> Resul
         converged.as_secs_f64()
     );
     let t = store::Throttling::default();
-    let floor = |n: u64, burst: f64, rate: f64| ((n as f64 - burst).max(0.0) / rate).max(0.0);
+    // ARM's buckets are per subscription; the fleet spreads evenly over them.
+    let subs = args.subscriptions.max(1) as f64;
+    let floor = |n: u64, burst: f64, rate: f64| (n as f64 / subs - burst).max(0.0) / rate;
     let mut run = json!({
         "buckets": buckets,
         "converge": {
@@ -468,7 +488,7 @@ fn fleet_run(exe: &Path, args: &Args, buckets: bool, with_steady: bool) -> Resul
             "writesPerDriftedApp": writes as f64 / drifted.max(1) as f64,
             "reads": reads,
             "throttled429": throttled,
-            "writeFloorSeconds": if buckets { floor(writes, t.write_burst, t.write_per_second) * args.subscriptions as f64 / args.subscriptions as f64 } else { 0.0 },
+            "writeFloorSeconds": if buckets { floor(writes, t.write_burst, t.write_per_second) } else { 0.0 },
             "readFloorSeconds": if buckets { floor(reads, t.read_burst, t.read_per_second) } else { 0.0 },
             "tagDeletes": op(&c, "ACR_DeleteTag"),
         },
@@ -579,8 +599,12 @@ fn fleet_run(exe: &Path, args: &Args, buckets: bool, with_steady: bool) -> Resul
 fn planner(n: usize, rounds: usize) -> Result<Value> {
     let work = std::env::temp_dir().join(format!("acar-planner-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
-    let args = Args::parse_from(["fleet", "--apps", &n.to_string(), "--groups", "10"]);
-    write_fleet(&work, &args, Shape::Desired, None)?;
+    let fleet = Fleet {
+        apps: n,
+        groups: 10,
+        subscriptions: 1,
+    };
+    write_fleet(&work, fleet, Shape::Desired, None)?;
     let loaded = aca_reconciler::spec::load(std::slice::from_ref(&work), &Default::default());
     let _ = std::fs::remove_dir_all(&work);
     if !loaded.diagnostics.is_empty() {
@@ -589,7 +613,7 @@ fn planner(n: usize, rounds: usize) -> Result<Value> {
     let now = aca_reconciler::time::Clock::new().now();
     // Plans for drifted apps: seeded from the seed shape, planned against the desired one.
     let seed_dir = work.with_extension("seed");
-    write_fleet(&seed_dir, &args, Shape::Seed, None)?;
+    write_fleet(&seed_dir, fleet, Shape::Seed, None)?;
     let seeded = aca_reconciler::spec::load(std::slice::from_ref(&seed_dir), &Default::default());
     let _ = std::fs::remove_dir_all(&seed_dir);
     let world = seed::from_desired(&seeded.state, store::Config::default(), now);

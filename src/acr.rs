@@ -71,6 +71,9 @@ fn yes() -> bool {
 
 type Cache = Mutex<HashMap<(String, String), (SecretToken, Instant)>>;
 
+/// Timeout of one data-plane exchange.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The ACR client.
 #[derive(Debug)]
 pub struct AcrClient {
@@ -99,7 +102,7 @@ impl AcrClient {
         }
         let http = reqwest::Client::builder()
             .user_agent(USER_AGENT)
-            .timeout(Duration::from_secs(60))
+            .timeout(REQUEST_TIMEOUT)
             .build()
             .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {
@@ -261,17 +264,20 @@ impl AcrClient {
             let result = with_retries(&self.retry, true, &what, || async {
                 let token = self.access_token(login, scope).await?;
                 let transport = |e: reqwest::Error| Error::Transport { method: method.to_string(), resource: path.clone(), message: arm::without_url(&e) };
-                let mut req = self
+                let timeout = if method == Method::GET {
+                    REQUEST_TIMEOUT
+                } else {
+                    crate::lease::write_timeout(self.fence.get(), REQUEST_TIMEOUT)?
+                };
+                let resp = self
                     .http
                     .request(method.clone(), url)
                     .bearer_auth(token.expose())
-                    .header("x-ms-client-request-id", arm::new_request_id());
-                if method != Method::GET
-                    && let Some(window) = self.fence.get().map(crate::lease::Fence::write_window).transpose()?.flatten()
-                {
-                    req = req.timeout(window.min(Duration::from_secs(60)));
-                }
-                let resp = req.send().await.map_err(transport)?;
+                    .header("x-ms-client-request-id", arm::new_request_id())
+                    .timeout(timeout)
+                    .send()
+                    .await
+                    .map_err(transport)?;
                 let status = resp.status().as_u16();
                 let headers = resp.headers().clone();
                 let body = resp.bytes().await.map_err(transport)?;

@@ -98,6 +98,18 @@ impl Fence {
     }
 }
 
+/// The timeout for a write sent now: `normal` without a fence, else the time left on the
+/// lease when that is shorter. One rule for every client that writes.
+///
+/// # Errors
+/// [`NotLeader`] when the fence does not allow a write now.
+pub fn write_timeout(fence: Option<&Fence>, normal: Duration) -> Result<Duration, NotLeader> {
+    match fence.map(Fence::write_window).transpose()?.flatten() {
+        Some(window) => Ok(window.min(normal)),
+        None => Ok(normal),
+    }
+}
+
 /// How the lease is held.
 #[derive(Debug, Clone)]
 pub struct LeaseConfig {
@@ -239,16 +251,13 @@ impl Elector {
         let blob = self.config.display_url();
         tracing::info!(%blob, lease_duration_s = self.config.duration.as_secs(), lease_id = %self.lease_id, "leader election: contending for the lease");
         let mut deadline: Option<Instant> = None;
-        let mut last_refusal: Option<String> = None;
+        // The last refusal, so that a repeated one is logged once.
+        let mut last_refusal: Option<Refused> = None;
         loop {
-            let wait = match deadline {
-                Some(_) => self.config.renew_every(),
-                None => self.config.retry_every(),
-            };
             let wake = match deadline {
                 // While renewals fail, step down at the deadline even if a try is still waiting.
-                Some(d) => (Instant::now() + wait).min(d),
-                None => Instant::now() + wait,
+                Some(d) => (Instant::now() + self.config.renew_every()).min(d),
+                None => Instant::now() + self.config.retry_every(),
             };
             if deadline.is_some() || last_refusal.is_some() {
                 tokio::select! {
@@ -279,20 +288,22 @@ impl Elector {
                     last_refusal = None;
                     self.tx.send_replace(Some(until));
                 }
-                Err(Refused::Held) => {
-                    if deadline.take().is_some() {
-                        self.tx.send_replace(None);
-                        tracing::warn!(%blob, "leader election: the lease was lost (broken or taken); stopped acting");
-                    } else if last_refusal.is_none() {
-                        tracing::info!(%blob, "leader election: another replica leads; standing by");
+                Err(refused) => {
+                    let again = last_refusal.as_ref() == Some(&refused);
+                    match &refused {
+                        Refused::Held if deadline.take().is_some() => {
+                            self.tx.send_replace(None);
+                            tracing::warn!(%blob, "leader election: the lease was lost (broken or taken); stopped acting");
+                        }
+                        Refused::Held if !again => {
+                            tracing::info!(%blob, "leader election: another replica leads; standing by");
+                        }
+                        Refused::Failed(e) if !again => {
+                            tracing::warn!(%blob, error = %e, leading = deadline.is_some(), "leader election: the lease call failed; trying again");
+                        }
+                        _ => {}
                     }
-                    last_refusal = Some("held".to_owned());
-                }
-                Err(Refused::Failed(e)) => {
-                    if last_refusal.as_deref() != Some(e.as_str()) {
-                        tracing::warn!(%blob, error = %e, leading = deadline.is_some(), "leader election: the lease call failed; trying again");
-                    }
-                    last_refusal = Some(e);
+                    last_refusal = Some(refused);
                 }
             }
         }
@@ -353,6 +364,7 @@ impl Elector {
 }
 
 /// Why the lease was not held.
+#[derive(Debug, PartialEq)]
 enum Refused {
     /// Another replica holds it (409 LeaseAlreadyPresent), or ours is gone (409 LeaseIdMismatch...).
     Held,

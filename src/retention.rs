@@ -365,30 +365,17 @@ pub async fn protected_images(
                 protected.add(image, &format!("app {}", app.name));
             }
         }
-        add_raw_images(
-            &mut protected,
-            &app.raw.value(),
-            &format!("app {}", app.name),
-        );
+        // Init containers run images too; the typed model reads only `containers`.
+        for c in app.raw.template_init_containers() {
+            if let Some(image) = c.get("image").and_then(serde_json::Value::as_str) {
+                protected.add(image, &format!("app {}", app.name));
+            }
+        }
         for (revision, image) in &revisions {
             protected.add(image, &format!("revision {revision}"));
         }
     }
     Ok(protected)
-}
-
-/// Init containers run images too; the typed model reads only `containers`.
-fn add_raw_images(protected: &mut Protected, raw: &serde_json::Value, user: &str) {
-    if let Some(list) = raw
-        .pointer("/properties/template/initContainers")
-        .and_then(serde_json::Value::as_array)
-    {
-        for c in list {
-            if let Some(image) = c.get("image").and_then(serde_json::Value::as_str) {
-                protected.add(image, user);
-            }
-        }
-    }
 }
 
 fn app_key(app: &crate::arm::ContainerApp) -> Option<crate::spec::AppKey> {

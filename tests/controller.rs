@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Scratch, bin, root};
+use common::{Scratch, bin, free_port, get, post, root, send, wait_for};
 use serde_json::Value;
 
 /// A child process killed when dropped.
@@ -21,14 +21,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `simulate` seeded from `desired`, returning its base URL.
@@ -108,50 +100,8 @@ fn controller_with(
     Proc(child)
 }
 
-fn get(url: &str) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-s", "-o", "-", "-w", "\n%{http_code}", url])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_owned())
-}
-
-fn post(url: &str, auth: Option<&str>) -> u16 {
-    let mut cmd = Command::new("curl");
-    cmd.args([
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "-X",
-        "POST",
-        url,
-    ]);
-    if let Some(a) = auth {
-        cmd.args(["-H", &format!("Authorization: Bearer {a}")]);
-    }
-    String::from_utf8_lossy(&cmd.output().unwrap().stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
-}
-
 fn sim_json(base: &str, path: &str) -> Value {
     serde_json::from_str(&get(&format!("{base}/_sim/{path}")).1).unwrap()
-}
-
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while started.elapsed() < timeout {
-        if ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 fn copy_tree(from: &Path, to: &Path) {
@@ -479,26 +429,12 @@ fn two_replicas_one_leader_and_the_other_takes_over_when_it_dies() {
     std::fs::create_dir_all(&storage).unwrap();
     let (_azurite, account) = azurite(&storage);
     let sas = azurite_sas();
-    let made = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-X",
-            "PUT",
-            "-H",
-            "Content-Length: 0",
-        ])
-        .arg(format!("{account}/leases?restype=container&{sas}"))
-        .output()
-        .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&made.stdout),
-        "201",
-        "creating the container"
+    let made = send(
+        "PUT",
+        &format!("{account}/leases?restype=container&{sas}"),
+        None,
     );
+    assert_eq!(made, 201, "creating the container");
     let lease = format!("{account}/leases/aca-reconciler?{sas}");
     let (_sim, base) = simulator(&desired, &["--revision-ready", "1s", "--lro", "sync"]);
     let log = |name: &str| Stdio::from(std::fs::File::create(s.path().join(name)).unwrap());

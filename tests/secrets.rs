@@ -8,24 +8,15 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aca_reconciler::simulator::seed;
 use aca_reconciler::simulator::store::{Config, LroMode};
 use aca_reconciler::time::Clock;
-use common::{Scratch, bin, example_state, root, start_sim};
+use common::{Scratch, bin, example_state, free_port, get, post, root, start_sim, wait_for};
 
 const TRIGGER: &str = "trigger-canary-7f3a9c";
 const IDENTITY_HEADER: &str = "test-identity-header";
-
-fn curl(args: &[&str]) -> String {
-    let out = Command::new("curl")
-        .args(["-s"])
-        .args(args)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_token_or_secret_reaches_logs_status_metrics_or_plans() {
@@ -96,11 +87,7 @@ async fn no_token_or_secret_reaches_logs_status_metrics_or_plans() {
             ];
 
             // run: converge, serve the endpoints, take a webhook, stop.
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+            let port = free_port();
             let ep = format!("http://127.0.0.1:{port}");
             let log_path = s_path.join("run.log");
             let mut run = bin(&root);
@@ -117,36 +104,14 @@ async fn no_token_or_secret_reaches_logs_status_metrics_or_plans() {
             .stderr(std::fs::File::create(&log_path).unwrap());
             with_azure(&mut run);
             let mut child = run.spawn().unwrap();
-            let started = Instant::now();
-            while curl(&[
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                &format!("{ep}/readyz"),
-            ]) != "200"
-            {
-                assert!(
-                    started.elapsed() < Duration::from_secs(60),
-                    "run never became ready"
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let webhook = curl(&[
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "-X",
-                "POST",
-                "-H",
-                &format!("Authorization: Bearer {TRIGGER}"),
-                &format!("{ep}/reconcile"),
-            ]);
-            assert_eq!(webhook, "202");
+            wait_for("run to be ready", Duration::from_secs(60), || {
+                get(&format!("{ep}/readyz")).0 == 200
+            });
+            let webhook = post(&format!("{ep}/reconcile"), Some(TRIGGER));
+            assert_eq!(webhook, 202);
             std::thread::sleep(Duration::from_secs(1));
-            captured.push(("/status", curl(&[&format!("{ep}/status")])));
-            captured.push(("/metrics", curl(&[&format!("{ep}/metrics")])));
+            captured.push(("/status", get(&format!("{ep}/status")).1));
+            captured.push(("/metrics", get(&format!("{ep}/metrics")).1));
             Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
                 .status()

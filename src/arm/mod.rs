@@ -310,17 +310,6 @@ impl ArmClient {
         let _ = self.fence.set(fence);
     }
 
-    /// How long a write sent now may take (`None`: no limit beyond the request timeout).
-    ///
-    /// # Errors
-    /// [`Error::NotLeader`] when leader election is on and this replica may not write.
-    pub fn write_window(&self) -> Result<Option<Duration>, Error> {
-        match self.fence.get() {
-            Some(f) => Ok(f.write_window()?),
-            None => Ok(None),
-        }
-    }
-
     /// Reports every request to `metrics` from now on (the first call wins).
     pub fn set_metrics(&self, metrics: Arc<metrics::ArmMetrics>) {
         let _ = self.metrics.set(metrics);
@@ -370,9 +359,11 @@ impl ArmClient {
     async fn attempt(&self, call: &Call<'_>, path: &str, kind: Kind) -> Result<Reply, Error> {
         let token = self.tokens.token().await?;
         // Checked after the token and the bucket, right before the write leaves.
-        let window = match kind {
-            Kind::Write => self.write_window()?,
-            Kind::Read => None,
+        let timeout = match kind {
+            Kind::Write => {
+                crate::lease::write_timeout(self.fence.get(), self.config.request_timeout)?
+            }
+            Kind::Read => self.config.request_timeout,
         };
         let request_id = new_request_id();
         let started = Instant::now();
@@ -381,10 +372,8 @@ impl ArmClient {
             .request(call.method.clone(), &call.url)
             .bearer_auth(token.expose())
             .header("x-ms-client-request-id", &request_id)
-            .header("x-ms-return-client-request-id", "true");
-        if let Some(window) = window {
-            req = req.timeout(window.min(self.config.request_timeout));
-        }
+            .header("x-ms-return-client-request-id", "true")
+            .timeout(timeout);
         if let Some(body) = call.body {
             req = req.json(body);
         }

@@ -34,14 +34,19 @@ impl RawJson {
         serde_json::from_str(self.text()).unwrap_or(Value::Null)
     }
 
-    /// The value at a JSON pointer, parsed.
-    pub fn pointer(&self, pointer: &str) -> Option<Value> {
-        self.value().pointer(pointer).cloned()
+    /// `properties.template.containers`: what a PATCH that changes an image must send back
+    /// whole.
+    pub fn template_containers(&self) -> Vec<Value> {
+        self.template_lists().containers
     }
 
-    /// `properties.template.containers`, parsed alone (the rest of the text is skipped, not
-    /// built): what a PATCH that changes an image must send back whole.
-    pub fn template_containers(&self) -> Vec<Value> {
+    /// `properties.template.initContainers` (they run images too).
+    pub fn template_init_containers(&self) -> Vec<Value> {
+        self.template_lists().init_containers
+    }
+
+    /// The template's container lists, parsed alone: the rest of the text is skipped, not built.
+    fn template_lists(&self) -> TemplateLists {
         #[derive(Deserialize, Default)]
         #[serde(default)]
         struct App {
@@ -50,17 +55,19 @@ impl RawJson {
         #[derive(Deserialize, Default)]
         #[serde(default)]
         struct Properties {
-            template: Template,
-        }
-        #[derive(Deserialize, Default)]
-        #[serde(default)]
-        struct Template {
-            containers: Vec<Value>,
+            template: TemplateLists,
         }
         serde_json::from_str::<App>(self.text())
-            .map(|a| a.properties.template.containers)
+            .map(|a| a.properties.template)
             .unwrap_or_default()
     }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct TemplateLists {
+    containers: Vec<Value>,
+    init_containers: Vec<Value>,
 }
 
 /// `Microsoft.App/containerApps`.

@@ -32,6 +32,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -441,23 +443,21 @@ async fn pass_by_group(
         ))),
         ..options.clone()
     };
-    let futures: Vec<futures_util::future::BoxFuture<'_, Vec<AppReport>>> = groups
+    // Boxed first, as in live::snapshot (rustc's lifetime inference inside a spawned pass).
+    let futures: Vec<BoxFuture<'_, Vec<AppReport>>> = groups
         .into_values()
-        .map(
-            |group| -> futures_util::future::BoxFuture<'_, Vec<AppReport>> {
-                Box::pin(async move {
-                    let live =
-                        crate::live::snapshot_since(client, &group, options.concurrency, fresh)
-                            .await;
-                    crate::apply::apply(client, &group, live, options, Clock::new()).await
-                })
-            },
-        )
+        .map(|group| -> BoxFuture<'_, Vec<AppReport>> {
+            Box::pin(async move {
+                let live =
+                    crate::live::snapshot_since(client, &group, options.concurrency, fresh).await;
+                crate::apply::apply(client, &group, live, options, Clock::new()).await
+            })
+        })
         .collect();
-    let done: Vec<Vec<AppReport>> = futures_util::StreamExt::collect(
-        futures_util::StreamExt::buffer_unordered(futures_util::stream::iter(futures), 2),
-    )
-    .await;
+    let done: Vec<Vec<AppReport>> = futures_util::stream::iter(futures)
+        .buffer_unordered(2)
+        .collect()
+        .await;
     done.into_iter().flatten().collect()
 }
 

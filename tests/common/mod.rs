@@ -6,6 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 /// A fresh directory under the target dir, removed when dropped (kept if the test panicked,
 /// so it can be inspected).
@@ -243,4 +244,56 @@ pub fn unowned(mut app: serde_json::Value) -> serde_json::Value {
         .remove(aca_reconciler::plan::RESTART_TAG);
     app.as_object_mut().unwrap().remove("systemData");
     app
+}
+
+/// A free loopback port (bound and released: good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET with curl: (status, body); status 0 if nothing answered.
+pub fn get(url: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "-", "-w", "\n%{http_code}", url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+/// POST with curl, with an optional bearer token: the status.
+pub fn post(url: &str, auth: Option<&str>) -> u16 {
+    send("POST", url, auth)
+}
+
+/// A bodiless request with curl, with an optional bearer token: the status (0 if nothing
+/// answered).
+pub fn send(method: &str, url: &str, auth: Option<&str>) -> u16 {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", method])
+        .args(["-H", "Content-Length: 0", url]);
+    if let Some(a) = auth {
+        cmd.args(["-H", &format!("Authorization: Bearer {a}")]);
+    }
+    String::from_utf8_lossy(&cmd.output().unwrap().stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// Polls `ok` every 100 ms; panics naming `what` after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        if ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
 }
