@@ -6,6 +6,9 @@
 //! ([`crate::plan::needs_revisions`]). A failed read makes the apps it covers
 //! [`Observed::Unreadable`]: a partial read never yields actions for the apps it missed.
 //!
+//! An app whose restart was begun but not recorded ([`crate::plan::pending_restart`]) also has
+//! the replicas of its active revisions read, so the planner restarts only what still needs it.
+//!
 //! `run` also skips the revision list of an app it verified in sync recently, as long as the
 //! app's live summary and its spec are unchanged since ([`fingerprint`],
 //! [`snapshot_since`]): the list read shows any write to the app (template, traffic, tags,
@@ -156,11 +159,25 @@ pub async fn snapshot_since(
         }
     }
     type Listed = (AppKey, Result<Vec<Revision>, crate::arm::Error>);
+    let pending: std::collections::BTreeSet<AppKey> = need_revisions
+        .iter()
+        .filter(|key| match state.apps.get(*key) {
+            Some(Observed::Found { app, .. }) => crate::plan::pending_restart(app).is_some(),
+            _ => false,
+        })
+        .cloned()
+        .collect();
     let futures: Vec<BoxFuture<'_, Listed>> = need_revisions
         .into_iter()
         .map(|key| -> BoxFuture<'_, Listed> {
+            let pending = pending.contains(&key);
             Box::pin(async move {
-                let r = client.list_revisions(&key).await;
+                let mut r = client.list_revisions(&key).await;
+                if let (true, Ok(list)) = (pending, &mut r)
+                    && let Err(e) = read_replicas(client, &key, list).await
+                {
+                    r = Err(e);
+                }
                 (key, r)
             })
         })
@@ -197,7 +214,11 @@ pub async fn observe_app(
     match client.get_app(key).await {
         Ok(app) => {
             let revisions = if with_revisions {
-                Some(client.list_revisions(key).await?)
+                let mut list = client.list_revisions(key).await?;
+                if crate::plan::pending_restart(&app).is_some() {
+                    read_replicas(client, key, &mut list).await?;
+                }
+                Some(list)
             } else {
                 None
             };
@@ -209,4 +230,18 @@ pub async fn observe_app(
         Err(e) if e.status() == Some(404) => Ok(Observed::Missing),
         Err(e) => Err(e),
     }
+}
+
+/// Reads the replicas of each active revision, for an app whose restart was begun but maybe not
+/// finished ([`crate::plan::pending_restart`]). Rare: only after the controller stopped in the
+/// middle of a restart.
+async fn read_replicas(
+    client: &ArmClient,
+    key: &AppKey,
+    revisions: &mut [Revision],
+) -> Result<(), crate::arm::Error> {
+    for r in revisions.iter_mut().filter(|r| r.properties.active) {
+        r.replicas_created = Some(client.list_replicas(key, &r.name).await?);
+    }
+    Ok(())
 }

@@ -21,6 +21,7 @@ use crate::spec::DesiredState;
 const APPS_READ: &str = "Microsoft.App/containerApps/read";
 const APPS_WRITE: &str = "Microsoft.App/containerApps/write";
 const REVISIONS_READ: &str = "Microsoft.App/containerApps/revisions/read";
+const REPLICAS_READ: &str = "Microsoft.App/containerApps/revisions/replicas/read";
 const ACTIVATE: &str = "Microsoft.App/containerApps/revisions/activate/action";
 const DEACTIVATE: &str = "Microsoft.App/containerApps/revisions/deactivate/action";
 const RESTART: &str = "Microsoft.App/containerApps/revisions/restart/action";
@@ -46,6 +47,7 @@ pub fn action_of(route: &str) -> Option<&'static [&'static str]> {
         "containerApps.list" | "containerApps.get" => &[APPS_READ],
         "containerApps.update" => &[APPS_WRITE],
         "revisions.list" | "revisions.get" => &[REVISIONS_READ],
+        "replicas.list" => &[REPLICAS_READ],
         "revisions.activate" => &[ACTIVATE],
         "revisions.deactivate" => &[DEACTIVATE],
         "revisions.restart" => &[RESTART],
@@ -108,6 +110,7 @@ pub fn permissions(desired: &DesiredState) -> Value {
                 APPS_READ,
                 APPS_WRITE,
                 REVISIONS_READ,
+                REPLICAS_READ,
                 ACTIVATE,
                 DEACTIVATE,
                 RESTART,
@@ -199,6 +202,10 @@ mod tests {
             (
                 "GET",
                 "/subscriptions/s/resourceGroups/rg/providers/Microsoft.App/containerApps/ca/revisions/r",
+            ),
+            (
+                "GET",
+                "/subscriptions/s/resourceGroups/rg/providers/Microsoft.App/containerApps/ca/revisions/r/replicas",
             ),
             (
                 "POST",

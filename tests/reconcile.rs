@@ -487,6 +487,72 @@ async fn a_restart_after_secret_rotation_happens_once() {
 }
 
 #[tokio::test]
+async fn a_restart_cut_short_is_finished_not_repeated() {
+    // Live: a Multiple-mode app with several active revisions, in sync.
+    let base = "  revisionMode: multiple\n  revisionRetention: {keepActive: 3}\n";
+    let d0 = desired(&app_yaml("ca-auth", base));
+    let e = env(seed::from_desired(&d0, fast(), Clock::new().now())).await;
+    assert_eq!(pass(&e, &d0).await[0].result, AppResult::Converged);
+    let d = desired(&app_yaml(
+        "ca-auth",
+        &format!("{base}  restartGeneration: 4\n"),
+    ));
+    let k = key("ca-auth");
+    let app = e.client.get_app(&k).await.unwrap();
+    let revisions = e.client.list_revisions(&k).await.unwrap();
+    let planned = plan::plan_app(
+        &d.apps[&k],
+        plan::Observed {
+            app: &app,
+            revisions: Some(&revisions),
+        },
+        Clock::new().now(),
+    );
+    let restarts: Vec<&str> = planned
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Restart { revision, .. } => Some(revision.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(restarts.len() >= 2, "two or more active revisions");
+    let Action::MarkRestartPending { body, .. } = &planned.actions[0] else {
+        panic!("the pending tag comes first: {:?}", planned.actions)
+    };
+    // The controller marks the restart, restarts the first revision, and dies.
+    e.client.patch_app(&k, body).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_000)).await; // as the executor does
+    e.client
+        .revision_action(&k, restarts[0], RevisionAction::Restart)
+        .await
+        .unwrap();
+    // Back up: the next pass restarts the others, not the first again, and records it.
+    assert_eq!(pass(&e, &d).await[0].result, AppResult::Converged);
+    let log = sim(&e, "restarts").await;
+    for r in &restarts {
+        let n = log
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["revision"] == *r)
+            .count();
+        assert_eq!(n, 1, "{r} restarted once for generation 4: {log}");
+    }
+    let app = e.client.get_app(&k).await.unwrap();
+    assert_eq!(
+        app.tags.get(plan::RESTART_TAG).map(String::as_str),
+        Some("4")
+    );
+    assert_eq!(
+        plan::pending_restart(&app),
+        None,
+        "recorded: nothing pending"
+    );
+    assert_eq!(pass(&e, &d).await[0].result, AppResult::InSync);
+}
+
+#[tokio::test]
 async fn a_failing_image_leaves_traffic_where_it_was_and_is_reported() {
     let d = desired(&app_yaml(
         "ca-bad",

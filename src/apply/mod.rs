@@ -205,9 +205,9 @@ fn take_budget_n(budget: &AtomicUsize, n: usize) -> bool {
 /// - A template change goes with the wait for its revision, and a revision-mode change with the
 ///   template change that follows it (the template does not depend on the mode, so re-reading
 ///   in between would cost two reads for the same plan).
-/// - A set of restarts goes with the tag that records them: re-planning between them would
-///   restart the same revisions again, since the generation is recorded only after the last
-///   restart.
+/// - A set of restarts goes with the pending tag before it and the tag that records it after:
+///   re-planning between them would restart the same revisions again, since the generation is
+///   recorded only after the last restart.
 /// - Consecutive deactivations go together: each is of a revision with no traffic that the spec
 ///   does not keep, so none changes whether the others are right, and re-reading between them
 ///   would cost two reads each for the same plan.
@@ -216,7 +216,9 @@ fn step_of(actions: Vec<Action>) -> Vec<Action> {
     let restarts = run_of(|a| {
         matches!(
             a,
-            Action::Restart { .. } | Action::RecordRestartGeneration { .. }
+            Action::MarkRestartPending { .. }
+                | Action::Restart { .. }
+                | Action::RecordRestartGeneration { .. }
         )
     });
     let deactivations = run_of(|a| matches!(a, Action::Deactivate { .. }));
@@ -333,7 +335,7 @@ async fn converge(
         for action in step {
             let description = render::describe(&action);
             let started = Instant::now();
-            let result = execute(client, &key, &action, options).await;
+            let result = execute(client, &key, &action, options, clock).await;
             let ms = started.elapsed().as_millis() as u64;
             let written = result.as_ref().ok().cloned().unwrap_or_default();
             match &result {
@@ -396,12 +398,22 @@ async fn execute(
     key: &AppKey,
     action: &Action,
     options: &ApplyOptions,
+    clock: Clock,
 ) -> Result<Written, Error> {
     match action {
         Action::SetRevisionMode { to, .. } => client.patch_app(key, &plan::mode_body(to)).await,
         Action::UpdateTemplate { body, .. }
         | Action::SetTraffic { body, .. }
         | Action::RecordRestartGeneration { body, .. } => client.patch_app(key, body).await,
+        Action::MarkRestartPending { body, since, .. } => {
+            let written = client.patch_app(key, body).await?;
+            // No restart before `since`, so that only replicas of the restarts show a later
+            // time (plan::pending_restart).
+            let since = crate::time::parse(since).unwrap_or(0);
+            let wait = u64::try_from(since - clock.now()).unwrap_or(0).min(2_000);
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            Ok(written)
+        }
         Action::Activate { revision } => {
             client
                 .revision_action(key, revision, RevisionAction::Activate)

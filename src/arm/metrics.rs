@@ -76,6 +76,7 @@ pub fn route(method: &str, path: &str) -> &'static str {
         "POST" if ends("/activate") => "revisions.activate",
         "POST" if ends("/deactivate") => "revisions.deactivate",
         "POST" if ends("/restart") => "revisions.restart",
+        "GET" if ends("/replicas") => "replicas.list",
         "GET" if ends("/revisions") => "revisions.list",
         "GET" if p.contains("/revisions/") => "revisions.get",
         "GET" if ends("/containerapps") => "containerApps.list",

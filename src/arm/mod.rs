@@ -693,6 +693,54 @@ impl ArmClient {
             .collect()
     }
 
+    /// When each replica of a revision was created (replicas are not paged, N§1.1). A
+    /// replica without a readable `createdTime` counts as created at 0 (the oldest).
+    ///
+    /// # Errors
+    /// The read failed.
+    pub async fn list_replicas(
+        &self,
+        key: &AppKey,
+        revision: &str,
+    ) -> Result<Vec<crate::time::Millis>, Error> {
+        #[derive(serde::Deserialize)]
+        struct Replicas {
+            #[serde(default)]
+            value: Vec<Replica>,
+        }
+        #[derive(serde::Deserialize, Default)]
+        #[serde(default, rename_all = "camelCase")]
+        struct Replica {
+            properties: ReplicaProperties,
+        }
+        #[derive(serde::Deserialize, Default)]
+        #[serde(default, rename_all = "camelCase")]
+        struct ReplicaProperties {
+            created_time: Option<String>,
+        }
+        let path = format!("{}/revisions/{revision}/replicas", key.resource_id());
+        let call = Call {
+            method: Method::GET,
+            url: self.url(&path),
+            body: None,
+            subscription: Some(&key.subscription),
+            idempotent: true,
+        };
+        let reply = self.send(&call).await?;
+        let list: Replicas = Self::decode(&path, &reply.body)?;
+        Ok(list
+            .value
+            .iter()
+            .map(|r| {
+                r.properties
+                    .created_time
+                    .as_deref()
+                    .and_then(crate::time::parse)
+                    .unwrap_or(0)
+            })
+            .collect())
+    }
+
     /// One revision.
     ///
     /// # Errors

@@ -179,6 +179,10 @@ pub struct Revision {
     pub name: String,
     /// `properties`.
     pub properties: RevisionProperties,
+    /// When each of its replicas was created, if they were read (only to finish an interrupted
+    /// restart: [`crate::plan::pending_restart`]).
+    #[serde(skip)]
+    pub replicas_created: Option<Vec<crate::time::Millis>>,
 }
 
 /// `properties` of a revision.

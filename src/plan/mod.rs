@@ -11,8 +11,8 @@
 //! 5. set the whole traffic list;
 //! 6. deactivate surplus revisions, oldest first, never the latest, one with traffic, or one
 //!    the spec names;
-//! 7. restart the active revisions for a raised `restartGeneration`, then record it in the
-//!    app's tag.
+//! 7. for a raised `restartGeneration`: mark the restart pending in a tag, restart the active
+//!    revisions, then record the generation in the app's tag.
 //!
 //! The executor carries out only the first action, reads the app again and plans anew, so a
 //! plan is always computed from what Azure says now. Before it returns, the planner checks its
@@ -31,6 +31,11 @@ use crate::time::Millis;
 
 /// The Azure tag that remembers the restart generation last applied (contract section 3).
 pub const RESTART_TAG: &str = "aca-reconciler-restart-generation";
+
+/// The Azure tag written just before the restarts of a generation, `<generation>@<RFC 3339>`:
+/// if the controller dies between the restarts and [`RESTART_TAG`], the next pass restarts only
+/// the revisions that still run a replica created before that time.
+pub const RESTART_PENDING_TAG: &str = "aca-reconciler-restart-pending";
 
 /// One step towards the desired state.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -86,6 +91,18 @@ pub enum Action {
         /// The retention that asks for it.
         keep_active: u32,
     },
+    /// Record in the app's tag that the restarts of `generation` begin at `since`; the executor
+    /// waits until then (at most a second) before the first restart.
+    #[serde(rename_all = "camelCase")]
+    MarkRestartPending {
+        /// The generation about to be applied.
+        generation: u64,
+        /// RFC 3339, a whole second: replicas created since then run after the restart.
+        since: String,
+        /// The merge-patch body (dropped once sent: [`Action::drop_body`]).
+        #[serde(skip_serializing_if = "Value::is_null")]
+        body: Value,
+    },
     /// Restart a revision (for a raised `restartGeneration`).
     #[serde(rename_all = "camelCase")]
     Restart {
@@ -113,6 +130,7 @@ impl Action {
     pub fn drop_body(&mut self) {
         if let Action::UpdateTemplate { body, .. }
         | Action::SetTraffic { body, .. }
+        | Action::MarkRestartPending { body, .. }
         | Action::RecordRestartGeneration { body, .. } = self
         {
             *body = Value::Null;
@@ -253,6 +271,24 @@ pub fn recorded_generation(app: &ContainerApp) -> u64 {
         .unwrap_or(0)
 }
 
+/// The restart begun but maybe not finished: the pending tag's generation and time, if it
+/// names a generation above the recorded one.
+pub fn pending_restart(app: &ContainerApp) -> Option<(u64, Millis)> {
+    let (generation, since) = app.tags.get(RESTART_PENDING_TAG)?.split_once('@')?;
+    let generation: u64 = generation.trim().parse().ok()?;
+    let since = crate::time::parse(since.trim())?;
+    (generation > recorded_generation(app)).then_some((generation, since))
+}
+
+/// Whether every replica of `revision` was created at or after `since`: then it already runs
+/// as a restart at `since` would make it. Unknown or no replicas: not shown, so restart.
+fn restarted_since(revision: &Revision, since: Millis) -> bool {
+    revision
+        .replicas_created
+        .as_ref()
+        .is_some_and(|created| !created.is_empty() && created.iter().all(|t| *t >= since))
+}
+
 /// A revision suffix derived from the change: a retry of the same change from the same live
 /// revision gives the same suffix (so Azure refuses a second revision instead of minting one),
 /// while a change back and forth gets a new one. It starts with a letter and keeps the revision
@@ -294,8 +330,8 @@ fn image_of(app: &ContainerApp, container: &str) -> Option<String> {
         .and_then(|c| c.image.clone())
 }
 
-/// Plans one app. `now` is accepted for rules that depend on time (none yet in this kind).
-pub fn plan_app(spec: &AppSpec, observed: Observed<'_>, _now: Millis) -> AppPlan {
+/// Plans one app. `now` stamps the pending-restart tag.
+pub fn plan_app(spec: &AppSpec, observed: Observed<'_>, now: Millis) -> AppPlan {
     let app = observed.app;
     let blocked = |reason: String| AppPlan {
         outcome: Outcome::Blocked { reason },
@@ -623,10 +659,26 @@ pub fn plan_app(spec: &AppSpec, observed: Observed<'_>, _now: Millis) -> AppPlan
         }
     }
 
-    // 5. Restart for a raised generation, then record it.
+    // 5. Restart for a raised generation, then record it. The pending tag goes first, so a
+    //    restart interrupted after some revisions is finished, not repeated, on the next pass.
     if let Some(generation) = spec.restart_generation {
         let recorded = recorded_generation(app);
         if generation > recorded {
+            let pending = pending_restart(app)
+                .filter(|(g, _)| *g == generation)
+                .map(|(_, since)| since);
+            if pending.is_none() {
+                // The next whole second: ARM's times have whole seconds, so every replica that
+                // exists now shows a time before it, and the executor restarts only once it has
+                // passed (assumes the controller's clock within a second of Azure's, by NTP).
+                let since = crate::time::format_arm((now.div_euclid(1_000) + 1) * 1_000);
+                let body = json!({"tags": {RESTART_PENDING_TAG: format!("{generation}@{since}")}});
+                actions.push(Action::MarkRestartPending {
+                    generation,
+                    since,
+                    body,
+                });
+            }
             let deactivated: BTreeSet<String> = actions
                 .iter()
                 .filter_map(|a| match a {
@@ -637,6 +689,7 @@ pub fn plan_app(spec: &AppSpec, observed: Observed<'_>, _now: Millis) -> AppPlan
             for r in revisions.iter().filter(|r| {
                 (r.properties.active || activated.contains(&r.name))
                     && !deactivated.contains(&r.name)
+                    && !pending.is_some_and(|since| restarted_since(r, since))
             }) {
                 actions.push(Action::Restart {
                     revision: r.name.clone(),
@@ -729,9 +782,9 @@ pub fn check_invariants(
                     return Err(format!("deactivates {revision}, which the spec names"));
                 }
             }
-            Action::UpdateTemplate { body, .. } | Action::RecordRestartGeneration { body, .. } => {
-                owned_only(body)?
-            }
+            Action::UpdateTemplate { body, .. }
+            | Action::MarkRestartPending { body, .. }
+            | Action::RecordRestartGeneration { body, .. } => owned_only(body)?,
             Action::SetRevisionMode { .. } | Action::Activate { .. } | Action::Restart { .. } => {}
         }
     }
@@ -748,6 +801,7 @@ fn owned_only(body: &Value) -> Result<(), String> {
         "/properties/configuration/activeRevisionsMode",
         "/properties/configuration/ingress/traffic",
         "/tags/aca-reconciler-restart-generation",
+        "/tags/aca-reconciler-restart-pending",
     ];
     fn leaves(v: &Value, path: String, out: &mut Vec<String>) {
         match v {

@@ -72,6 +72,12 @@ pub fn describe(action: &Action) -> String {
             revision,
             keep_active,
         } => format!("- deactivate {revision} (keep {keep_active} active)"),
+        Action::MarkRestartPending {
+            generation, since, ..
+        } => format!(
+            "~ tag {}: {generation}@{since} (restarts of generation {generation} begin)",
+            super::RESTART_PENDING_TAG
+        ),
         Action::Restart {
             revision,
             generation,

@@ -222,6 +222,7 @@ pub fn from_desired(desired: &DesiredState, config: Config, now: Millis) -> Worl
                 ready_at: None,
                 fails: false,
                 restarts: 0,
+                replicas_since: None,
             });
         }
         // The desired images exist in their registries, so new revisions can start.

@@ -184,6 +184,11 @@ pub struct Revision {
     /// Restarts so far.
     #[serde(default)]
     pub restarts: u32,
+    /// When its current replicas were created, if not when it last became active: a restart
+    /// replaces every replica [assumption: learn.microsoft.com "revisions" says a restart
+    /// restarts the revision's replicas; the simulator recreates them].
+    #[serde(default)]
+    pub replicas_since: Option<Millis>,
 }
 
 impl Revision {
@@ -745,6 +750,7 @@ impl World {
                 ready_at: Some(now + self.config.revision_ready_ms as i64),
                 fails,
                 restarts: 0,
+                replicas_since: None,
             });
             set_path(&mut app, &["properties", "latestRevisionName"], json!(name));
             let fqdn_base = app
@@ -900,6 +906,7 @@ impl World {
                     ));
                 }
                 r.restarts += 1;
+                r.replicas_since = Some(now);
                 let name = r.name.clone();
                 self.restarts.push(Restart {
                     at: time::format_arm(now),
@@ -1578,7 +1585,7 @@ fn revision_json(rec: &AppRecord, r: &Revision, weights: &BTreeMap<String, i64>)
 
 fn replica_json(rec: &AppRecord, r: &Revision, i: u64) -> Value {
     let app_id = rec.app["id"].as_str().unwrap_or_default();
-    let h = splitmix(r.created as u64 ^ i);
+    let h = splitmix(r.created as u64 ^ i ^ (u64::from(r.restarts) << 32));
     let name = format!(
         "{}-{:09x}-{:05x}",
         r.name,
@@ -1607,7 +1614,7 @@ fn replica_json(rec: &AppRecord, r: &Revision, i: u64) -> Value {
         "name": name,
         "type": "Microsoft.App/containerApps/revisions/replicas",
         "properties": {
-            "createdTime": time::format_arm(r.last_active),
+            "createdTime": time::format_arm(r.replicas_since.map_or(r.last_active, |t| t.max(r.last_active))),
             "runningState": "Running",
             "runningStateDetails": "",
             "containers": containers,

@@ -238,10 +238,9 @@ pub fn unowned(mut app: serde_json::Value) -> serde_json::Value {
         .as_object_mut()
         .unwrap()
         .remove("traffic");
-    app["tags"]
-        .as_object_mut()
-        .unwrap()
-        .remove(aca_reconciler::plan::RESTART_TAG);
+    let tags = app["tags"].as_object_mut().unwrap();
+    tags.remove(aca_reconciler::plan::RESTART_TAG);
+    tags.remove(aca_reconciler::plan::RESTART_PENDING_TAG);
     app.as_object_mut().unwrap().remove("systemData");
     app
 }
