@@ -19,7 +19,16 @@ use super::{Sim, base_url, json_response};
 use crate::time;
 
 /// Largest request body accepted (ARM's own limit is 4 MB for resource bodies).
-const MAX_BODY: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// ARM's answer to a body over [`MAX_BODY`].
+pub(crate) fn too_large() -> Response {
+    error_response(&ArmError::new(
+        413,
+        "RequestEntityTooLarge",
+        "The request body is larger than 4 MB.",
+    ))
+}
 
 /// An ARM route, parsed from a path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -449,13 +458,7 @@ async fn handle_inner(sim: &Arc<Sim>, request: Request) -> Response {
     let base = base_url(sim, request.headers());
     let body = match axum::body::to_bytes(request.into_body(), MAX_BODY).await {
         Ok(b) => b,
-        Err(_) => {
-            return error_response(&ArmError::new(
-                413,
-                "RequestEntityTooLarge",
-                "The request body is larger than 4 MB.",
-            ));
-        }
+        Err(_) => return too_large(),
     };
     let now = sim.clock.now();
     let result = route_request(

@@ -7,8 +7,9 @@
 //! | `GET /_sim/config`, `PATCH /_sim/config` | read, change tunables (merge patch) |
 //! | `GET /_sim/requests`, `DELETE /_sim/requests` | request counts by operation; reset |
 //! | `GET /_sim/outages`, `GET /_sim/restarts` | what tests assert never / exactly happens |
+//! | `GET /_sim/audit`, `DELETE /_sim/audit` | every ARM write (client, app, body fields), requests before `Retry-After` |
 //! | `GET/POST/DELETE /_sim/faults` | fault rules on HTTP requests |
-//! | `POST /_sim/inject` | app-level faults: revisions that fail, operations that fail |
+//! | `POST /_sim/inject`, `DELETE /_sim/inject` | app-level faults: revisions that fail, operations that fail; clear them |
 //! | `POST /_sim/token?audience=...` | an ARM token without the identity dance (for curl) |
 
 use std::collections::{BTreeMap, HashMap};
@@ -191,6 +192,9 @@ impl Faults {
         let mut any = false;
         for i in 0..self.rules.len() {
             let rule = &self.rules[i];
+            if rule.count == Some(0) {
+                continue; // spent: kept for its hit count
+            }
             let op_ok = rule
                 .operation
                 .as_deref()
@@ -224,7 +228,6 @@ impl Faults {
                 other => applied.terminal = Some(other.clone()),
             }
         }
-        self.rules.retain(|r| r.count != Some(0));
         any.then_some(applied)
     }
 }
@@ -314,12 +317,13 @@ pub fn router() -> Router<Arc<Sim>> {
         .route("/config", get(get_config).patch(patch_config))
         .route("/requests", get(get_requests).delete(delete_requests))
         .route("/outages", get(get_outages))
+        .route("/audit", get(get_audit).delete(delete_audit))
         .route("/restarts", get(get_restarts))
         .route(
             "/faults",
             get(get_faults).post(post_faults).delete(delete_faults),
         )
-        .route("/inject", post(inject))
+        .route("/inject", post(inject).delete(clear_injections))
         .route("/token", post(token))
         .route("/health", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(256 * 1024 * 1024))
@@ -437,6 +441,16 @@ async fn get_restarts(State(sim): State<Arc<Sim>>) -> Response {
     json_response(StatusCode::OK, &json!(sim.world().restarts))
 }
 
+async fn get_audit(State(sim): State<Arc<Sim>>) -> Response {
+    let audit = sim.audit().to_json();
+    json_response(StatusCode::OK, &audit)
+}
+
+async fn delete_audit(State(sim): State<Arc<Sim>>) -> Response {
+    *sim.audit() = super::audit::Audit::default();
+    StatusCode::NO_CONTENT.into_response()
+}
+
 async fn get_faults(State(sim): State<Arc<Sim>>) -> Response {
     json_response(StatusCode::OK, &json!(sim.faults().rules))
 }
@@ -497,6 +511,14 @@ async fn inject(State(sim): State<Arc<Sim>>, Json(i): Json<Injection>) -> Respon
     match i.kind {
         InjectionKind::RevisionFails => rec.fail_next_revisions += i.count,
         InjectionKind::OperationFails => rec.fail_next_operations += i.count,
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn clear_injections(State(sim): State<Arc<Sim>>) -> Response {
+    for rec in sim.world().apps.values_mut() {
+        rec.fail_next_revisions = 0;
+        rec.fail_next_operations = 0;
     }
     StatusCode::NO_CONTENT.into_response()
 }

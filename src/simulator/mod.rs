@@ -20,6 +20,7 @@
 
 pub mod acr;
 pub mod arm;
+pub mod audit;
 pub mod control;
 pub mod identity;
 pub mod seed;
@@ -50,6 +51,7 @@ pub struct Sim {
     faults: Mutex<Faults>,
     counts: Mutex<Counts>,
     buckets: Mutex<control::Buckets>,
+    audit: Mutex<audit::Audit>,
     /// The clock every timestamp and deadline reads.
     pub clock: Clock,
     /// The value `X-IDENTITY-HEADER` must carry on `/msi/token`.
@@ -71,6 +73,7 @@ impl Sim {
             faults: Mutex::new(Faults::default()),
             counts: Mutex::new(Counts::default()),
             buckets: Mutex::new(control::Buckets::default()),
+            audit: Mutex::new(audit::Audit::default()),
             clock,
             identity_header: identity_header.into(),
             tls: false,
@@ -108,6 +111,13 @@ impl Sim {
 
     fn counts(&self) -> MutexGuard<'_, Counts> {
         self.counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The audit log (writes, and requests that came before `Retry-After` allowed).
+    pub fn audit(&self) -> MutexGuard<'_, audit::Audit> {
+        self.audit
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -203,6 +213,40 @@ async fn intercept(State(sim): State<Arc<Sim>>, request: Request, next: Next) ->
         sim.faults().take(&method, &path, &operation)
     };
     let is_arm = arm::Route::parse(&path).is_some();
+    // The audit sees every ARM request: its body is read here (and handed on) for writes.
+    let (seen, request, body) = if is_arm {
+        let (subscription, app) = audit::scope_of(&path);
+        let seen = audit::Seen {
+            at: sim.clock.now(),
+            client: audit::client_of(
+                request
+                    .headers()
+                    .get(axum::http::header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok()),
+            ),
+            method: method.as_str().to_owned(),
+            path: path.clone(),
+            subscription,
+            app,
+        };
+        sim.audit().arrive(&seen);
+        if method == Method::GET {
+            (Some(seen), request, None)
+        } else {
+            let (parts, body) = request.into_parts();
+            let Ok(bytes) = axum::body::to_bytes(body, arm::MAX_BODY).await else {
+                return arm::too_large();
+            };
+            let json = serde_json::from_slice::<serde_json::Value>(&bytes).ok();
+            (
+                Some(seen),
+                Request::from_parts(parts, axum::body::Body::from(bytes)),
+                json,
+            )
+        }
+    } else {
+        (None, request, None)
+    };
     let correlation = request
         .headers()
         .get("x-ms-correlation-request-id")
@@ -218,6 +262,21 @@ async fn intercept(State(sim): State<Arc<Sim>>, request: Request, next: Next) ->
     };
     if !control {
         sim.counts().record_status(response.status().as_u16());
+    }
+    if let Some(seen) = seen {
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let now = sim.clock.now();
+        sim.audit().answer(
+            seen,
+            response.status().as_u16(),
+            retry_after,
+            body.as_ref(),
+            now,
+        );
     }
     // ARM stamps every response, errors and throttling included, with these ids.
     if is_arm {
