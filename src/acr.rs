@@ -201,17 +201,7 @@ impl AcrClient {
                 retry_after: arm::retry_after(&headers),
             });
         }
-        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| Error::Decode {
-            resource: path.clone(),
-            message: e.to_string(),
-        })?;
-        v.get(field)
-            .and_then(serde_json::Value::as_str)
-            .map(SecretToken::new)
-            .ok_or_else(|| Error::Decode {
-                resource: path,
-                message: format!("no `{field}` in the answer"),
-            })
+        parse_token(&path, &body, field)
     }
 
     /// An access token for `scope` on `login`, cached.
@@ -345,22 +335,7 @@ impl AcrClient {
                     retry_after: None,
                 });
             }
-            #[derive(Deserialize)]
-            struct Page {
-                #[serde(default)]
-                tags: Vec<RawTag>,
-            }
-            let page: Page = serde_json::from_slice(&body).map_err(|e| Error::Decode {
-                resource: arm::path_of(&url),
-                message: e.to_string(),
-            })?;
-            tags.extend(page.tags.into_iter().map(|t| TagInfo {
-                created: t.created_time.as_deref().and_then(crate::time::parse),
-                last_update: t.last_update_time.as_deref().and_then(crate::time::parse),
-                delete_enabled: t.changeable_attributes.is_none_or(|a| a.delete_enabled),
-                name: t.name,
-                digest: t.digest,
-            }));
+            tags.extend(parse_tags(&url, &body)?);
             // Follow `Link` verbatim, resolved against this page's URL (N§1.3).
             match next_page(&url, &headers)? {
                 Some(_) if pages >= 10_000 => {
@@ -386,16 +361,7 @@ impl AcrClient {
             let (_, headers, body) = self
                 .send(login, "registry:catalog:*", Method::GET, &url)
                 .await?;
-            #[derive(Deserialize)]
-            struct Catalog {
-                #[serde(default)]
-                repositories: Vec<String>,
-            }
-            let page: Catalog = serde_json::from_slice(&body).map_err(|e| Error::Decode {
-                resource: arm::path_of(&url),
-                message: e.to_string(),
-            })?;
-            repos.extend(page.repositories);
+            repos.extend(parse_catalog(&url, &body)?);
             match next_page(&url, &headers)? {
                 Some(next) => url = next,
                 None => return Ok(repos),
@@ -434,9 +400,72 @@ impl AcrClient {
     }
 }
 
+/// One page of `GET /acr/v1/{repo}/_tags` (fetched from `url`).
+///
+/// # Errors
+/// The body is not a tag list.
+pub fn parse_tags(url: &str, body: &[u8]) -> Result<Vec<TagInfo>, Error> {
+    #[derive(Deserialize)]
+    struct Page {
+        #[serde(default)]
+        tags: Vec<RawTag>,
+    }
+    let page: Page = serde_json::from_slice(body).map_err(|e| Error::Decode {
+        resource: arm::path_of(url),
+        message: e.to_string(),
+    })?;
+    Ok(page
+        .tags
+        .into_iter()
+        .map(|t| TagInfo {
+            created: t.created_time.as_deref().and_then(crate::time::parse),
+            last_update: t.last_update_time.as_deref().and_then(crate::time::parse),
+            delete_enabled: t.changeable_attributes.is_none_or(|a| a.delete_enabled),
+            name: t.name,
+            digest: t.digest,
+        })
+        .collect())
+}
+
+/// One page of `GET /acr/v1/_catalog` (fetched from `url`).
+///
+/// # Errors
+/// The body is not a catalog.
+pub fn parse_catalog(url: &str, body: &[u8]) -> Result<Vec<String>, Error> {
+    #[derive(Deserialize)]
+    struct Catalog {
+        #[serde(default)]
+        repositories: Vec<String>,
+    }
+    serde_json::from_slice::<Catalog>(body)
+        .map(|c| c.repositories)
+        .map_err(|e| Error::Decode {
+            resource: arm::path_of(url),
+            message: e.to_string(),
+        })
+}
+
+/// The token `field` (`refresh_token`, `access_token`) of a token exchange's answer.
+///
+/// # Errors
+/// The body is not JSON, or has no such string field.
+pub fn parse_token(path: &str, body: &[u8], field: &str) -> Result<SecretToken, Error> {
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| Error::Decode {
+        resource: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    v.get(field)
+        .and_then(serde_json::Value::as_str)
+        .map(SecretToken::new)
+        .ok_or_else(|| Error::Decode {
+            resource: path.to_owned(),
+            message: format!("no `{field}` in the answer"),
+        })
+}
+
 /// The next page from a `Link` header, resolved against this page's URL (N§1.3: follow it
 /// verbatim). An unreadable header is an error, never a silently shorter listing.
-fn next_page(url: &str, headers: &reqwest::header::HeaderMap) -> Result<Option<String>, Error> {
+pub fn next_page(url: &str, headers: &reqwest::header::HeaderMap) -> Result<Option<String>, Error> {
     let Some(target) = arm::header(headers, "link").and_then(|l| next_link(&l)) else {
         return Ok(None);
     };

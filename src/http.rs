@@ -8,9 +8,14 @@
 //! | `GET /status` | JSON, the same data as `aca-reconciler status` |
 //! | `POST /reconcile` | 202: every app is reconciled now (for a git push webhook); with `ACAR_TRIGGER_TOKEN` set, only with `Authorization: Bearer <token>` |
 //!
-//! Request bodies are limited to 16 KiB; nothing here needs more.
+//! Hostile clients are refused without harm ([`serve`]): request bodies are limited to 16 KiB
+//! (nothing here needs more; the trigger reads none), headers to 16 KiB and 64 fields (431
+//! past either), HTTP/1.1 only, headers must arrive within 10 s (slowloris), a
+//! request is answered within 30 s, and at most 64 connections are open at once: more are
+//! closed as soon as they are accepted.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -39,6 +44,7 @@ pub fn router(shared: Arc<Shared>, trigger_token: Option<String>) -> Router {
         .route("/status", get(status))
         .route("/reconcile", post(reconcile))
         .layer(DefaultBodyLimit::max(16 * 1024))
+        .layer(axum::middleware::from_fn(answer_within))
         .with_state(state)
 }
 
@@ -108,6 +114,68 @@ async fn reconcile(State(s): State<AppState>, headers: HeaderMap) -> Response {
     }
     s.shared.trigger.notify_one();
     (StatusCode::ACCEPTED, "reconciling every app now\n").into_response()
+}
+
+/// Open connections at most; more are closed as soon as they are accepted.
+pub const MAX_CONNECTIONS: usize = 64;
+/// A request's headers must arrive within this (after which the connection is closed).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection lives at most this long (keep-alive included); clients reconnect.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
+/// Serves `app` on `listener` until `stop`, then lets open requests finish (up to 5 s).
+/// `axum::serve` has no header timeout and no connection limit, so this is hyper's own
+/// HTTP/1.1 server with both.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: wait instead of spinning.
+                tracing::warn!(error = %e, "cannot accept a connection on the endpoints");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::debug!("endpoint connection refused: {MAX_CONNECTIONS} already open");
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .max_header_size(16 * 1024)
+            .max_headers(64)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+            drop(permit);
+        });
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+}
+
+/// Every request is answered within 30 s (503 after that).
+async fn answer_within(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    tokio::time::timeout(Duration::from_secs(30), next.run(request))
+        .await
+        .unwrap_or_else(|_| {
+            (StatusCode::SERVICE_UNAVAILABLE, "request timed out\n").into_response()
+        })
 }
 
 #[cfg(test)]

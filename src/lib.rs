@@ -30,6 +30,8 @@ pub mod auth;
 pub mod cli;
 pub mod commands;
 pub mod duration;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod http;
 pub mod lease;
 pub mod live;

@@ -495,11 +495,7 @@ pub async fn run_command(
     let token = tokio_util::sync::CancellationToken::new();
     let app = crate::http::router(shared.clone(), std::env::var("ACAR_TRIGGER_TOKEN").ok());
     let server_token = token.clone();
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { server_token.cancelled().await })
-            .await;
-    });
+    let server = tokio::spawn(crate::http::serve(listener, app, server_token));
     // First signal: stop taking work and drain; second: exit at once.
     let signal_token = token.clone();
     let first_signal = crate::shutdown::signalled();

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Scratch, bin, free_port, get, post, root, send, wait_for};
+use common::{Scratch, bin, copy_tree, free_port, get, post, root, send, wait_for};
 use serde_json::Value;
 
 /// A child process killed when dropped.
@@ -102,19 +102,6 @@ fn controller_with(
 
 fn sim_json(base: &str, path: &str) -> Value {
     serde_json::from_str(&get(&format!("{base}/_sim/{path}")).1).unwrap()
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let p = entry.unwrap().path();
-        let target = to.join(p.file_name().unwrap());
-        if p.is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_tree(&p, &target);
-        } else {
-            std::fs::copy(&p, &target).unwrap();
-        }
-    }
 }
 
 fn writes(base: &str) -> u64 {

@@ -213,7 +213,7 @@ struct Reply {
 }
 
 /// `Retry-After` in seconds (ARM's form) or an HTTP date.
-pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let v = headers.get("retry-after")?.to_str().ok()?.trim();
     v.parse::<u64>().ok().map(Duration::from_secs)
 }
@@ -223,6 +223,102 @@ pub(crate) fn header(headers: &HeaderMap, name: &str) -> Option<String> {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
+}
+
+/// One page of an ARM list: its items, still unparsed text, and its `nextLink` (absent or
+/// empty: the last page).
+///
+/// # Errors
+/// The body is not a list page.
+pub fn parse_page(
+    path: &str,
+    body: &[u8],
+) -> Result<(Vec<Box<serde_json::value::RawValue>>, Option<String>), Error> {
+    #[derive(serde::Deserialize)]
+    struct Page {
+        #[serde(default)]
+        value: Option<Vec<Box<serde_json::value::RawValue>>>,
+        #[serde(default, rename = "nextLink")]
+        next_link: Option<String>,
+    }
+    let page: Page = ArmClient::decode(path, body)?;
+    Ok((
+        page.value.unwrap_or_default(),
+        page.next_link.filter(|s| !s.is_empty()),
+    ))
+}
+
+/// When each replica of a list was created. A replica without a readable `createdTime` counts
+/// as created at 0 (the oldest).
+///
+/// # Errors
+/// The body is not a replica list.
+pub fn parse_replicas(path: &str, body: &[u8]) -> Result<Vec<crate::time::Millis>, Error> {
+    #[derive(serde::Deserialize)]
+    struct Replicas {
+        #[serde(default)]
+        value: Vec<Replica>,
+    }
+    #[derive(serde::Deserialize, Default)]
+    #[serde(default, rename_all = "camelCase")]
+    struct Replica {
+        properties: ReplicaProperties,
+    }
+    #[derive(serde::Deserialize, Default)]
+    #[serde(default, rename_all = "camelCase")]
+    struct ReplicaProperties {
+        created_time: Option<String>,
+    }
+    let list: Replicas = ArmClient::decode(path, body)?;
+    Ok(list
+        .value
+        .iter()
+        .map(|r| {
+            r.properties
+                .created_time
+                .as_deref()
+                .and_then(crate::time::parse)
+                .unwrap_or(0)
+        })
+        .collect())
+}
+
+/// Where a long-running operation stands, by its `Azure-AsyncOperation` status document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperationState {
+    /// Not finished (any status but the three terminal ones, or none).
+    Running,
+    /// `Succeeded`.
+    Succeeded,
+    /// `Failed` or `Canceled`, with the error's message.
+    Failed {
+        /// The status as Azure spelled it.
+        status: String,
+        /// The error message.
+        message: String,
+    },
+}
+
+/// Reads an operation status document.
+///
+/// # Errors
+/// The body is not JSON.
+pub fn parse_operation(path: &str, body: &[u8]) -> Result<OperationState, Error> {
+    let doc: Value = ArmClient::decode(path, body)?;
+    let status = doc
+        .get("status")
+        .and_then(Value::as_str)
+        .unwrap_or("InProgress");
+    Ok(match status {
+        s if s.eq_ignore_ascii_case("succeeded") => OperationState::Succeeded,
+        s if s.eq_ignore_ascii_case("failed") || s.eq_ignore_ascii_case("canceled") => {
+            OperationState::Failed {
+                status: s.to_owned(),
+                message: parse_error_body(body).1,
+            }
+        }
+        _ => OperationState::Running,
+    })
 }
 
 /// `(code, message)` from ARM's envelope, a bare `{code, message}`, or ACR's `{"errors": [...]}`.
@@ -458,14 +554,6 @@ impl ArmClient {
         first: String,
         subscription: &str,
     ) -> Result<Vec<Box<serde_json::value::RawValue>>, Error> {
-        /// One page; items stay unparsed text until the caller types them.
-        #[derive(serde::Deserialize)]
-        struct Page {
-            #[serde(default)]
-            value: Option<Vec<Box<serde_json::value::RawValue>>>,
-            #[serde(default, rename = "nextLink")]
-            next_link: Option<String>,
-        }
         let mut items = Vec::new();
         let mut next = Some(first);
         let mut seen = std::collections::HashSet::new();
@@ -484,9 +572,9 @@ impl ArmClient {
                 idempotent: true,
             };
             let reply = self.send(&call).await?;
-            let page: Page = Self::decode(&path_of(&call.url), &reply.body)?;
-            items.extend(page.value.unwrap_or_default());
-            next = page.next_link.filter(|s| !s.is_empty()).map(|s| {
+            let (page, next_link) = parse_page(&path_of(&call.url), &reply.body)?;
+            items.extend(page);
+            next = next_link.map(|s| {
                 if s.contains("api-version=") {
                     s.to_owned()
                 } else {
@@ -644,27 +732,17 @@ impl ArmClient {
                 wait = ra;
             }
             match protocol {
-                Protocol::AsyncOperation => {
-                    let body: Value = Self::decode(&path_of(&url), &reply.body)?;
-                    let status = body
-                        .get("status")
-                        .and_then(Value::as_str)
-                        .unwrap_or("InProgress");
-                    match status {
-                        s if s.eq_ignore_ascii_case("succeeded") => return Ok(()),
-                        s if s.eq_ignore_ascii_case("failed")
-                            || s.eq_ignore_ascii_case("canceled") =>
-                        {
-                            let (_, message) = parse_error_body(&reply.body);
-                            return Err(Error::OperationFailed {
-                                resource,
-                                status: s.to_owned(),
-                                message,
-                            });
-                        }
-                        _ => {}
+                Protocol::AsyncOperation => match parse_operation(&path_of(&url), &reply.body)? {
+                    OperationState::Running => {}
+                    OperationState::Succeeded => return Ok(()),
+                    OperationState::Failed { status, message } => {
+                        return Err(Error::OperationFailed {
+                            resource,
+                            status,
+                            message,
+                        });
                     }
-                }
+                },
                 Protocol::Location => {
                     if reply.status != 202 {
                         return Ok(());
@@ -703,21 +781,6 @@ impl ArmClient {
         key: &AppKey,
         revision: &str,
     ) -> Result<Vec<crate::time::Millis>, Error> {
-        #[derive(serde::Deserialize)]
-        struct Replicas {
-            #[serde(default)]
-            value: Vec<Replica>,
-        }
-        #[derive(serde::Deserialize, Default)]
-        #[serde(default, rename_all = "camelCase")]
-        struct Replica {
-            properties: ReplicaProperties,
-        }
-        #[derive(serde::Deserialize, Default)]
-        #[serde(default, rename_all = "camelCase")]
-        struct ReplicaProperties {
-            created_time: Option<String>,
-        }
         let path = format!("{}/revisions/{revision}/replicas", key.resource_id());
         let call = Call {
             method: Method::GET,
@@ -727,18 +790,7 @@ impl ArmClient {
             idempotent: true,
         };
         let reply = self.send(&call).await?;
-        let list: Replicas = Self::decode(&path, &reply.body)?;
-        Ok(list
-            .value
-            .iter()
-            .map(|r| {
-                r.properties
-                    .created_time
-                    .as_deref()
-                    .and_then(crate::time::parse)
-                    .unwrap_or(0)
-            })
-            .collect())
+        parse_replicas(&path, &reply.body)
     }
 
     /// One revision.
