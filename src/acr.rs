@@ -469,13 +469,23 @@ pub fn next_page(url: &str, headers: &reqwest::header::HeaderMap) -> Result<Opti
     let Some(target) = arm::header(headers, "link").and_then(|l| next_link(&l)) else {
         return Ok(None);
     };
-    reqwest::Url::parse(url)
+    let next = reqwest::Url::parse(url)
         .and_then(|u| u.join(&target))
-        .map(|u| Some(u.to_string()))
         .map_err(|e| Error::Decode {
             resource: arm::path_of(url),
             message: format!("unreadable Link header: {e}"),
-        })
+        })?;
+    // The registry's token goes with the next request: never to another host.
+    if !arm::same_origin(next.as_str(), url) {
+        return Err(Error::Decode {
+            resource: arm::path_of(url),
+            message: format!(
+                "the Link header names another host ({}); refusing to send the registry token there",
+                next.origin().ascii_serialization()
+            ),
+        });
+    }
+    Ok(Some(next.to_string()))
 }
 
 /// The target of `<...>; rel="next"` in a `Link` header.
@@ -504,5 +514,25 @@ mod tests {
             Some("/b".into())
         );
         assert_eq!(next_link(r#"</a>; rel="prev""#), None);
+    }
+
+    #[test]
+    fn a_link_to_another_host_is_refused() {
+        let page = "https://cr.example.io/acr/v1/web/_tags?n=100";
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            "link",
+            reqwest::header::HeaderValue::from_static(r#"<https://evil.example/x>; rel="next""#),
+        );
+        let err = next_page(page, &headers).unwrap_err();
+        assert!(err.to_string().contains("another host"), "{err}");
+        headers.insert(
+            "link",
+            reqwest::header::HeaderValue::from_static(r#"</acr/v1/web/_tags?last=a>; rel="next""#),
+        );
+        assert_eq!(
+            next_page(page, &headers).unwrap().as_deref(),
+            Some("https://cr.example.io/acr/v1/web/_tags?last=a")
+        );
     }
 }

@@ -676,3 +676,46 @@ async fn a_fenced_client_sends_no_write_without_the_lease_and_ends_each_write_be
     let written = c.get_app(&app).await.unwrap();
     assert_eq!(written.properties.template.scale.min_replicas, Some(3));
 }
+
+#[tokio::test]
+async fn the_arm_token_never_follows_a_link_to_another_host() {
+    // A fake ARM whose list page names another host as its nextLink, and that other host,
+    // which records any request it gets.
+    let stolen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let thief = {
+        let stolen = stolen.clone();
+        axum::Router::new().fallback(move || {
+            let stolen = stolen.clone();
+            async move {
+                stolen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                axum::Json(json!({"value": []}))
+            }
+        })
+    };
+    let thief_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let thief_url = format!("http://{}", thief_listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(thief_listener, thief).await });
+    let page = json!({"value": [], "nextLink": format!("{thief_url}/steal")});
+    let arm = axum::Router::new().fallback(move || {
+        let page = page.clone();
+        async move { axum::Json(page) }
+    });
+    let arm_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let arm_url = format!("http://{}", arm_listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(arm_listener, arm).await });
+
+    let tokens = start_sim(World::default()).await;
+    let mut config = ArmConfig::new(&arm_url);
+    config.retry = fast_retries();
+    let c = ArmClient::new(
+        config,
+        Arc::new(TokenSource::simulator(tokens.sim.clone(), &tokens.base_url)),
+    )
+    .unwrap();
+    let err = c.list_apps(PROD_SUB, Some(PROD_RG)).await.unwrap_err();
+    assert!(
+        err.to_string().contains("refusing to send the ARM token"),
+        "{err}"
+    );
+    assert_eq!(stolen.load(std::sync::atomic::Ordering::SeqCst), 0);
+}

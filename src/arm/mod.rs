@@ -108,6 +108,22 @@ impl ArmConfig {
     }
 }
 
+/// Whether two URLs share scheme, host and port (unparseable: no).
+pub fn same_origin(a: &str, b: &str) -> bool {
+    match (reqwest::Url::parse(a), reqwest::Url::parse(b)) {
+        (Ok(a), Ok(b)) => a.origin() == b.origin(),
+        _ => false,
+    }
+}
+
+/// `scheme://host:port` of a URL, for messages (never its path or query).
+fn origin_of(url: &str) -> String {
+    reqwest::Url::parse(url).map_or_else(
+        |_| "(not a URL)".to_owned(),
+        |u| u.origin().ascii_serialization(),
+    )
+}
+
 /// Whether `host` is a loopback host (127.0.0.0/8, ::1, localhost).
 pub fn is_loopback_host(host: &str) -> bool {
     let h = host.trim_start_matches('[').trim_end_matches(']');
@@ -430,6 +446,15 @@ impl ArmClient {
 
     /// Sends one request with retries (see the module docs).
     async fn send(&self, call: &Call<'_>) -> Result<Reply, Error> {
+        // The token goes only where the ARM endpoint is: a `nextLink` or an operation URL
+        // naming another host (a hostile or broken answer) would otherwise receive it.
+        if !same_origin(&call.url, &self.config.endpoint) {
+            return Err(Error::Config(format!(
+                "refusing to send the ARM token to `{}`: an ARM answer named a host other than the ARM endpoint `{}`",
+                origin_of(&call.url),
+                self.config.endpoint
+            )));
+        }
         let path = path_of(&call.url);
         let kind = if call.method == Method::GET {
             Kind::Read
