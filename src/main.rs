@@ -7,6 +7,11 @@ use clap::Parser;
 
 use aca_reconciler::{cli::Cli, commands};
 
+/// jemalloc, configured in `.cargo/config.toml` to return idle memory to the OS (glibc's
+/// malloc kept a convergence's peak resident for good: 56 MiB at rest for 1,000 apps).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -39,6 +39,9 @@ use crate::spec::AppKey;
 /// The api-version of Microsoft.App this client speaks (N§1).
 pub const API_VERSION: &str = "2026-01-01";
 
+/// Idle connections kept per host (the pool grows to `--concurrency` while converging).
+pub const IDLE_CONNECTIONS: usize = 4;
+
 /// `User-Agent` of every request.
 pub const USER_AGENT: &str = concat!("aca-reconciler/", env!("CARGO_PKG_VERSION"));
 
@@ -402,6 +405,10 @@ impl ArmClient {
         check_endpoint(&config.endpoint, "the ARM endpoint")?;
         let http = reqwest::Client::builder()
             .user_agent(USER_AGENT)
+            // Idle connections keep their grown read buffers (a list page is hundreds of KB):
+            // a few stay for the steady state, the burst of a convergence is let go.
+            .pool_max_idle_per_host(IDLE_CONNECTIONS)
+            .pool_idle_timeout(Duration::from_secs(30))
             .timeout(config.request_timeout)
             .connect_timeout(Duration::from_secs(10))
             .build()
