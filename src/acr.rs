@@ -17,8 +17,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::arm::{
-    self, Error, IDLE_CONNECTIONS, RetryPolicy, USER_AGENT, check_endpoint, is_loopback_host,
-    with_retries,
+    self, Error, RetryPolicy, USER_AGENT, check_endpoint, is_loopback_host, with_retries,
 };
 use crate::auth::{SecretToken, TokenSource};
 use crate::time::Millis;
@@ -103,10 +102,6 @@ impl AcrClient {
         }
         let http = reqwest::Client::builder()
             .user_agent(USER_AGENT)
-            // Idle connections keep their grown read buffers (a list page is hundreds of KB):
-            // a few stay for the steady state, the burst of a convergence is let go.
-            .pool_max_idle_per_host(IDLE_CONNECTIONS)
-            .pool_idle_timeout(Duration::from_secs(30))
             .timeout(REQUEST_TIMEOUT)
             .build()
             .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;

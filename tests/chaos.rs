@@ -16,7 +16,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use aca_reconciler::simulator::audit::Write;
@@ -24,7 +24,7 @@ use aca_reconciler::simulator::seed;
 use aca_reconciler::simulator::store::{AppId, Config, LroMode, Throttling, World};
 use aca_reconciler::spec::{self, DesiredState, LoadOptions};
 use aca_reconciler::time::Clock;
-use common::{Handle, Scratch, bin, free_port, start_sim};
+use common::{Handle, Proc, Scratch, bin, free_port, start_sim};
 use serde_json::{Value, json};
 
 const SUB: &str = "00000000-0000-0000-0000-00000000c4a5";
@@ -182,28 +182,6 @@ fn world(dir: &Path, apps: &mut [App], config: Config) -> (World, BTreeSet<Strin
         world.apps.insert(id, rec);
     }
     (world, unmanaged)
-}
-
-/// A child process: SIGKILLed when dropped, unless stopped first.
-struct Proc(Child);
-
-impl Proc {
-    fn kill_9(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-    fn stop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill_9();
-    }
 }
 
 fn controller(dir: &Path, base: &str, port: u16, log: &Path) -> Proc {
@@ -375,6 +353,17 @@ impl Az {
         )
     }
 
+    /// `az containerapp revision <verb> --revision <r>`; returns that command line.
+    async fn revision(&self, a: &App, r: &str, verb: &str) -> String {
+        self.send(
+            reqwest::Method::POST,
+            self.url(a, &format!("/revisions/{r}/{verb}")),
+            None,
+        )
+        .await;
+        format!("az containerapp revision {verb} --revision {r}")
+    }
+
     async fn send(&self, method: reqwest::Method, url: String, body: Option<Value>) -> u16 {
         let mut req = self.http.request(method, url).bearer_auth(&self.token);
         if let Some(b) = body {
@@ -410,13 +399,7 @@ async fn out_of_band(az: &Az, h: &Handle, rng: &mut Rng, a: &App) -> String {
                 return String::new();
             }
             let r = rng.pick(&inactive).clone();
-            az.send(
-                reqwest::Method::POST,
-                az.url(a, &format!("/revisions/{r}/activate")),
-                None,
-            )
-            .await;
-            format!("az containerapp revision activate --revision {r}")
+            az.revision(a, &r, "activate").await
         }
         _ => {
             let candidates: Vec<String> = {
@@ -447,13 +430,7 @@ async fn out_of_band(az: &Az, h: &Handle, rng: &mut Rng, a: &App) -> String {
                 return String::new();
             }
             let r = rng.pick(&candidates).clone();
-            az.send(
-                reqwest::Method::POST,
-                az.url(a, &format!("/revisions/{r}/deactivate")),
-                None,
-            )
-            .await;
-            format!("az containerapp revision deactivate --revision {r}")
+            az.revision(a, &r, "deactivate").await
         }
     }
 }

@@ -7,21 +7,11 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Scratch, bin, copy_tree, free_port, get, post, root, send, wait_for};
+use common::{Proc, Scratch, bin, copy_tree, free_port, get, post, root, send, wait_for};
 use serde_json::Value;
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `simulate` seeded from `desired`, returning its base URL.
 fn simulator(desired: &Path, extra: &[&str]) -> (Proc, String) {

@@ -8,19 +8,10 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Scratch, bin, copy_tree, free_port, get, root, send, wait_for};
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{Proc, Scratch, bin, copy_tree, free_port, get, root, send, wait_for};
 
 fn start() -> (Proc, Scratch, u16) {
     let s = Scratch::new();

@@ -39,9 +39,6 @@ use crate::spec::AppKey;
 /// The api-version of Microsoft.App this client speaks (N§1).
 pub const API_VERSION: &str = "2026-01-01";
 
-/// Idle connections kept per host (the pool grows to `--concurrency` while converging).
-pub const IDLE_CONNECTIONS: usize = 4;
-
 /// `User-Agent` of every request.
 pub const USER_AGENT: &str = concat!("aca-reconciler/", env!("CARGO_PKG_VERSION"));
 
@@ -405,10 +402,6 @@ impl ArmClient {
         check_endpoint(&config.endpoint, "the ARM endpoint")?;
         let http = reqwest::Client::builder()
             .user_agent(USER_AGENT)
-            // Idle connections keep their grown read buffers (a list page is hundreds of KB):
-            // a few stay for the steady state, the burst of a convergence is let go.
-            .pool_max_idle_per_host(IDLE_CONNECTIONS)
-            .pool_idle_timeout(Duration::from_secs(30))
             .timeout(config.request_timeout)
             .connect_timeout(Duration::from_secs(10))
             .build()
@@ -580,6 +573,18 @@ impl ArmClient {
         })
     }
 
+    /// GET one resource of `key`'s subscription, at `path` under the ARM endpoint.
+    async fn get(&self, key: &AppKey, path: &str) -> Result<Reply, Error> {
+        let call = Call {
+            method: Method::GET,
+            url: self.url(path),
+            body: None,
+            subscription: Some(&key.subscription),
+            idempotent: true,
+        };
+        self.send(&call).await
+    }
+
     /// GET a list, following `nextLink` to the end.
     async fn list_all(
         &self,
@@ -654,14 +659,7 @@ impl ArmClient {
     /// 404 if it does not exist, or any other failure.
     pub async fn get_app(&self, key: &AppKey) -> Result<ContainerApp, Error> {
         let path = key.resource_id();
-        let call = Call {
-            method: Method::GET,
-            url: self.url(&path),
-            body: None,
-            subscription: Some(&key.subscription),
-            idempotent: true,
-        };
-        let reply = self.send(&call).await?;
+        let reply = self.get(key, &path).await?;
         let raw: Box<serde_json::value::RawValue> = Self::decode(&path, &reply.body)?;
         ContainerApp::from_raw(raw).map_err(|e| Error::Decode {
             resource: path,
@@ -814,14 +812,7 @@ impl ArmClient {
         revision: &str,
     ) -> Result<Vec<crate::time::Millis>, Error> {
         let path = format!("{}/revisions/{revision}/replicas", key.resource_id());
-        let call = Call {
-            method: Method::GET,
-            url: self.url(&path),
-            body: None,
-            subscription: Some(&key.subscription),
-            idempotent: true,
-        };
-        let reply = self.send(&call).await?;
+        let reply = self.get(key, &path).await?;
         parse_replicas(&path, &reply.body)
     }
 
@@ -831,14 +822,7 @@ impl ArmClient {
     /// 404 if it does not exist, or any other failure.
     pub async fn get_revision(&self, key: &AppKey, revision: &str) -> Result<Revision, Error> {
         let path = format!("{}/revisions/{revision}", key.resource_id());
-        let call = Call {
-            method: Method::GET,
-            url: self.url(&path),
-            body: None,
-            subscription: Some(&key.subscription),
-            idempotent: true,
-        };
-        let reply = self.send(&call).await?;
+        let reply = self.get(key, &path).await?;
         Self::decode(&path, &reply.body)
     }
 

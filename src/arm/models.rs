@@ -283,6 +283,26 @@ impl ContainerApp {
     }
 }
 
+/// The leaf paths of a JSON merge-patch body (`/properties/template/scale/minReplicas`). An
+/// array is a leaf (a PATCH replaces arrays whole), and so is an empty object.
+pub fn leaf_paths(body: &Value) -> Vec<String> {
+    fn go(v: &Value, path: String, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) if !m.is_empty() => {
+                for (k, child) in m {
+                    go(child, format!("{path}/{k}"), out);
+                }
+            }
+            _ => out.push(path),
+        }
+    }
+    let mut out = Vec::new();
+    if !body.is_null() {
+        go(body, String::new(), &mut out);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

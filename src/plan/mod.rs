@@ -803,19 +803,7 @@ fn owned_only(body: &Value) -> Result<(), String> {
         "/tags/aca-reconciler-restart-generation",
         "/tags/aca-reconciler-restart-pending",
     ];
-    fn leaves(v: &Value, path: String, out: &mut Vec<String>) {
-        match v {
-            Value::Object(m) if !m.is_empty() => {
-                for (k, child) in m {
-                    leaves(child, format!("{path}/{k}"), out);
-                }
-            }
-            _ => out.push(path),
-        }
-    }
-    let mut paths = Vec::new();
-    leaves(body, String::new(), &mut paths);
-    for p in paths {
+    for p in crate::arm::models::leaf_paths(body) {
         if p.contains("secret") {
             return Err(format!("the body touches {p}, a secret"));
         }

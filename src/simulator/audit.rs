@@ -131,25 +131,6 @@ pub fn scope_of(path: &str) -> (Option<String>, Option<String>) {
     (sub, app)
 }
 
-/// The leaf paths of a JSON document (an array is a leaf: PATCH replaces arrays whole).
-pub fn leaves(v: &Value) -> Vec<String> {
-    fn go(v: &Value, path: String, out: &mut Vec<String>) {
-        match v {
-            Value::Object(m) if !m.is_empty() => {
-                for (k, child) in m {
-                    go(child, format!("{path}/{k}"), out);
-                }
-            }
-            _ => out.push(path),
-        }
-    }
-    let mut out = Vec::new();
-    if !v.is_null() {
-        go(v, String::new(), &mut out);
-    }
-    out
-}
-
 impl Audit {
     /// A request arrives: logged as early if its client is still told to wait.
     pub fn arrive(&mut self, seen: &Seen) {
@@ -197,7 +178,7 @@ impl Audit {
                 path: seen.path,
                 app: seen.app,
                 status,
-                fields: body.map(leaves).unwrap_or_default(),
+                fields: body.map(crate::arm::models::leaf_paths).unwrap_or_default(),
             });
         }
     }

@@ -310,3 +310,28 @@ pub fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A child process, SIGKILLed when dropped.
+pub struct Proc(pub std::process::Child);
+
+impl Proc {
+    /// SIGKILL, and reap it.
+    pub fn kill_9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// SIGTERM, and wait for it to exit.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
+}
