@@ -19,9 +19,9 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use aca_reconciler::simulator::audit::Write;
+use aca_reconciler::simulator::audit::{Early, Write};
 use aca_reconciler::simulator::seed;
-use aca_reconciler::simulator::store::{AppId, Config, LroMode, Throttling, World};
+use aca_reconciler::simulator::store::{AppId, Config, World};
 use aca_reconciler::spec::{self, DesiredState, LoadOptions};
 use aca_reconciler::time::Clock;
 use common::{Handle, Proc, Scratch, bin, free_port, start_sim};
@@ -237,10 +237,9 @@ impl Violations {
                     .push(format!("write to an unowned field {f}: {}", w.path));
             }
         }
-        let early = audit.to_json()["early"].clone();
-        for e in early.as_array().into_iter().flatten() {
-            if e["client"] == "aca-reconciler" && e["after429Ms"].as_i64() > Some(IN_FLIGHT_MS) {
-                let line = format!("sent before Retry-After allowed: {e}");
+        for e in audit.early() {
+            if e.client == "aca-reconciler" && e.after_429_ms > IN_FLIGHT_MS {
+                let line = format!("sent before Retry-After allowed: {e:?}");
                 if !self.0.contains(&line) {
                     self.0.push(line);
                 }
@@ -311,6 +310,27 @@ async fn converged(h: &Handle, ep: &str, apps: &[App]) -> bool {
     s["apps"]
         .as_array()
         .is_some_and(|list| list.iter().all(|a| a["state"] == "inSync"))
+}
+
+/// Waits up to `secs` for [`converged`], checking the invariants all along.
+async fn wait_converged(
+    h: &Handle,
+    ep: &str,
+    apps: &[App],
+    violations: &mut Violations,
+    unmanaged: &BTreeSet<String>,
+    audited: &mut usize,
+    secs: u64,
+) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(secs) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        *audited = violations.check(h, unmanaged, *audited);
+        if converged(h, ep, apps).await {
+            return true;
+        }
+    }
+    false
 }
 
 fn passes(s: &Value) -> u64 {
@@ -510,17 +530,8 @@ fn broken_yaml(a: &App, how: &str) -> String {
 }
 
 fn sim_config() -> Config {
-    Config {
-        lro_mode: LroMode::Async,
-        lro_ms: 400,
-        lro_retry_after_s: 0,
-        revision_ready_ms: 600,
-        throttling: Throttling {
-            enabled: true,
-            ..Throttling::default()
-        },
-        ..Config::default()
-    }
+    // ARM's buckets stay on (the default): the client must pace itself under them too.
+    common::fast_config(400, 600)
 }
 
 fn env_secs(name: &str, default: u64) -> Duration {
@@ -651,19 +662,19 @@ async fn soak_under_faults_and_hand_edits_keeps_every_invariant() {
     write_all(s.path(), &apps);
     let passes_before = passes(&status(&ep).await.unwrap_or_default());
     let calm = Instant::now();
-    let mut done = false;
-    while calm.elapsed() < Duration::from_secs(90) {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        audited = violations.check(&h, &unmanaged, audited);
-        if converged(&h, &ep, &apps).await {
-            done = true;
-            break;
-        }
-    }
+    let done = wait_converged(
+        &h,
+        &ep,
+        &apps,
+        &mut violations,
+        &unmanaged,
+        &mut audited,
+        90,
+    )
+    .await;
     let to_converge = calm.elapsed();
     let passes_after = passes(&status(&ep).await.unwrap_or_default());
     let writes = controller_writes(&h);
-    let early = h.sim.audit().to_json();
     println!("\n== chaos soak (seed {seed}, {} s) ==", soak.as_secs());
     println!(
         "apps: {} managed, {} unmanaged beside them",
@@ -687,18 +698,20 @@ async fn soak_under_faults_and_hand_edits_keeps_every_invariant() {
         to_converge.as_secs_f64(),
         passes_after.saturating_sub(passes_before)
     );
-    let inside: Vec<&Value> = early["early"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|x| x["client"] == "aca-reconciler")
+    let inside: Vec<Early> = h
+        .sim
+        .audit()
+        .early()
+        .iter()
+        .filter(|x| x.client == "aca-reconciler")
+        .cloned()
         .collect();
     println!(
         "requests inside a Retry-After wait: {} ({} sent more than {IN_FLIGHT_MS} ms after the 429; the rest were in flight)",
         inside.len(),
         inside
             .iter()
-            .filter(|x| x["after429Ms"].as_i64() > Some(IN_FLIGHT_MS))
+            .filter(|x| x.after_429_ms > IN_FLIGHT_MS)
             .count()
     );
     println!("invariants broken: {}", violations.0.len());
@@ -797,15 +810,16 @@ async fn kill_9_mid_apply_leaves_no_outage_and_no_double_restart() {
         // Back up: it finishes the work.
         let mut ctl = controller(s.path(), &h.base_url, port, &log);
         let back = Instant::now();
-        let mut done = false;
-        while back.elapsed() < Duration::from_secs(60) {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            audited = violations.check(&h, &unmanaged, audited);
-            if converged(&h, &ep, &apps).await {
-                done = true;
-                break;
-            }
-        }
+        let done = wait_converged(
+            &h,
+            &ep,
+            &apps,
+            &mut violations,
+            &unmanaged,
+            &mut audited,
+            60,
+        )
+        .await;
         ctl.stop();
         let w = h.sim.world();
         let mut per_revision: BTreeMap<(&str, &str), u32> = BTreeMap::new();

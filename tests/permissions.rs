@@ -13,7 +13,6 @@ use aca_reconciler::arm::metrics::ArmMetrics;
 use aca_reconciler::arm::{ArmClient, ArmConfig};
 use aca_reconciler::auth::TokenSource;
 use aca_reconciler::simulator::seed;
-use aca_reconciler::simulator::store::{Config, LroMode};
 use aca_reconciler::time::Clock;
 use aca_reconciler::{apply, live, permissions, retention};
 use common::{bin, example_state, root, run, start_sim, stdout};
@@ -36,13 +35,7 @@ fn the_committed_roles_are_what_permissions_prints() {
 #[tokio::test]
 async fn every_call_of_a_full_pass_has_its_action_in_the_roles() {
     let d = example_state();
-    let config = Config {
-        lro_mode: LroMode::Async,
-        lro_ms: 100,
-        lro_retry_after_s: 0,
-        revision_ready_ms: 200,
-        ..Config::default()
-    };
+    let config = common::fast_config(100, 200);
     let h = start_sim(seed::from_desired(&d, config, Clock::new().now())).await;
     let tokens = Arc::new(TokenSource::simulator(h.sim.clone(), &h.base_url));
     let mut arm_config = ArmConfig::new(&h.base_url);

@@ -30,13 +30,7 @@ struct Env {
 }
 
 fn fast() -> Config {
-    Config {
-        lro_mode: LroMode::Async,
-        lro_ms: 100,
-        lro_retry_after_s: 0,
-        revision_ready_ms: 200,
-        ..Config::default()
-    }
+    common::fast_config(100, 200)
 }
 
 async fn env(world: World) -> Env {

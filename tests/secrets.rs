@@ -11,7 +11,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use aca_reconciler::simulator::seed;
-use aca_reconciler::simulator::store::{Config, LroMode};
 use aca_reconciler::time::Clock;
 use common::{Scratch, bin, example_state, free_port, get, post, root, start_sim, wait_for};
 
@@ -20,13 +19,7 @@ const IDENTITY_HEADER: &str = "test-identity-header";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_token_or_secret_reaches_logs_status_metrics_or_plans() {
-    let config = Config {
-        lro_mode: LroMode::Async,
-        lro_ms: 100,
-        lro_retry_after_s: 0,
-        revision_ready_ms: 300,
-        ..Config::default()
-    };
+    let config = common::fast_config(100, 300);
     let h = start_sim(seed::from_desired(
         &example_state(),
         config,

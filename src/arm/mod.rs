@@ -116,7 +116,7 @@ pub fn same_origin(a: &str, b: &str) -> bool {
     }
 }
 
-/// `scheme://host:port` of a URL, for messages (never its path or query).
+/// `scheme://host:port` of a URL (never its path or query); `(not a URL)` if it is not one.
 fn origin_of(url: &str) -> String {
     reqwest::Url::parse(url).map_or_else(
         |_| "(not a URL)".to_owned(),
@@ -391,6 +391,8 @@ pub struct ArmClient {
     limiter: Limiter,
     metrics: std::sync::OnceLock<Arc<metrics::ArmMetrics>>,
     fence: std::sync::OnceLock<crate::lease::Fence>,
+    /// `scheme://host:port` of the endpoint: the only place the token may go.
+    origin: String,
 }
 
 impl ArmClient {
@@ -409,6 +411,7 @@ impl ArmClient {
         Ok(Self {
             http,
             limiter: Limiter::new(config.limits),
+            origin: origin_of(&config.endpoint),
             config,
             tokens,
             metrics: std::sync::OnceLock::new(),
@@ -448,7 +451,7 @@ impl ArmClient {
     async fn send(&self, call: &Call<'_>) -> Result<Reply, Error> {
         // The token goes only where the ARM endpoint is: a `nextLink` or an operation URL
         // naming another host (a hostile or broken answer) would otherwise receive it.
-        if !same_origin(&call.url, &self.config.endpoint) {
+        if origin_of(&call.url) != self.origin {
             return Err(Error::Config(format!(
                 "refusing to send the ARM token to `{}`: an ARM answer named a host other than the ARM endpoint `{}`",
                 origin_of(&call.url),

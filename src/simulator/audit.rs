@@ -197,6 +197,12 @@ impl Audit {
     pub fn writes(&self) -> &[Write] {
         &self.writes
     }
+
+    /// The requests that came inside a `Retry-After` wait (for tests in the simulator's
+    /// process).
+    pub fn early(&self) -> &[Early] {
+        &self.early
+    }
 }
 
 #[cfg(test)]

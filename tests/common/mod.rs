@@ -335,3 +335,18 @@ impl Drop for Proc {
         self.kill_9();
     }
 }
+
+/// Simulator timings for tests: asynchronous writes that finish after `lro_ms`, polled without
+/// `Retry-After`, and new revisions that start after `revision_ready_ms`.
+pub fn fast_config(
+    lro_ms: u64,
+    revision_ready_ms: u64,
+) -> aca_reconciler::simulator::store::Config {
+    aca_reconciler::simulator::store::Config {
+        lro_mode: aca_reconciler::simulator::store::LroMode::Async,
+        lro_ms,
+        lro_retry_after_s: 0,
+        revision_ready_ms,
+        ..Default::default()
+    }
+}
