@@ -213,14 +213,15 @@ impl Violations {
     /// Checks the outage log and the controller's writes since `from` (an index into the audit
     /// log); returns the new index.
     fn check(&mut self, h: &Handle, unmanaged: &BTreeSet<String>, from: usize) -> usize {
-        for o in &h.sim.world().outages {
+        let outages = h.sim.world().outages.clone();
+        let writes = h.sim.audit().writes().to_vec();
+        for o in &outages {
             let line = format!("outage: {o:?}");
             if !self.0.contains(&line) {
                 self.0.push(line);
+                println!("{}", outage_history(h, &o.app, &writes));
             }
         }
-        let audit = h.sim.audit();
-        let writes = audit.writes();
         for w in writes
             .iter()
             .skip(from)
@@ -237,7 +238,7 @@ impl Violations {
                     .push(format!("write to an unowned field {f}: {}", w.path));
             }
         }
-        for e in audit.early() {
+        for e in h.sim.audit().early() {
             if e.client == "aca-reconciler" && e.after_429_ms > IN_FLIGHT_MS {
                 let line = format!("sent before Retry-After allowed: {e:?}");
                 if !self.0.contains(&line) {
@@ -255,6 +256,49 @@ impl Violations {
             self.0.join("\n")
         );
     }
+}
+
+/// What an operator needs to find who caused an outage: every write to the app, by any client,
+/// and the state of its revisions now.
+fn outage_history(h: &Handle, app: &str, writes: &[Write]) -> String {
+    let suffix = format!("/{}", app.to_ascii_lowercase());
+    let mut out = format!("history of {app}:\n");
+    for w in writes
+        .iter()
+        .filter(|w| w.app.as_ref().is_some_and(|a| a.ends_with(&suffix)))
+    {
+        out.push_str(&format!(
+            "  {} ({}) {} {} {} -> {} {:?}\n",
+            aca_reconciler::time::format_arm(w.at),
+            w.at % 100_000,
+            w.client,
+            w.method,
+            w.path.rsplit("/containerApps/").next().unwrap_or_default(),
+            w.status,
+            w.fields
+        ));
+    }
+    let world = h.sim.world();
+    if let Some((_, rec)) = world
+        .apps
+        .iter()
+        .find(|(_, r)| r.app["name"].as_str() == Some(app))
+    {
+        out.push_str(&format!(
+            "  now: latest {} ready {} mode {} traffic {}\n",
+            rec.app["properties"]["latestRevisionName"],
+            rec.app["properties"]["latestReadyRevisionName"],
+            rec.app["properties"]["configuration"]["activeRevisionsMode"],
+            rec.app["properties"]["configuration"]["ingress"]["traffic"]
+        ));
+        for r in &rec.revisions {
+            out.push_str(&format!(
+                "  revision {} active {} {} {} fails {}\n",
+                r.name, r.active, r.provisioning_state, r.running_state, r.fails
+            ));
+        }
+    }
+    out
 }
 
 fn controller_writes(h: &Handle) -> Vec<Write> {
@@ -397,12 +441,7 @@ impl Az {
 /// touch a revision that carries no traffic and that the spec does not name, so that any outage
 /// is the controller's.
 async fn out_of_band(az: &Az, h: &Handle, rng: &mut Rng, a: &App) -> String {
-    // Revision activations by hand only in Multiple mode. KNOWN OPEN: CI seed 1795769226682
-    // logged "traffic to an inactive revision" on a Single-mode app while this driver
-    // activated and deactivated its revisions by hand; not yet diagnosed (controller or
-    // simulator), so the soak leaves Single-mode revisions alone until it is.
-    let choice = if a.multiple { rng.below(3) } else { 0 };
-    match choice {
+    match rng.below(3) {
         0 => {
             let min = rng.below(3);
             az.send(

@@ -761,6 +761,55 @@ async fn single_mode_moves_traffic_to_the_new_revision_once_ready_and_deactivate
 }
 
 #[tokio::test]
+async fn a_failed_write_in_single_mode_leaves_the_serving_revision_active() {
+    // Found by the chaos soak: the revision of a write whose operation later failed became
+    // ready first, deactivated the serving revision (Single mode), and was then removed with
+    // the rollback, leaving no revision to serve.
+    let h = start_sim(world(Config {
+        lro_mode: LroMode::Async,
+        lro_ms: 300,
+        revision_ready_ms: 50,
+        ..Config::default()
+    }))
+    .await;
+    let c = ArmTestClient::new(&h);
+    let url = c.app_url(PROD_SUB, PROD_RG, "ca-web-bff");
+    let r = c.patch(&url, json!({"properties": {"configuration": {"activeRevisionsMode": "Single", "ingress": {"traffic": [{"latestRevision": true, "weight": 100}]}}}})).await;
+    assert_eq!(r.status(), 202);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let serving = c.get_json(&url).await["properties"]["latestReadyRevisionName"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let inject = json!({"kind": "operationFails", "subscription": PROD_SUB, "resourceGroup": PROD_RG, "app": "ca-web-bff"});
+    let r = c
+        .http
+        .post(format!("{}/_sim/inject", c.base))
+        .json(&inject)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = c.patch(&url, json!({"properties": {"template": {"scale": {"minReplicas": 2}, "revisionSuffix": "doomed"}}})).await;
+    assert_eq!(r.status(), 202);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let app = c.get_json(&url).await;
+    assert_eq!(app["properties"]["provisioningState"], "Failed");
+    assert_eq!(
+        app["properties"]["latestReadyRevisionName"],
+        serving.as_str()
+    );
+    let active: Vec<String> = revisions(&c, &url)
+        .await
+        .iter()
+        .filter(|r| r["properties"]["active"] == true)
+        .map(|r| r["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(active, [serving]);
+    assert_eq!(c.sim_json("outages").await, json!([]));
+}
+
+#[tokio::test]
 async fn activate_deactivate_restart_and_the_outage_log() {
     let h = start_sim(world(fast(LroMode::Sync))).await;
     let c = ArmTestClient::new(&h);

@@ -734,10 +734,18 @@ impl World {
             fail_next_operations: 0,
         });
         rec.secret_values.extend(new_secret_values);
+        let asynchronous = self.config.lro_mode != LroMode::Sync && self.config.lro_ms > 0;
+        let operation_fails = asynchronous && rec.fail_next_operations > 0;
         if let Some(name) = &new_revision {
+            // The revision of a write whose operation fails never becomes ready: were it to, in
+            // Single mode it would deactivate the serving revision just before the rollback
+            // removed it, leaving no revision to serve (found by the chaos soak).
+            let injected = !operation_fails && rec.fail_next_revisions > 0;
+            if injected {
+                rec.fail_next_revisions -= 1;
+            }
             let fails =
-                images_missing(&new_template, &self.registries) || rec.fail_next_revisions > 0;
-            rec.fail_next_revisions = rec.fail_next_revisions.saturating_sub(1);
+                images_missing(&new_template, &self.registries) || injected || operation_fails;
             rec.revisions.push(Revision {
                 name: name.clone(),
                 created: now,
@@ -765,7 +773,6 @@ impl World {
                 );
             }
         }
-        let asynchronous = self.config.lro_mode != LroMode::Sync && self.config.lro_ms > 0;
         let state = if asynchronous {
             "InProgress"
         } else {
@@ -790,7 +797,7 @@ impl World {
             };
             if let Some(rec) = self.apps.get_mut(id) {
                 rec.lock = Some(op_id.clone());
-                if rec.fail_next_operations > 0 {
+                if operation_fails {
                     rec.fail_next_operations -= 1;
                     op.fails_with = Some("The operation failed: an internal error occurred while updating the container app.".to_owned());
                     op.rollback = before.clone().map(|mut b| {
