@@ -664,3 +664,105 @@ fn the_steady_state_skips_unchanged_apps_yet_catches_a_revision_activated_by_han
     );
     assert_eq!(sim_json(&base, "outages"), serde_json::json!([]));
 }
+
+/// The controller's successful writes to `app` so far, from the simulator's audit log.
+fn writes_to(base: &str, app: &str) -> usize {
+    sim_json(base, "audit")["writes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| {
+            w["client"] == "aca-reconciler"
+                && w["status"].as_u64().is_some_and(|s| s < 300)
+                && w["app"]
+                    .as_str()
+                    .is_some_and(|a| a.ends_with(&format!("/{app}")))
+        })
+        .count()
+}
+
+/// An app's `reconciles` in `/status` (prod).
+fn reconciles(ep: &str, app: &str) -> u64 {
+    let status: Value = serde_json::from_str(&get(&format!("{ep}/status")).1).unwrap();
+    status["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == app && a["resourceGroup"] == "rg-xshopai-prod")
+        .and_then(|a| a["reconciles"].as_u64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn an_app_waiting_on_azure_holds_up_only_itself() {
+    let s = Scratch::new();
+    copy_tree(&root().join("desired-state"), s.path());
+    let (_sim, base) = simulator(s.path(), &["--revision-ready", "1s", "--lro", "sync"]);
+    let port = free_port();
+    let ep = format!("http://127.0.0.1:{port}");
+    let _ctl = controller_with(s.path(), &base, port, "1h", &[], Stdio::null());
+    wait_for("readyz", Duration::from_secs(60), || {
+        get(&format!("{ep}/readyz")).0 == 200
+    });
+    // From now on every read of one of ca-user-service's revisions answers 12 s late, so its
+    // next change waits a long time for its new revision.
+    let rule = serde_json::json!({"method": "GET", "path": "**/containerApps/ca-user-service/revisions/*", "fault": {"kind": "latency", "ms": 12_000}});
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &rule.to_string(),
+        ])
+        .arg(format!("{base}/_sim/faults"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "201");
+    let edit = |name: &str, from: &str, to: &str| {
+        let file = s.path().join(format!("prod/{name}.yaml"));
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(text.contains(from), "{text}");
+        std::fs::write(&file, text.replace(from, to)).unwrap();
+    };
+    let user_before = reconciles(&ep, "ca-user-service");
+    let cart_before = reconciles(&ep, "ca-cart-service");
+    // One git pull changes both: they go into the same pass.
+    edit("ca-user-service", "min: 2, max: 10", "min: 3, max: 10");
+    edit("ca-cart-service", "min: 2, max: 10", "min: 3, max: 10");
+    let pulled = Instant::now();
+    wait_for("ca-cart-service reported", Duration::from_secs(30), || {
+        reconciles(&ep, "ca-cart-service") > cart_before
+    });
+    assert!(
+        writes_to(&base, "ca-user-service") >= 1,
+        "its change is on its way"
+    );
+    assert_eq!(
+        reconciles(&ep, "ca-user-service"),
+        user_before,
+        "still waiting for its revision {:?} after the pull, so ca-cart-service was reported without waiting for it",
+        pulled.elapsed()
+    );
+
+    // The next change to ca-cart-service goes out at once, not when ca-user-service is done.
+    let cart_writes = writes_to(&base, "ca-cart-service");
+    edit("ca-cart-service", "min: 3, max: 10", "min: 4, max: 10");
+    let edited = Instant::now();
+    wait_for(
+        "the second write to ca-cart-service",
+        Duration::from_secs(30),
+        || writes_to(&base, "ca-cart-service") > cart_writes,
+    );
+    let took = edited.elapsed();
+    assert_eq!(
+        reconciles(&ep, "ca-user-service"),
+        user_before,
+        "ca-user-service was still waiting"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "first write {took:?} after the edit"
+    );
+    assert_eq!(sim_json(&base, "outages"), serde_json::json!([]));
+}

@@ -141,16 +141,56 @@ pub async fn apply(
     options: &ApplyOptions,
     clock: Clock,
 ) -> Vec<AppReport> {
-    let budget = options
-        .budget
-        .clone()
-        .unwrap_or_else(|| Arc::new(AtomicUsize::new(options.max_actions.unwrap_or(usize::MAX))));
-    let mut work: Vec<(&AppSpec, Observed)> = Vec::new();
-    let mut reports: Vec<AppReport> = Vec::new();
+    let mut reports = Vec::new();
+    apply_each(client, desired, live, options, clock, |r| reports.push(r)).await;
+    reports.sort_by(|a, b| a.app.cmp(&b.app));
+    reports
+}
+
+/// [`apply`], handing each app's report to `done` the moment that app is finished, so that a
+/// caller can schedule it again without waiting for the slowest app of the pass.
+pub async fn apply_each(
+    client: &ArmClient,
+    desired: &DesiredState,
+    live: LiveState,
+    options: &ApplyOptions,
+    clock: Clock,
+    mut done: impl FnMut(AppReport),
+) {
+    let budget = budget(options);
+    let (ready, work) = split(desired, live);
+    ready.into_iter().for_each(&mut done);
+    // Boxed (see live::snapshot for why).
+    let futures = work.into_iter().map(|w| -> BoxFuture<'_, AppReport> {
+        Box::pin(converge_one(client, w, options, &budget, clock))
+    });
+    let mut worked =
+        futures_util::stream::iter(futures).buffer_unordered(options.concurrency.max(1));
+    while let Some(report) = worked.next().await {
+        done(report);
+    }
+}
+
+/// One app's work in a pass: what it should be, and what was read of it.
+#[derive(Debug)]
+pub struct Work {
+    /// Its desired state.
+    pub spec: AppSpec,
+    /// What was read.
+    pub observed: Observed,
+    /// Its [`crate::live::fingerprint`], if its revisions were read.
+    pub fingerprint: Option<u64>,
+}
+
+/// Splits a snapshot of `desired`'s apps into the reports of those it shows unchanged since they
+/// were verified in sync, and the work on the others.
+pub fn split(desired: &DesiredState, live: LiveState) -> (Vec<AppReport>, Vec<Work>) {
+    let mut ready = Vec::new();
+    let mut work = Vec::new();
     let mut observed = live.apps;
     for (key, spec) in &desired.apps {
         if live.unchanged.contains(key) {
-            reports.push(AppReport {
+            ready.push(AppReport {
                 app: key.clone(),
                 result: AppResult::InSync,
                 actions: Vec::new(),
@@ -158,39 +198,44 @@ pub async fn apply(
             });
             continue;
         }
-        let o = observed
-            .remove(key)
-            .unwrap_or_else(|| Observed::Unreadable("not observed".to_owned()));
-        work.push((spec, o));
+        work.push(Work {
+            spec: spec.clone(),
+            observed: observed
+                .remove(key)
+                .unwrap_or_else(|| Observed::Unreadable("not observed".to_owned())),
+            fingerprint: live.fingerprints.get(key).copied(),
+        });
     }
-    let fingerprints = live.fingerprints;
-    // Built first and boxed (see live::snapshot for why).
-    let futures: Vec<BoxFuture<'_, AppReport>> = work
-        .into_iter()
-        .map(|(spec, o)| -> BoxFuture<'_, AppReport> {
-            let budget = budget.clone();
-            let span = tracing::info_span!("app", app = %spec.key);
-            Box::pin(
-                async move { converge(client, spec, o, options, &budget, clock).await }
-                    .instrument(span),
-            )
-        })
-        .collect();
-    let worked: Vec<AppReport> = futures_util::stream::iter(futures)
-        .buffer_unordered(options.concurrency.max(1))
-        .collect()
+    (ready, work)
+}
+
+/// The `--max-actions` budget of a pass: the one in `options`, or a new one.
+pub fn budget(options: &ApplyOptions) -> Arc<AtomicUsize> {
+    options
+        .budget
+        .clone()
+        .unwrap_or_else(|| Arc::new(AtomicUsize::new(options.max_actions.unwrap_or(usize::MAX))))
+}
+
+/// Converges one app, and says how.
+pub async fn converge_one(
+    client: &ArmClient,
+    work: Work,
+    options: &ApplyOptions,
+    budget: &AtomicUsize,
+    clock: Clock,
+) -> AppReport {
+    let span = tracing::info_span!("app", app = %work.spec.key);
+    let mut report = converge(client, &work.spec, work.observed, options, budget, clock)
+        .instrument(span)
         .await;
-    for mut report in worked {
-        // In sync as read, with its revisions: remember what it looked like.
-        if report.result == AppResult::InSync
-            && let Some(fp) = fingerprints.get(&report.app)
-        {
-            report.verified = Verification::Full(*fp);
-        }
-        reports.push(report);
+    // In sync as read, with its revisions: remember what it looked like.
+    if report.result == AppResult::InSync
+        && let Some(fp) = work.fingerprint
+    {
+        report.verified = Verification::Full(fp);
     }
-    reports.sort_by(|a, b| a.app.cmp(&b.app));
-    reports
+    report
 }
 
 fn take_budget_n(budget: &AtomicUsize, n: usize) -> bool {

@@ -150,17 +150,21 @@ pub async fn run(
     refresh_desired(&store, &shared);
     let mut leading = fence.is_leader();
     publish_leadership(&fence, leading, &shared);
-    let mut due: BTreeMap<AppKey, Instant> = store
-        .state
-        .apps
-        .keys()
-        .map(|k| (k.clone(), Instant::now()))
-        .collect();
-    let mut failures: BTreeMap<AppKey, u32> = BTreeMap::new();
-    // App -> (fingerprint when last verified in sync, passes since).
-    let mut verified: BTreeMap<AppKey, (u64, u32)> = BTreeMap::new();
-    let mut in_flight: BTreeSet<AppKey> = BTreeSet::new();
-    let mut passes: JoinSet<Vec<AppReport>> = JoinSet::new();
+    let mut book = AppBook {
+        due: store
+            .state
+            .apps
+            .keys()
+            .map(|k| (k.clone(), Instant::now()))
+            .collect(),
+        ..AppBook::default()
+    };
+    let mut passes: JoinSet<PassSummary> = JoinSet::new();
+    // The apps each running pass holds, to free them should it end without reporting them.
+    let mut holding: BTreeMap<tokio::task::Id, Vec<AppKey>> = BTreeMap::new();
+    // Each app's report as soon as it is finished: an app is free for its next pass (a file
+    // change, say) without waiting for the slowest app of the pass it was in.
+    let (report_tx, mut report_rx) = tokio::sync::mpsc::unbounded_channel::<AppReport>();
     let mut next_retention = Instant::now();
     let revision_images = Arc::new(crate::retention::RevisionImages::default());
     let mut retention_running = false;
@@ -176,21 +180,23 @@ pub async fn run(
     loop {
         // Start a pass over every due app that is not being worked on.
         let now = Instant::now();
-        let mut ready: Vec<AppKey> = due
+        let mut ready: Vec<AppKey> = book
+            .due
             .iter()
-            .filter(|(k, at)| **at <= now && !in_flight.contains(*k))
+            .filter(|(k, at)| **at <= now && !book.in_flight.contains(*k))
             .map(|(k, _)| k.clone())
             .collect();
         // Siblings in the same resource groups, due soon and not backing off, ride along.
         let groups: BTreeSet<(&str, &str)> = ready.iter().map(group_of).collect();
         let window = now + config.interval / 10;
-        let riders: Vec<AppKey> = due
+        let riders: Vec<AppKey> = book
+            .due
             .iter()
             .filter(|(k, at)| {
                 **at > now
                     && **at <= window
-                    && !in_flight.contains(*k)
-                    && !failures.contains_key(*k)
+                    && !book.in_flight.contains(*k)
+                    && !book.failures.contains_key(*k)
                     && groups.contains(&group_of(k))
             })
             .map(|(k, _)| k.clone())
@@ -206,8 +212,8 @@ pub async fn run(
                 subscriptions: store.state.subscriptions.clone(),
             };
             for k in &ready {
-                due.remove(k);
-                in_flight.insert(k.clone());
+                book.due.remove(k);
+                book.in_flight.insert(k.clone());
             }
             let connection = connection.clone();
             let options = ApplyOptions {
@@ -221,17 +227,20 @@ pub async fn run(
                 .apps
                 .keys()
                 .filter_map(|k| {
-                    verified
+                    book.verified
                         .get(k)
                         .filter(|(_, age)| *age < config.reverify_after)
                         .map(|(fp, _)| (k.clone(), *fp))
                 })
                 .collect();
             let span = tracing::info_span!("pass", apps = subset.apps.len());
-            passes.spawn(tracing::Instrument::instrument(
-                async move { pass_by_group(&connection, subset, &fresh, &options).await },
+            let reports = report_tx.clone();
+            let held = ready.clone();
+            let task = passes.spawn(tracing::Instrument::instrument(
+                async move { pass_by_group(&connection, subset, &fresh, &options, &reports).await },
                 span,
             ));
+            holding.insert(task.id(), held);
         }
         // Registry retention after full resyncs, when no pass is running.
         if !retention_running
@@ -261,9 +270,10 @@ pub async fn run(
                 crate::retention::apply(&connection.acr, &plan).await
             });
         }
-        shared.metrics.queue_depth.set(due.len() as i64);
+        shared.metrics.queue_depth.set(book.due.len() as i64);
 
-        let next_due = due
+        let next_due = book
+            .due
             .values()
             .min()
             .copied()
@@ -271,14 +281,14 @@ pub async fn run(
         let wake = next_due.min(Instant::now() + config.file_poll);
         tokio::select! {
             () = token.cancelled(), if !token.is_cancelled() => {
-                tracing::info!(running = in_flight.len(), "stopping: no new passes; letting running ones finish");
+                tracing::info!(running = book.in_flight.len(), "stopping: no new passes; letting running ones finish");
             }
             () = fence.changed() => {
                 let now_leading = fence.is_leader();
                 if now_leading && !leading {
                     // Whatever the last leader left is ours now: look at everything.
                     for k in store.state.apps.keys() {
-                        due.insert(k.clone(), Instant::now());
+                        book.due.insert(k.clone(), Instant::now());
                     }
                     next_retention = Instant::now();
                 }
@@ -287,66 +297,52 @@ pub async fn run(
             }
             () = shared.trigger.notified() => {
                 tracing::info!("reconcile requested over HTTP: verifying every app in full");
-                verified.clear();
+                book.verified.clear();
                 for k in store.state.apps.keys() {
-                    due.insert(k.clone(), Instant::now());
+                    book.due.insert(k.clone(), Instant::now());
                 }
                 next_retention = Instant::now();
             }
-            Some(done) = passes.join_next() => {
-                let reports = done.unwrap_or_default();
-                let mut status = shared.status();
-                let now_text = time::format_arm(clock.now());
-                let mut any_failed = false;
-                // One resync time per resource group of this pass (see the module docs).
-                let mut group_next: BTreeMap<(String, String), Instant> = BTreeMap::new();
-                for report in &reports {
-                    match report.verified {
-                        Verification::Full(fp) => {
-                            verified.insert(report.app.clone(), (fp, 0));
-                        }
-                        Verification::Unchanged => {
-                            if let Some(v) = verified.get_mut(&report.app) {
-                                v.1 += 1;
-                            }
-                        }
-                        Verification::No => {
-                            verified.remove(&report.app);
-                        }
-                    }
-                    in_flight.remove(&report.app);
-                    if report.result == AppResult::Standby {
-                        // Not a failure of the app: it waits for this replica to lead again.
-                        if store.state.apps.contains_key(&report.app) {
-                            due.insert(report.app.clone(), Instant::now());
-                        }
-                        continue;
-                    }
-                    let next = if report.result.is_ok() {
-                        failures.remove(&report.app);
-                        let (sub, rg) = group_of(&report.app);
-                        *group_next
-                            .entry((sub.to_owned(), rg.to_owned()))
-                            .or_insert_with(|| Instant::now() + jittered(config.interval))
-                    } else {
-                        any_failed = true;
-                        let n = failures.entry(report.app.clone()).or_insert(0);
-                        *n += 1;
-                        Instant::now() + backoff(&config, *n)
-                    };
-                    if store.state.apps.contains_key(&report.app) {
-                        due.entry(report.app.clone()).and_modify(|d| *d = (*d).min(next)).or_insert(next);
-                    }
-                    status.record(report, &shared.metrics, Some(wall(next, &clock)), &now_text);
-                    if let AppResult::Failed { error } = &report.result {
-                        tracing::warn!(app = %report.app, %error, "app failed; retrying with backoff");
+            Some(report) = report_rx.recv() => {
+                book.record(&report, &store, &config, &shared, &clock);
+            }
+            Some(done) = passes.join_next_with_id() => {
+                // Its reports were sent before it ended; take any still queued first.
+                while let Ok(report) = report_rx.try_recv() {
+                    book.record(&report, &store, &config, &shared, &clock);
+                }
+                let id = match &done {
+                    Ok((id, _)) => *id,
+                    Err(e) => e.id(),
+                };
+                // A pass that panicked frees its unreported apps as failed, or they would wait
+                // for it forever.
+                let held = holding.remove(&id).unwrap_or_default();
+                if done.is_err() {
+                    let unreported: Vec<AppKey> =
+                        held.into_iter().filter(|a| book.in_flight.contains(a)).collect();
+                    for app in unreported {
+                        let report = AppReport {
+                            app,
+                            result: AppResult::Failed {
+                                error: "internal error: the pass working on this app ended without finishing it; retrying".to_owned(),
+                            },
+                            actions: Vec::new(),
+                            verified: Verification::No,
+                        };
+                        book.record(&report, &store, &config, &shared, &clock);
                     }
                 }
+                let summary = done.map(|(_, s)| s).unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "a pass ended abnormally");
+                    PassSummary { apps: 0, failed: 1 }
+                });
+                let mut status = shared.status();
                 status.passes += 1;
-                status.last_pass_at = Some(now_text);
-                let result = if any_failed { "failed" } else { "ok" };
+                status.last_pass_at = Some(time::format_arm(clock.now()));
+                let result = if summary.failed > 0 { "failed" } else { "ok" };
                 shared.metrics.passes.get_or_create(&ResultLabels { result: result.to_owned() }).inc();
-                if !any_failed {
+                if summary.failed == 0 {
                     shared.metrics.last_success.set(clock.now() as f64 / 1000.0);
                 }
                 if !first_pass_done {
@@ -354,7 +350,8 @@ pub async fn run(
                     status.ready = true;
                 }
                 status.export(&shared.metrics);
-                tracing::info!(apps = reports.len(), failed = reports.iter().filter(|r| !r.result.is_ok()).count(), "pass done");
+                book.group_next.retain(|_, at| *at > Instant::now());
+                tracing::info!(apps = summary.apps, failed = summary.failed, "pass done");
             }
             Some(done) = retention_task.join_next() => {
                 retention_running = false;
@@ -387,10 +384,10 @@ pub async fn run(
                     );
                     for k in reload.apps {
                         if store.state.apps.contains_key(&k) {
-                            due.insert(k, Instant::now());
+                            book.due.insert(k, Instant::now());
                         } else {
-                            due.remove(&k);
-                            verified.remove(&k);
+                            book.due.remove(&k);
+                            book.verified.remove(&k);
                             shared.status().apps.remove(&k);
                         }
                     }
@@ -416,14 +413,110 @@ pub async fn run(
     tracing::info!("controller stopped");
 }
 
-/// One pass: each resource group is observed (one list) and converged, two groups at a time,
-/// so a pass over a whole fleet holds the live state of two groups, not of every app.
+/// The scheduler's books on each app, updated as each app's report comes in.
+#[derive(Default)]
+struct AppBook {
+    /// When each app is due; the earliest wins.
+    due: BTreeMap<AppKey, Instant>,
+    /// Failures in a row, for the backoff.
+    failures: BTreeMap<AppKey, u32>,
+    /// App -> (fingerprint when last verified in sync, passes since).
+    verified: BTreeMap<AppKey, (u64, u32)>,
+    /// Apps held by a running pass.
+    in_flight: BTreeSet<AppKey>,
+    /// Resource group -> its next resync; see the module docs.
+    group_next: BTreeMap<(String, String), Instant>,
+}
+
+impl AppBook {
+    /// Frees the app for its next pass and schedules it: the group's resync after a success,
+    /// a backoff after a failure, at once for a standby replica that leads again.
+    fn record(
+        &mut self,
+        report: &AppReport,
+        store: &DesiredStore,
+        config: &RunConfig,
+        shared: &Shared,
+        clock: &Clock,
+    ) {
+        match report.verified {
+            Verification::Full(fp) => {
+                self.verified.insert(report.app.clone(), (fp, 0));
+            }
+            Verification::Unchanged => {
+                if let Some(v) = self.verified.get_mut(&report.app) {
+                    v.1 += 1;
+                }
+            }
+            Verification::No => {
+                self.verified.remove(&report.app);
+            }
+        }
+        self.in_flight.remove(&report.app);
+        let managed = store.state.apps.contains_key(&report.app);
+        if report.result == AppResult::Standby {
+            // Not a failure of the app: it waits for this replica to lead again.
+            if managed {
+                self.due.insert(report.app.clone(), Instant::now());
+            }
+            return;
+        }
+        let next = if report.result.is_ok() {
+            self.failures.remove(&report.app);
+            // One resync time per resource group: every app of the group finishing in this
+            // cycle shares it, however far apart they finish, so they come due, and are
+            // listed, together. A time less than half an interval away is the last cycle's.
+            let (sub, rg) = group_of(&report.app);
+            let now = Instant::now();
+            let entry = self
+                .group_next
+                .entry((sub.to_owned(), rg.to_owned()))
+                .or_insert(now);
+            if *entry <= now + config.interval / 2 {
+                *entry = now + jittered(config.interval);
+            }
+            *entry
+        } else {
+            let n = self.failures.entry(report.app.clone()).or_insert(0);
+            *n += 1;
+            Instant::now() + backoff(config, *n)
+        };
+        if managed {
+            self.due
+                .entry(report.app.clone())
+                .and_modify(|d| *d = (*d).min(next))
+                .or_insert(next);
+        }
+        let now_text = time::format_arm(clock.now());
+        shared
+            .status()
+            .record(report, &shared.metrics, Some(wall(next, clock)), &now_text);
+        if let AppResult::Failed { error } = &report.result {
+            tracing::warn!(app = %report.app, %error, "app failed; retrying with backoff");
+        }
+    }
+}
+
+/// How a pass went, for the pass counters; its apps' reports went out as each finished.
+#[derive(Debug, Default)]
+struct PassSummary {
+    apps: usize,
+    failed: usize,
+}
+
+/// One pass, as a pipeline: resource groups are observed (one list each), two at a time, and
+/// their apps queued; up to `--concurrency` apps are converged at once, from whichever groups.
+/// The queue holds at most `--concurrency` apps, so a group is read only when its apps would
+/// soon be worked on: a pass holds the live state of about two groups plus the apps being
+/// worked on, not of the whole fleet, and an app waiting for its revision holds up only itself,
+/// not the groups behind it. Each app's report goes to `reports` when that app is finished.
 async fn pass_by_group(
     connection: &Connection,
     desired: DesiredState,
     fresh: &BTreeMap<AppKey, u64>,
     options: &ApplyOptions,
-) -> Vec<AppReport> {
+    reports: &tokio::sync::mpsc::UnboundedSender<AppReport>,
+) -> PassSummary {
     let mut groups: BTreeMap<(String, String), DesiredState> = BTreeMap::new();
     for (key, spec) in desired.apps {
         groups
@@ -436,29 +529,64 @@ async fn pass_by_group(
             .insert(key, spec);
     }
     let client = &connection.client;
+    let concurrency = options.concurrency.max(1);
     // One `--max-actions` budget for the whole pass.
-    let options = &ApplyOptions {
-        budget: Some(Arc::new(std::sync::atomic::AtomicUsize::new(
-            options.max_actions.unwrap_or(usize::MAX),
-        ))),
-        ..options.clone()
-    };
-    // Boxed first, as in live::snapshot (rustc's lifetime inference inside a spawned pass).
-    let futures: Vec<BoxFuture<'_, Vec<AppReport>>> = groups
+    let budget = crate::apply::budget(options);
+    let (queue, queued) = tokio::sync::mpsc::channel::<crate::apply::Work>(concurrency);
+    // The receiver is gone only when the controller is stopping.
+    let send = |r: AppReport| drop(reports.send(r));
+
+    let in_sync = std::sync::atomic::AtomicUsize::new(0);
+    let in_sync_ref = &in_sync;
+    // Built first and boxed, as in live::snapshot (rustc's lifetime inference inside a spawned
+    // pass). Each holds a sender: the queue ends when every group is read and queued.
+    let observers: Vec<BoxFuture<'_, ()>> = groups
         .into_values()
-        .map(|group| -> BoxFuture<'_, Vec<AppReport>> {
+        .map(|group| -> BoxFuture<'_, ()> {
+            let queue = queue.clone();
             Box::pin(async move {
-                let live =
-                    crate::live::snapshot_since(client, &group, options.concurrency, fresh).await;
-                crate::apply::apply(client, &group, live, options, Clock::new()).await
+                let live = crate::live::snapshot_since(client, &group, concurrency, fresh).await;
+                let (ready, work) = crate::apply::split(&group, live);
+                in_sync_ref.fetch_add(ready.len(), std::sync::atomic::Ordering::Relaxed);
+                ready.into_iter().for_each(send);
+                for w in work {
+                    if queue.send(w).await.is_err() {
+                        return;
+                    }
+                }
             })
         })
         .collect();
-    let done: Vec<Vec<AppReport>> = futures_util::stream::iter(futures)
+    drop(queue);
+    let observe = futures_util::stream::iter(observers)
         .buffer_unordered(2)
-        .collect()
-        .await;
-    done.into_iter().flatten().collect()
+        .for_each(|()| std::future::ready(()));
+    let budget = &budget;
+    let work =
+        futures_util::stream::unfold(
+            queued,
+            |mut q| async move { q.recv().await.map(|w| (w, q)) },
+        )
+        .map(|w| -> BoxFuture<'_, AppReport> {
+            // Boxed, as in live::snapshot (rustc's lifetime inference inside a spawned pass).
+            Box::pin(crate::apply::converge_one(
+                client,
+                w,
+                options,
+                budget,
+                Clock::new(),
+            ))
+        })
+        .buffer_unordered(concurrency)
+        .fold(PassSummary::default(), |mut summary, r| {
+            summary.apps += 1;
+            summary.failed += usize::from(!r.result.is_ok());
+            send(r);
+            std::future::ready(summary)
+        });
+    let ((), mut summary) = tokio::join!(observe, work);
+    summary.apps += in_sync.into_inner();
+    summary
 }
 
 /// Publishes whether this replica acts to `/status` and `/metrics`. A standby replica is ready:

@@ -38,6 +38,9 @@ pub struct AppStatus {
     pub next_at: Option<String>,
     /// When it was last reconciled (RFC 3339).
     pub last_at: Option<String>,
+    /// How many times it was reconciled since this process started (a count that climbs by
+    /// more than one per `--interval` means the app keeps needing work).
+    pub reconciles: u64,
 }
 
 impl AppStatus {
@@ -53,6 +56,7 @@ impl AppStatus {
             failures: 0,
             next_at: None,
             last_at: None,
+            reconciles: 0,
         }
     }
 }
@@ -269,6 +273,7 @@ impl Status {
         }
         entry.next_at = next_at;
         entry.last_at = Some(now.to_owned());
+        entry.reconciles += 1;
     }
 
     /// Refreshes the per-state gauges.
