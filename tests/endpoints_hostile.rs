@@ -165,13 +165,14 @@ fn slowloris_connections_are_capped_and_timed_out() {
         || get(&format!("{ep}/healthz")).0 == 200,
     );
     let waited = started.elapsed();
-    let still_open = slow.iter().filter(|c| is_open(c)).count();
     assert!(
         waited < Duration::from_secs(15),
         "served again after {waited:?}"
     );
-    assert_eq!(
-        still_open, 0,
-        "slow connections outlived the header timeout"
+    // They all time out together, but the server closes them one by one: allow it a moment.
+    wait_for(
+        "every slow connection closed",
+        Duration::from_secs(5),
+        || slow.iter().all(|c| !is_open(c)),
     );
 }
