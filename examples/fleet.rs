@@ -13,7 +13,8 @@
 //!    429s (with ARM's buckets on, `--buckets on`, or off); the floor the buckets set;
 //! 2. **steady state**: the controller again, with `--steady-interval`; after its first full
 //!    pass, the ARM reads per resync over `--steady-resyncs` resyncs, per app and per group;
-//! 3. **memory**: the controller's peak RSS while converging, and its RSS at rest;
+//! 3. **memory**: the controller's peak RSS while converging, and its RSS at rest (sampled
+//!    every 250 ms over the steady-state window: median, min and max);
 //! 4. **reaction**: from a desired-state file edit to the first write, 5 times;
 //! 5. **planner**: `plan_app` CPU time per app over 10,000 apps, in this process.
 //!
@@ -541,7 +542,15 @@ fn fleet_run(exe: &Path, args: &Args, buckets: bool, with_steady: bool) -> Resul
     }
     eprintln!("   settled after {:.0} s", settle.elapsed().as_secs_f64());
     let before = counts(&base)?;
-    std::thread::sleep(interval * args.steady_resyncs);
+    // RSS at rest: sampled every 250 ms over the whole steady window (resyncs and retention
+    // included), so one sample landing on a pass does not decide the figure.
+    let window = Instant::now();
+    let mut samples = Vec::new();
+    while window.elapsed() < interval * args.steady_resyncs {
+        samples.push(rss(pid).1);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    samples.sort_unstable();
     let after = counts(&base)?;
     let d = |name: &str| op(&after, name) - op(&before, name);
     let lists = d("ContainerApps_ListByResourceGroup");
@@ -551,7 +560,12 @@ fn fleet_run(exe: &Path, args: &Args, buckets: bool, with_steady: bool) -> Resul
     let steady_writes =
         after["armWrites"].as_u64().unwrap_or(0) - before["armWrites"].as_u64().unwrap_or(0);
     let revision_lists = d("ContainerAppsRevisions_ListRevisions");
-    let at_rest = rss(pid).1;
+    let at_rest = json!({
+        "median": samples.get(samples.len() / 2).copied().unwrap_or(0),
+        "min": samples.first().copied().unwrap_or(0),
+        "max": samples.last().copied().unwrap_or(0),
+        "samples": samples.len(),
+    });
 
     // 3. Reaction: a file edit to the first write, 5 times.
     let mut reactions = Vec::new();
@@ -757,10 +771,17 @@ fn print_table(r: &Value) {
                 s["readsPerGroupPerResync"].as_f64().unwrap_or(0.0)
             );
             println!("{:<58} {:>14}", "  writes", s["writes"].to_string());
+            let rest = &run["restRssKiB"];
+            let mib = |k: &str| rest[k].as_f64().unwrap_or(0.0) / 1024.0;
             println!(
-                "{:<58} {:>10.1} MiB",
-                "controller RSS at rest",
-                run["restRssKiB"].as_f64().unwrap_or(0.0) / 1024.0
+                "{:<58} {:>14}",
+                "controller RSS at rest, median (min - max)",
+                format!(
+                    "{:.1} ({:.1} - {:.1}) MiB",
+                    mib("median"),
+                    mib("min"),
+                    mib("max")
+                )
             );
             let re = &run["reactionSeconds"];
             println!(
