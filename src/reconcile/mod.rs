@@ -123,6 +123,12 @@ fn jittered(d: Duration) -> Duration {
     d.mul_f64(factor)
 }
 
+/// A random age in `0..limit`.
+fn stagger(limit: u32) -> u32 {
+    let r = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 1u8);
+    u32::try_from(r % u64::from(limit.max(1))).unwrap_or(0)
+}
+
 /// Backoff after `failures` failures in a row: base * 2^(n-1), jittered, capped.
 pub fn backoff(config: &RunConfig, failures: u32) -> Duration {
     let exp = config
@@ -441,7 +447,16 @@ impl AppBook {
     ) {
         match report.verified {
             Verification::Full(fp) => {
-                self.verified.insert(report.app.clone(), (fp, 0));
+                // An app verified for the first time starts at a random age, so that a fleet
+                // verified together (at start, or after POST /reconcile) is re-verified a slice
+                // at each resync instead of all at once every `reverify_after` resyncs. Never
+                // later than the limit: the age only starts higher.
+                let age = if self.verified.contains_key(&report.app) {
+                    0
+                } else {
+                    stagger(config.reverify_after)
+                };
+                self.verified.insert(report.app.clone(), (fp, age));
             }
             Verification::Unchanged => {
                 if let Some(v) = self.verified.get_mut(&report.app) {
@@ -620,6 +635,14 @@ fn refresh_desired(store: &DesiredStore, shared: &Shared) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_verifications_are_staggered_over_the_reverify_period() {
+        let ages: BTreeSet<u32> = (0..200).map(|_| stagger(6)).collect();
+        assert!(ages.iter().all(|a| *a < 6), "{ages:?}");
+        assert!(ages.len() >= 4, "spread over the period: {ages:?}");
+        assert_eq!(stagger(0), 0);
+    }
 
     #[test]
     fn backoff_grows_is_capped_and_jittered() {
