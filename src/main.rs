@@ -7,9 +7,9 @@ use clap::Parser;
 
 use aca_reconciler::{cli::Cli, commands};
 
-/// jemalloc, configured in `.cargo/config.toml` to return idle memory to the OS (glibc's
-/// malloc kept a convergence's peak resident for good: 56 MiB at rest for 1,000 apps, now
-/// about 30 to 34 MiB).
+/// jemalloc, configured in `.cargo/config.toml` to return freed memory to the OS at once
+/// (glibc's malloc kept a convergence's peak resident for good: 56 MiB at rest for 1,000 apps,
+/// now about 30 MiB).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -781,15 +781,8 @@ async fn a_failed_write_in_single_mode_leaves_the_serving_revision_active() {
         .as_str()
         .unwrap()
         .to_owned();
-    let inject = json!({"kind": "operationFails", "subscription": PROD_SUB, "resourceGroup": PROD_RG, "app": "ca-web-bff"});
-    let r = c
-        .http
-        .post(format!("{}/_sim/inject", c.base))
-        .json(&inject)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    c.inject("operationFails", PROD_SUB, PROD_RG, "ca-web-bff")
+        .await;
     let r = c.patch(&url, json!({"properties": {"template": {"scale": {"minReplicas": 2}, "revisionSuffix": "doomed"}}})).await;
     assert_eq!(r.status(), 202);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1316,17 +1309,8 @@ async fn state_dump_round_trips_and_injections_fail_what_they_say() {
     assert_eq!(a, b);
 
     let url = c.app_url(PROD_SUB, PROD_RG, "ca-cart-service");
-    let inject = |kind: &str| json!({"kind": kind, "subscription": PROD_SUB, "resourceGroup": PROD_RG, "app": "ca-cart-service"});
-    assert_eq!(
-        c.http
-            .post(format!("{}/_sim/inject", c.base))
-            .json(&inject("operationFails"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        204
-    );
+    c.inject("operationFails", PROD_SUB, PROD_RG, "ca-cart-service")
+        .await;
     let before = c.get_json(&url).await;
     let r = c
         .patch(
@@ -1358,16 +1342,8 @@ async fn state_dump_round_trips_and_injections_fail_what_they_say() {
         "the failed write was undone"
     );
 
-    assert_eq!(
-        c.http
-            .post(format!("{}/_sim/inject", c.base))
-            .json(&inject("revisionFails"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        204
-    );
+    c.inject("revisionFails", PROD_SUB, PROD_RG, "ca-cart-service")
+        .await;
     let r = c.patch(&url, json!({"properties": {"template": {"scale": {"maxReplicas": 8}, "revisionSuffix": "willfail"}}})).await;
     assert_eq!(r.status(), 202);
     tokio::time::sleep(Duration::from_millis(250)).await;

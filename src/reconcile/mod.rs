@@ -118,15 +118,18 @@ fn group_of(k: &AppKey) -> (&str, &str) {
 
 /// ±10% of `d`, from a cheap per-call random number (jitter needs no cryptography).
 fn jittered(d: Duration) -> Duration {
-    let r = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8);
-    let factor = 0.9 + (r % 2001) as f64 / 10_000.0;
+    let factor = 0.9 + (random() % 2001) as f64 / 10_000.0;
     d.mul_f64(factor)
 }
 
 /// A random age in `0..limit`.
 fn stagger(limit: u32) -> u32 {
-    let r = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 1u8);
-    u32::try_from(r % u64::from(limit.max(1))).unwrap_or(0)
+    u32::try_from(random() % u64::from(limit.max(1))).unwrap_or(0)
+}
+
+/// A random number from std's per-instance hash keys: enough for jitter, no dependency.
+fn random() -> u64 {
+    std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8)
 }
 
 /// Backoff after `failures` failures in a row: base * 2^(n-1), jittered, capped.
@@ -551,31 +554,31 @@ async fn pass_by_group(
     // The receiver is gone only when the controller is stopping.
     let send = |r: AppReport| drop(reports.send(r));
 
-    let in_sync = std::sync::atomic::AtomicUsize::new(0);
-    let in_sync_ref = &in_sync;
     // Built first and boxed, as in live::snapshot (rustc's lifetime inference inside a spawned
-    // pass). Each holds a sender: the queue ends when every group is read and queued.
-    let observers: Vec<BoxFuture<'_, ()>> = groups
+    // pass). Each holds a sender: the queue ends when every group is read and queued. Each
+    // yields how many of its apps were in sync as listed (reported at once, never queued).
+    let observers: Vec<BoxFuture<'_, usize>> = groups
         .into_values()
-        .map(|group| -> BoxFuture<'_, ()> {
+        .map(|group| -> BoxFuture<'_, usize> {
             let queue = queue.clone();
             Box::pin(async move {
                 let live = crate::live::snapshot_since(client, &group, concurrency, fresh).await;
                 let (ready, work) = crate::apply::split(&group, live);
-                in_sync_ref.fetch_add(ready.len(), std::sync::atomic::Ordering::Relaxed);
+                let in_sync = ready.len();
                 ready.into_iter().for_each(send);
                 for w in work {
                     if queue.send(w).await.is_err() {
-                        return;
+                        break;
                     }
                 }
+                in_sync
             })
         })
         .collect();
     drop(queue);
     let observe = futures_util::stream::iter(observers)
         .buffer_unordered(2)
-        .for_each(|()| std::future::ready(()));
+        .fold(0, |sum, n| std::future::ready(sum + n));
     let budget = &budget;
     let work =
         futures_util::stream::unfold(
@@ -599,8 +602,8 @@ async fn pass_by_group(
             send(r);
             std::future::ready(summary)
         });
-    let ((), mut summary) = tokio::join!(observe, work);
-    summary.apps += in_sync.into_inner();
+    let (in_sync, mut summary) = tokio::join!(observe, work);
+    summary.apps += in_sync;
     summary
 }
 

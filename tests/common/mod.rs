@@ -177,6 +177,19 @@ impl ArmTestClient {
             .unwrap()
     }
 
+    /// `POST /_sim/inject` of `kind` on one app; asserts it was taken (204).
+    pub async fn inject(&self, kind: &str, subscription: &str, group: &str, app: &str) {
+        let body = serde_json::json!({"kind": kind, "subscription": subscription, "resourceGroup": group, "app": app});
+        let r = self
+            .http
+            .post(format!("{}/_sim/inject", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204, "injection {body}");
+    }
+
     pub async fn sim_json(&self, path: &str) -> serde_json::Value {
         self.http
             .get(format!("{}/_sim/{path}", self.base))
