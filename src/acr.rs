@@ -16,6 +16,7 @@ use reqwest::Method;
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use crate::arm::limiter::{Kind, Limiter, Limits};
 use crate::arm::{
     self, Error, RetryPolicy, USER_AGENT, check_endpoint, is_loopback_host, with_retries,
 };
@@ -84,6 +85,8 @@ pub struct AcrClient {
     /// (registry, "" for the refresh token | scope) -> token.
     cache: Cache,
     fence: std::sync::OnceLock<crate::lease::Fence>,
+    /// Per login server: the registry's buckets, closed by a 429 until its `Retry-After`.
+    limiter: Limiter,
 }
 
 impl AcrClient {
@@ -112,6 +115,7 @@ impl AcrClient {
             retry: RetryPolicy::default(),
             cache: Mutex::new(HashMap::new()),
             fence: std::sync::OnceLock::new(),
+            limiter: Limiter::new(Limits::acr()),
         })
     }
 
@@ -250,9 +254,18 @@ impl AcrClient {
         let path = arm::path_of(url);
         let what = format!("{method} {path}");
         let mut refreshed = false;
+        let kind = if method == Method::GET {
+            Kind::Read
+        } else {
+            Kind::Write
+        };
+        let registry = login.to_ascii_lowercase();
         loop {
-            let result = with_retries(&self.retry, true, &what, || async {
+            let result = with_retries(&self.retry, Error::is_retryable, &what, || async {
+                self.limiter.acquire(&registry, kind).await;
                 let token = self.access_token(login, scope).await?;
+                // Checked again right before the request leaves (see `arm::limiter`).
+                self.limiter.wait_open(&registry, kind).await;
                 let transport = |e: reqwest::Error| Error::Transport { method: method.to_string(), resource: path.clone(), message: arm::without_url(&e) };
                 let timeout = if method == Method::GET {
                     REQUEST_TIMEOUT
@@ -272,6 +285,11 @@ impl AcrClient {
                 let headers = resp.headers().clone();
                 let body = resp.bytes().await.map_err(transport)?;
                 tracing::debug!(method = %method, path = %path, status, "ACR");
+                if status == 429
+                    && let Some(wait) = arm::retry_after(&headers)
+                {
+                    self.limiter.observe_throttled(&registry, kind, wait);
+                }
                 if status >= 400 && status != 404 {
                     let (code, message) = arm::parse_error_body(&body);
                     let hint = match status {

@@ -378,6 +378,116 @@ async fn a_lock_conflict_waits_and_a_restart_is_never_repeated_blindly() {
     .unwrap();
 }
 
+#[tokio::test]
+async fn a_lost_answer_is_followed_by_a_read_and_never_by_the_same_write() {
+    let h = start_sim(world(Config {
+        lro_mode: LroMode::Async,
+        lro_ms: 1_000,
+        lro_retry_after_s: 1,
+        revision_ready_ms: 100,
+        ..Config::default()
+    }))
+    .await;
+    let c = client(&h, |_| {});
+    // Azure accepts the PATCH (202, its operation runs for a second), then the answer is lost.
+    fault(
+        &h,
+        json!({"operation": "ContainerApps_Update", "fault": {"kind": "lostAnswer"}, "count": 1}),
+    )
+    .await;
+    let body = json!({"properties": {"template": {"scale": {"minReplicas": 3, "maxReplicas": 9}, "revisionSuffix": "lost1"}}});
+    let written = c.patch_app(&key("ca-cart-service"), &body).await.unwrap();
+    assert!(written.lost_answer, "the caller is told: {written:?}");
+    assert_eq!(
+        count(&h, "ContainerApps_Update").await,
+        1,
+        "the write was not sent again"
+    );
+    let app = c.get_app(&key("ca-cart-service")).await.unwrap();
+    assert_eq!(
+        app.properties.provisioning_state.as_deref(),
+        Some("Succeeded"),
+        "it returned only once the operation it may have started had ended"
+    );
+    assert_eq!(
+        app.properties.latest_revision_name.as_deref(),
+        Some("ca-cart-service--lost1"),
+        "the write had landed"
+    );
+    assert!(
+        h.sim.audit().into_operation().is_empty(),
+        "{:?}",
+        h.sim.audit().into_operation()
+    );
+
+    // A lock conflict on the app's own operation: wait for it by reading, then write.
+    let hand = common::ArmTestClient::new(&h);
+    let url = hand.app_url(PROD_SUB, PROD_RG, "ca-cart-service");
+    let r = hand
+        .patch(
+            &url,
+            json!({"properties": {"template": {"scale": {"minReplicas": 4, "maxReplicas": 9}}}}),
+        )
+        .await;
+    assert_eq!(r.status(), 202, "someone else's operation now runs");
+    let body = json!({"properties": {"template": {"scale": {"minReplicas": 5, "maxReplicas": 9}, "revisionSuffix": "lock1"}}});
+    let written = c.patch_app(&key("ca-cart-service"), &body).await.unwrap();
+    assert!(!written.lost_answer);
+    let audit = h.sim.audit().to_json();
+    assert!(
+        audit["intoOperation"].as_array().unwrap().is_empty(),
+        "no write sent into the operation it was told of: {audit}"
+    );
+    assert_eq!(
+        count(&h, "ContainerApps_Update").await,
+        4,
+        "ours, the hand edit's, ours refused with 409, ours again"
+    );
+}
+
+#[tokio::test]
+async fn after_a_429_no_request_of_that_kind_leaves_until_retry_after() {
+    // A registry: one listing is throttled for 2 s; a second listing asked for meanwhile (of
+    // another repository) waits too, and reads of the ARM subscription are not held up.
+    let mut w = registry_world();
+    w.registries
+        .get_mut("cr.example.io")
+        .unwrap()
+        .repositories
+        .insert("team/web".into(), Repository::default());
+    let h = start_sim(w).await;
+    let tokens = Arc::new(TokenSource::simulator(h.sim.clone(), &h.base_url));
+    let acr = Arc::new(
+        AcrClient::new(
+            tokens,
+            &[(
+                "cr.example.io".into(),
+                format!("{}/registries/cr.example.io", h.base_url),
+            )],
+        )
+        .unwrap(),
+    );
+    // Warm the token cache, so that the listings below are the only registry requests.
+    acr.list_tags("cr.example.io", "team/web").await.unwrap();
+    fault(&h, json!({"operation": "ACR_GetTags", "fault": {"kind": "throttle", "retryAfter": 2}, "count": 1})).await;
+    let started = Instant::now();
+    let first = tokio::spawn({
+        let acr = acr.clone();
+        async move { acr.list_tags("cr.example.io", "team/api").await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = acr.list_tags("cr.example.io", "team/web").await.unwrap();
+    assert!(second.is_empty());
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "the second listing waited for the registry's Retry-After: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(first.await.unwrap().unwrap().len(), 250);
+    let early = h.sim.audit().early().to_vec();
+    assert!(early.is_empty(), "requests inside the wait: {early:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_bucket_keeps_a_burst_from_being_throttled() {
     // ARM's read bucket (250) with its refill sped up 10x so the test is short; the client keeps
@@ -666,12 +776,18 @@ async fn a_fenced_client_sends_no_write_without_the_lease_and_ends_each_write_be
     lease.send_replace(Some(tokio::time::Instant::now() + Duration::from_secs(5)));
     fault(&h, json!({"operation": "ContainerApps_Update", "fault": {"kind": "latency", "ms": 20_000}, "count": 1})).await;
     let started = Instant::now();
-    let timed_out = c.patch_app(&app, &body).await.unwrap_err();
+    // Its answer never came: the app is read instead of the write being sent again.
+    let timed_out = c.patch_app(&app, &body).await;
     let took = started.elapsed();
     assert!(
         took < Duration::from_secs(6),
-        "gave up after {took:?}: {timed_out}"
+        "gave up after {took:?}: {timed_out:?}"
     );
+    assert!(
+        timed_out.as_ref().is_ok_and(|w| w.lost_answer),
+        "{timed_out:?}"
+    );
+    assert_eq!(count(&h, "ContainerApps_Update").await, 1, "not sent again");
 
     // Leading: writes go through.
     lease.send_replace(Some(tokio::time::Instant::now() + Duration::from_secs(60)));

@@ -101,6 +101,9 @@ pub struct Done {
     /// Azure's `x-ms-request-id` of the write, to quote to Azure support.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// The write's answer was lost: the app was read again to see whether it landed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub lost_answer: bool,
     /// How long it took.
     pub ms: u64,
 }
@@ -400,8 +403,15 @@ async fn converge(
                 action,
                 error: result.as_ref().err().map(ToString::to_string),
                 request_id: written.request_id,
+                lost_answer: written.lost_answer,
                 ms,
             });
+            if written.lost_answer {
+                // It may or may not have landed: the rest of the step was planned assuming it
+                // did, so decide again from what Azure shows now.
+                tracing::warn!(action = %done.last().map_or("", |d| d.description.as_str()), "the answer was lost; re-reading the app before anything else");
+                break;
+            }
             if let Err(e) = result {
                 if matches!(e, Error::NotLeader(_)) {
                     return finish(AppResult::Standby, done);
@@ -452,6 +462,9 @@ async fn execute(
         | Action::RecordRestartGeneration { body, .. } => client.patch_app(key, body).await,
         Action::MarkRestartPending { body, since, .. } => {
             let written = client.patch_app(key, body).await?;
+            if written.lost_answer {
+                return Ok(written);
+            }
             // No restart before `since`, so that only replicas of the restarts show a later
             // time (plan::pending_restart).
             let since = crate::time::parse(since).unwrap_or(0);

@@ -130,6 +130,12 @@ impl Error {
         }
     }
 
+    /// Whether another operation holds the app's (or its environment's) lock: a 409 with one
+    /// of the [`LOCK_CODES`].
+    pub fn is_lock_conflict(&self) -> bool {
+        matches!(self, Error::Status { status: 409, code, .. } if LOCK_CODES.contains(&code.as_str()))
+    }
+
     /// HTTP status, if Azure answered.
     pub fn status(&self) -> Option<u16> {
         match self {

@@ -1,10 +1,16 @@
-//! A client-side copy of ARM's token buckets (N§7): reads 250 burst / 25 per s and writes
-//! 200 / 10 per s, per subscription. Requests wait for a token before they are sent, so the
-//! controller slows down *before* Azure throttles it.
+//! A client-side copy of Azure's token buckets: ARM's (N§7) reads 250 burst / 25 per s and
+//! writes 200 / 10 per s, per subscription; a registry's ([`Limits::acr`]) per login server.
+//! Requests wait for a token before they are sent, so the controller slows down *before* Azure
+//! throttles it.
 //!
 //! The buckets also learn from Azure: a response's `x-ms-ratelimit-remaining-subscription-*`
 //! lowers the local count when the shared bucket (other clients use it too) is emptier than
-//! ours, and a 429 empties it until `Retry-After` has passed.
+//! ours, and a 429 closes the scope for that kind of request until `Retry-After` has passed
+//! (ARM: "a request sent before the retry value elapses isn't processed and a new retry value is
+//! returned", N§7), then reopens it with an empty bucket, so what queued up behind the wait
+//! leaves at the refill rate, not all at once. The gate is checked twice: when the bucket's
+//! token is taken, and again just before the request leaves ([`Limiter::wait_open`]), since a
+//! token refresh or a busy runtime can hold a request between the two.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -69,6 +75,20 @@ impl Limits {
 }
 
 impl Limits {
+    /// A container registry's data plane, per login server: the Basic SKU's documented
+    /// 1,000 read and 100 write operations per minute as the burst, refilled over the minute
+    /// (learn.microsoft.com/azure/container-registry/container-registry-skus, "Service tier
+    /// features and limits"; the SKU is not known to the client, so the smallest is assumed).
+    pub fn acr() -> Self {
+        Self {
+            read_burst: 1_000.0,
+            read_per_second: 1_000.0 / 60.0,
+            write_burst: 100.0,
+            write_per_second: 100.0 / 60.0,
+        }
+        .scaled(HEADROOM)
+    }
+
     /// No limit at all (for benchmarks that measure Azure's own limits).
     pub fn unlimited() -> Self {
         Self {
@@ -94,7 +114,7 @@ struct Bucket {
     blocked_until: Option<Instant>,
 }
 
-/// The buckets of every subscription this client talks to.
+/// The buckets of every scope (subscription, or registry login server) a client talks to.
 #[derive(Debug, Default)]
 pub struct Limiter {
     limits: Limits,
@@ -110,10 +130,16 @@ impl Limiter {
         }
     }
 
-    /// Waits until a request of `kind` may go to `subscription`, and takes its token.
-    pub async fn acquire(&self, subscription: &str, kind: Kind) {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, Kind), Bucket>> {
+        self.buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits until a request of `kind` may go to `scope`, and takes its token.
+    pub async fn acquire(&self, scope: &str, kind: Kind) {
         loop {
-            let wait = self.try_take(subscription, kind, Instant::now());
+            let wait = self.try_take(scope, kind, Instant::now());
             match wait {
                 None => return,
                 Some(d) => tokio::time::sleep(d).await,
@@ -121,15 +147,29 @@ impl Limiter {
         }
     }
 
+    /// Waits while a 429's `Retry-After` keeps `scope` closed to `kind`, without taking a
+    /// token: called right before a request that already holds one leaves.
+    pub async fn wait_open(&self, scope: &str, kind: Kind) {
+        loop {
+            let now = Instant::now();
+            let until = self
+                .lock()
+                .get(&(scope.to_ascii_lowercase(), kind))
+                .and_then(|b| b.blocked_until)
+                .filter(|until| *until > now);
+            match until {
+                Some(until) => tokio::time::sleep_until(until).await,
+                None => return,
+            }
+        }
+    }
+
     /// Takes a token now, or says how long to wait for one.
-    fn try_take(&self, subscription: &str, kind: Kind, now: Instant) -> Option<Duration> {
+    fn try_take(&self, scope: &str, kind: Kind, now: Instant) -> Option<Duration> {
         let (burst, rate) = self.limits.of(kind);
-        let mut buckets = self
-            .buckets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut buckets = self.lock();
         let b = buckets
-            .entry((subscription.to_ascii_lowercase(), kind))
+            .entry((scope.to_ascii_lowercase(), kind))
             .or_insert(Bucket {
                 tokens: burst,
                 at: now,
@@ -155,33 +195,28 @@ impl Limiter {
     }
 
     /// Learns from `x-ms-ratelimit-remaining-subscription-*`: the shared bucket has `remaining`.
-    pub fn observe_remaining(&self, subscription: &str, kind: Kind, remaining: u64) {
-        let mut buckets = self
-            .buckets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(b) = buckets.get_mut(&(subscription.to_ascii_lowercase(), kind)) {
+    pub fn observe_remaining(&self, scope: &str, kind: Kind, remaining: u64) {
+        if let Some(b) = self.lock().get_mut(&(scope.to_ascii_lowercase(), kind)) {
             b.tokens = b.tokens.min(remaining as f64);
         }
     }
 
-    /// Learns from a 429: nothing goes to `subscription` before `retry_after` has passed.
-    pub fn observe_throttled(&self, subscription: &str, kind: Kind, retry_after: Duration) {
+    /// Learns from a 429: nothing of `kind` goes to `scope` before `retry_after` has passed
+    /// (a later 429 with a shorter wait never shortens it), and then the bucket starts empty.
+    pub fn observe_throttled(&self, scope: &str, kind: Kind, retry_after: Duration) {
         let now = Instant::now();
-        let mut buckets = self
-            .buckets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut buckets = self.lock();
         let b = buckets
-            .entry((subscription.to_ascii_lowercase(), kind))
+            .entry((scope.to_ascii_lowercase(), kind))
             .or_insert(Bucket {
                 tokens: 0.0,
                 at: now,
                 blocked_until: None,
             });
+        let until = (now + retry_after).max(b.blocked_until.unwrap_or(now));
         b.tokens = 0.0;
-        b.at = now + retry_after;
-        b.blocked_until = Some(now + retry_after);
+        b.at = until;
+        b.blocked_until = Some(until);
     }
 }
 

@@ -3,10 +3,13 @@
 //! # Guarantees
 //! - One function, [`ArmClient::send`], sends every request. It waits for the client-side
 //!   bucket ([`limiter`]), adds the token, `User-Agent` and a fresh `x-ms-client-request-id`,
-//!   reads the whole body, and retries what is safe to retry: 408, 429, 5xx, write-lock 409s
-//!   and broken connections for requests that may be repeated; only "not processed" answers
-//!   (429, lock 409) for those that may not. Backoff is exponential with jitter and a cap
-//!   (backon); `Retry-After` is a floor, never shortened.
+//!   reads the whole body, and retries what is safe to retry: for reads 408, 429, 5xx,
+//!   write-lock 409s and broken connections; for writes only 429s. Backoff is exponential with
+//!   jitter and a cap (backon); `Retry-After` is a floor, never shortened, and closes the
+//!   subscription to that kind of request for everyone ([`limiter`]).
+//! - A write whose answer was lost is never sent again blindly: the app is read, and its
+//!   operation waited for, and the caller re-plans. A lock conflict waits for the app's
+//!   operation to end (by reading the app) before the write goes again.
 //! - Lists follow `nextLink` to the end and return everything, or an error: never a part.
 //! - Writes wait for their long-running operation: `Azure-AsyncOperation`, else `Location`,
 //!   else (or when the operation URL is forbidden, as for identities scoped to one resource
@@ -152,16 +155,14 @@ pub fn check_endpoint(url: &str, what: &str) -> Result<reqwest::Url, Error> {
     }
 }
 
-/// Runs `op` until it succeeds, or fails in a way that retrying cannot fix, or the policy's
-/// budget is spent. A request that may be repeated (`idempotent`) is retried on any retryable
-/// error; one that may not only when Azure certainly did not process it. `Retry-After` is a
-/// floor under the backoff, never shortened.
+/// Runs `op` until it succeeds, or fails in a way that `may_retry` says retrying cannot fix,
+/// or the policy's budget is spent. `Retry-After` is a floor under the backoff, never shortened.
 ///
 /// # Errors
 /// The last error.
 pub async fn with_retries<T, F, Fut>(
     policy: &RetryPolicy,
-    idempotent: bool,
+    may_retry: fn(&Error) -> bool,
     what: &str,
     mut op: F,
 ) -> Result<T, Error>
@@ -177,12 +178,7 @@ where
             Ok(v) => return Ok(v),
             Err(e) => e,
         };
-        let may_retry = if idempotent {
-            err.is_retryable()
-        } else {
-            err.was_not_processed()
-        };
-        let Some(backoff) = delays.next().filter(|_| may_retry) else {
+        let Some(backoff) = delays.next().filter(|_| may_retry(&err)) else {
             return Err(err);
         };
         let delay = err.retry_after().map_or(backoff, |ra| ra.max(backoff));
@@ -216,8 +212,28 @@ struct Call<'a> {
     url: String,
     body: Option<&'a Value>,
     subscription: Option<&'a str>,
-    /// May be repeated without changing the outcome.
-    idempotent: bool,
+    /// What `send` may repeat by itself.
+    repeat: Repeat,
+}
+
+/// What [`ArmClient::send`] may send again by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Repeat {
+    /// A read: anything retryable (a lost answer, a 5xx, a 429).
+    Read,
+    /// A write: only a 429, which Azure did not process. A lost answer (the write may have
+    /// landed) and a lock conflict (the app's operation is still running) are resolved by
+    /// [`ArmClient::write`] with a read of the app, never by sending the write again at once.
+    Write,
+}
+
+impl Repeat {
+    fn allows(self) -> fn(&Error) -> bool {
+        match self {
+            Repeat::Read => Error::is_retryable,
+            Repeat::Write => |e| e.status() == Some(429),
+        }
+    }
 }
 
 /// A complete response.
@@ -465,7 +481,7 @@ impl ArmClient {
             Kind::Write
         };
         let what = format!("{} {path}", call.method);
-        with_retries(&self.config.retry, call.idempotent, &what, || async {
+        with_retries(&self.config.retry, call.repeat.allows(), &what, || async {
             if let Some(sub) = call.subscription {
                 self.limiter.acquire(sub, kind).await;
             }
@@ -482,6 +498,11 @@ impl ArmClient {
 
     async fn attempt(&self, call: &Call<'_>, path: &str, kind: Kind) -> Result<Reply, Error> {
         let token = self.tokens.token().await?;
+        // A 429 answered to another request since this one took its bucket token closes the
+        // subscription to it too (contract section 3, "Throttling").
+        if let Some(sub) = call.subscription {
+            self.limiter.wait_open(sub, kind).await;
+        }
         // Checked after the token and the bucket, right before the write leaves.
         let timeout = match kind {
             Kind::Write => {
@@ -583,7 +604,7 @@ impl ArmClient {
             url: self.url(path),
             body: None,
             subscription: Some(&key.subscription),
-            idempotent: true,
+            repeat: Repeat::Read,
         };
         self.send(&call).await
     }
@@ -609,7 +630,7 @@ impl ArmClient {
                 url,
                 body: None,
                 subscription: Some(subscription),
-                idempotent: true,
+                repeat: Repeat::Read,
             };
             let reply = self.send(&call).await?;
             let (page, next_link) = parse_page(&path_of(&call.url), &reply.body)?;
@@ -673,8 +694,9 @@ impl ArmClient {
     /// PATCH an app (JSON merge patch) and wait for the operation. The caller reads the app
     /// again when it needs it (the executor re-plans from a fresh read anyway).
     ///
-    /// The body must be safe to send twice (the planner's are: they carry a fixed revision
-    /// suffix), since a broken connection is retried.
+    /// A PATCH whose answer was lost is not sent again: the app is read (and its operation
+    /// waited for) instead, and the result says so ([`Written::lost_answer`]), so that the
+    /// caller decides again from what Azure now shows.
     ///
     /// # Errors
     /// The write or its operation failed or timed out.
@@ -685,13 +707,73 @@ impl ArmClient {
             url: self.url(&path),
             body: Some(body),
             subscription: Some(&key.subscription),
-            idempotent: true,
+            repeat: Repeat::Write,
         };
-        let reply = self.send(&call).await?;
+        let Some(reply) = self.write(key, &call).await? else {
+            return Ok(Written::lost());
+        };
         if matches!(reply.status, 201 | 202) {
             self.wait_for_operation(key, &reply.headers).await?;
         }
         Ok(Written::from(&reply))
+    }
+
+    /// Sends a write; `None` when its answer was lost (contract section 3: "a write whose
+    /// answer was lost is followed by a read, not by the same write again").
+    ///
+    /// - A lost answer (connection dropped, timeout): the write may have landed and started an
+    ///   operation, so the app is read until no operation runs on it, and `None` is returned.
+    /// - A lock conflict (409, another operation holds the app): waits until the app's
+    ///   operation has ended (reading the app, not writing), then sends the write again, at
+    ///   most as often as the retry policy allows.
+    /// - A 429 was retried by `send` after its `Retry-After`; anything else is returned.
+    async fn write(&self, key: &AppKey, call: &Call<'_>) -> Result<Option<Reply>, Error> {
+        let mut delays = self.config.retry.delays();
+        loop {
+            match self.send(call).await {
+                Ok(reply) => return Ok(Some(reply)),
+                Err(e @ Error::Transport { .. }) => {
+                    tracing::warn!(app = %key, error = %e, "the answer to a write was lost: reading the app to see whether it landed, not sending it again");
+                    self.settle(key).await?;
+                    return Ok(None);
+                }
+                Err(e) if e.is_lock_conflict() => {
+                    let Some(delay) = delays.next() else {
+                        return Err(e);
+                    };
+                    tracing::info!(app = %key, error = %e, "another operation holds the app: waiting for it to end before writing");
+                    if !self.settle(key).await? {
+                        // The lock is not the app's own operation (its environment's, say).
+                        tokio::time::sleep(e.retry_after().map_or(delay, |ra| ra.max(delay))).await;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads the app until no operation runs on it (`provisioningState` is not `InProgress`);
+    /// says whether it had to wait.
+    ///
+    /// # Errors
+    /// A read failed, or the operation outlasted the operation timeout.
+    async fn settle(&self, key: &AppKey) -> Result<bool, Error> {
+        let started = Instant::now();
+        let mut waited = false;
+        loop {
+            if !self.get_app(key).await?.is_busy() {
+                return Ok(waited);
+            }
+            if started.elapsed() + self.config.poll_interval > self.config.operation_timeout {
+                return Err(Error::Timeout {
+                    resource: key.resource_id(),
+                    what: "the app's operation in progress".to_owned(),
+                    after: self.config.operation_timeout,
+                });
+            }
+            waited = true;
+            tokio::time::sleep(self.config.poll_interval).await;
+        }
     }
 
     /// Waits for the operation a write started (N§1.2).
@@ -748,7 +830,7 @@ impl ArmClient {
                 url: url.clone(),
                 body: None,
                 subscription: Some(&key.subscription),
-                idempotent: true,
+                repeat: Repeat::Read,
             };
             let reply = match self.send(&call).await {
                 Ok(r) => r,
@@ -829,8 +911,9 @@ impl ArmClient {
         Self::decode(&path, &reply.body)
     }
 
-    /// Activate, deactivate or restart a revision. A restart is not repeated after a broken
-    /// connection (it might have happened); activate and deactivate are.
+    /// Activate, deactivate or restart a revision. None is sent again after a lost answer
+    /// (a restart might have happened; see [`ArmClient::write`]): the result says so, and the
+    /// caller decides again from a fresh read.
     ///
     /// # Errors
     /// The call failed.
@@ -850,9 +933,12 @@ impl ArmClient {
             url: self.url(&path),
             body: None,
             subscription: Some(&key.subscription),
-            idempotent: action != RevisionAction::Restart,
+            repeat: Repeat::Write,
         };
-        self.send(&call).await.map(|r| Written::from(&r))
+        Ok(self
+            .write(key, &call)
+            .await?
+            .map_or_else(Written::lost, |r| Written::from(&r)))
     }
 }
 
@@ -863,6 +949,18 @@ pub struct Written {
     pub request_id: Option<String>,
     /// `x-ms-correlation-request-id`.
     pub correlation_id: Option<String>,
+    /// The answer was lost: the write may or may not have landed (the app was read until no
+    /// operation ran on it). Decide again from a fresh read.
+    pub lost_answer: bool,
+}
+
+impl Written {
+    fn lost() -> Self {
+        Self {
+            lost_answer: true,
+            ..Self::default()
+        }
+    }
 }
 
 impl From<&Reply> for Written {
@@ -870,6 +968,7 @@ impl From<&Reply> for Written {
         Self {
             request_id: header(&reply.headers, "x-ms-request-id"),
             correlation_id: header(&reply.headers, "x-ms-correlation-request-id"),
+            lost_answer: false,
         }
     }
 }

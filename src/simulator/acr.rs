@@ -36,6 +36,18 @@ fn split_prefix(path: &str) -> (Option<String>, String) {
     }
 }
 
+/// The audit's throttling scope of a data-plane request, `registry/<login>` (lower case), from
+/// its `/registries/{login}` prefix or its `Host` header; `None` for the token endpoints, which
+/// are not the registry's data-plane operations.
+pub fn audit_scope(path: &str, host: Option<&str>) -> Option<String> {
+    let (login, rest) = split_prefix(path);
+    if rest.starts_with("/oauth2/") {
+        return None;
+    }
+    let login = login.or_else(|| host.map(str::to_ascii_lowercase))?;
+    Some(format!("registry/{login}"))
+}
+
 /// What a data-plane path asks for.
 #[derive(Debug, PartialEq, Eq)]
 enum Op {

@@ -4,9 +4,14 @@
 //! - Every ARM write (any method but GET) is logged with its client (the `User-Agent` product),
 //!   its app, its response status and the leaf paths of its JSON body, so a test can tell that
 //!   the controller wrote only to managed apps and only owned fields.
-//! - A 429 with `Retry-After` blocks its client from the subscription, for that kind of request
-//!   (read or write, as ARM's buckets count them), until the time has passed; a request that
-//!   arrives before then is logged as early, with by how much and how long after the 429.
+//! - A 429 with `Retry-After` blocks its client from the subscription (or, for a registry's data
+//!   plane, the registry), for that kind of request (read or write, as ARM's buckets count
+//!   them), until the time has passed; a request that arrives before then is logged as early,
+//!   with by how much and how long after the 429.
+//! - A write that reaches an app while an operation runs on it is logged as a write into an
+//!   operation in progress when its client knew of that operation: it started it (a write of
+//!   its own answered 201/202, lost answers included), or it was told of it by a 409. Contract
+//!   section 3: never a write while the app's `provisioningState` is `InProgress`.
 
 use std::collections::HashMap;
 
@@ -58,12 +63,35 @@ pub struct Early {
     pub after_429_ms: Millis,
 }
 
+/// A write sent into an operation its client knew was still running.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IntoOperation {
+    /// When it arrived.
+    pub at: Millis,
+    /// Its client.
+    pub client: String,
+    /// HTTP method.
+    pub method: String,
+    /// Path.
+    pub path: String,
+    /// The operation that held the app.
+    pub operation: String,
+    /// How the client knew: `started` (its own write began it) or `told` (a 409 said so).
+    pub knew: &'static str,
+}
+
 /// The audit log.
 #[derive(Debug, Default)]
 pub struct Audit {
     writes: Vec<Write>,
     dropped: u64,
     early: Vec<Early>,
+    into_operation: Vec<IntoOperation>,
+    /// Operation id -> the client whose write started it.
+    started_by: HashMap<String, String>,
+    /// (operation id, client) told of it by a 409.
+    told: std::collections::HashSet<(String, String)>,
     /// (client, subscription, write) -> (when the 429 was answered, the end of the wait).
     blocked: HashMap<(String, String, bool), (Millis, Millis)>,
     throttled: u64,
@@ -80,7 +108,8 @@ pub struct Seen {
     pub method: String,
     /// Path.
     pub path: String,
-    /// The subscription in the path, lower case.
+    /// The throttling scope: the subscription in an ARM path, lower case, or `registry/<login>`
+    /// for a registry's data plane.
     pub subscription: Option<String>,
     /// The app in the path.
     pub app: Option<String>,
@@ -149,6 +178,47 @@ impl Audit {
         }
     }
 
+    /// A write arrives while `operation` (if any) holds its app: logged if its client knew.
+    pub fn arrive_write(&mut self, seen: &Seen, operation: Option<&str>) {
+        let Some(op) = operation else { return };
+        let knew = if self.started_by.get(op) == Some(&seen.client) {
+            "started"
+        } else if self.told.contains(&(op.to_owned(), seen.client.clone())) {
+            "told"
+        } else {
+            return;
+        };
+        self.into_operation.push(IntoOperation {
+            at: seen.at,
+            client: seen.client.clone(),
+            method: seen.method.clone(),
+            path: seen.path.clone(),
+            operation: op.to_owned(),
+            knew,
+        });
+    }
+
+    /// A write was answered `status` and `operation` (if any) holds its app now: a new operation
+    /// after a 201/202 is its client's; a 409 tells the client of the one in progress.
+    pub fn answered_write(
+        &mut self,
+        seen: &Seen,
+        status: u16,
+        before: Option<&str>,
+        operation: Option<&str>,
+    ) {
+        let Some(op) = operation else { return };
+        match status {
+            201 | 202 if before != Some(op) => {
+                self.started_by.insert(op.to_owned(), seen.client.clone());
+            }
+            409 => {
+                self.told.insert((op.to_owned(), seen.client.clone()));
+            }
+            _ => {}
+        }
+    }
+
     /// Its response leaves: a write is logged; a 429 with `Retry-After` starts a wait.
     pub fn answer(
         &mut self,
@@ -166,7 +236,11 @@ impl Audit {
                 *slot = (now, until);
             }
         }
-        if seen.is_write() {
+        let registry = seen
+            .subscription
+            .as_deref()
+            .is_some_and(|s| s.starts_with("registry/"));
+        if seen.is_write() && !registry {
             if self.writes.len() >= MAX_WRITES {
                 self.writes.remove(0);
                 self.dropped += 1;
@@ -183,11 +257,13 @@ impl Audit {
         }
     }
 
-    /// The log as JSON: `{"writes": [...], "early": [...], "throttled": n, "dropped": n}`.
+    /// The log as JSON: `{"writes": [...], "early": [...], "intoOperation": [...], "throttled":
+    /// n, "dropped": n}`.
     pub fn to_json(&self) -> Value {
         serde_json::json!({
             "writes": self.writes,
             "early": self.early,
+            "intoOperation": self.into_operation,
             "throttled": self.throttled,
             "dropped": self.dropped,
         })
@@ -196,6 +272,12 @@ impl Audit {
     /// The writes so far (for tests in the simulator's process).
     pub fn writes(&self) -> &[Write] {
         &self.writes
+    }
+
+    /// The writes sent into an operation their client knew was running (for tests in the
+    /// simulator's process).
+    pub fn into_operation(&self) -> &[IntoOperation] {
+        &self.into_operation
     }
 
     /// The requests that came inside a `Retry-After` wait (for tests in the simulator's

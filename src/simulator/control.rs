@@ -52,8 +52,12 @@ pub enum Fault {
     },
     /// 409 `ContainerAppOperationInProgress`, as while another write runs.
     LockConflict,
-    /// The connection breaks after the headers: the body never arrives.
+    /// The connection breaks after the headers: the body never arrives. The request is not
+    /// processed.
     Drop,
+    /// The request is processed (a write lands and starts its operation), then the connection
+    /// breaks after the headers: the client never learns the outcome.
+    LostAnswer,
     /// Answer late.
     Latency {
         /// Milliseconds.
@@ -128,6 +132,11 @@ pub struct Applied {
 }
 
 impl Applied {
+    /// Whether the request is to be processed and its answer then lost.
+    pub fn loses_answer(&self) -> bool {
+        matches!(self.terminal, Some(Fault::LostAnswer))
+    }
+
     /// Waits out any latency, then returns the fault response, if any.
     pub async fn apply(self) -> Option<Response> {
         if self.latency_ms > 0 {
@@ -159,21 +168,25 @@ impl Applied {
                 "ContainerAppOperationInProgress",
                 "Cannot modify container app because another operation is in progress. Please retry the operation after the in-progress operation completes.",
             )),
-            Fault::Drop => {
-                let broken =
-                    futures_util::stream::iter([Err::<axum::body::Bytes, std::io::Error>(
-                        std::io::Error::other("connection dropped by fault injection"),
-                    )]);
-                (
-                    StatusCode::OK,
-                    [("content-type", "application/json")],
-                    Body::from_stream(broken),
-                )
-                    .into_response()
-            }
-            Fault::Latency { .. } => return None,
+            Fault::Drop => broken(StatusCode::OK.into_response()),
+            Fault::Latency { .. } | Fault::LostAnswer => return None,
         })
     }
+}
+
+/// `response` with its body replaced by a stream that fails: the client gets the headers, then
+/// the connection breaks.
+pub fn broken(response: Response) -> Response {
+    let (mut parts, _) = response.into_parts();
+    parts.headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    let broken = futures_util::stream::iter([Err::<axum::body::Bytes, std::io::Error>(
+        std::io::Error::other("connection dropped by fault injection"),
+    )]);
+    Response::from_parts(parts, Body::from_stream(broken))
 }
 
 impl Faults {

@@ -213,9 +213,21 @@ async fn intercept(State(sim): State<Arc<Sim>>, request: Request, next: Next) ->
         sim.faults().take(&method, &path, &operation)
     };
     let is_arm = arm::Route::parse(&path).is_some();
-    // The audit sees every ARM request: its body is read here (and handed on) for writes.
-    let (seen, request, body) = if is_arm {
-        let (subscription, app) = audit::scope_of(&path);
+    // The audit sees every ARM request (its body is read here, and handed on, for writes) and
+    // every registry data-plane request (for the registry's `Retry-After` waits).
+    let scope = if is_arm {
+        Some(audit::scope_of(&path))
+    } else if !control && acr::is_acr_path(&path) {
+        let host = request
+            .headers()
+            .get(axum::http::header::HOST)
+            .and_then(|v| v.to_str().ok());
+        acr::audit_scope(&path, host).map(|s| (Some(s), None))
+    } else {
+        None
+    };
+    let mut operation_before = None;
+    let (seen, request, body) = if let Some((subscription, app)) = scope {
         let seen = audit::Seen {
             at: sim.clock.now(),
             client: audit::client_of(
@@ -230,9 +242,14 @@ async fn intercept(State(sim): State<Arc<Sim>>, request: Request, next: Next) ->
             app,
         };
         sim.audit().arrive(&seen);
-        if method == Method::GET {
+        if method == Method::GET || !is_arm {
             (Some(seen), request, None)
         } else {
+            if let Some(app) = &seen.app {
+                let op = sim.world().operation_on(app, seen.at);
+                sim.audit().arrive_write(&seen, op.as_deref());
+                operation_before = op;
+            }
             let (parts, body) = request.into_parts();
             let Ok(bytes) = axum::body::to_bytes(body, arm::MAX_BODY).await else {
                 return arm::too_large();
@@ -252,12 +269,14 @@ async fn intercept(State(sim): State<Arc<Sim>>, request: Request, next: Next) ->
         .get("x-ms-correlation-request-id")
         .cloned();
     let client_request_id = request.headers().get("x-ms-client-request-id").cloned();
+    let loses_answer = fault.as_ref().is_some_and(control::Applied::loses_answer);
     let injected = match fault {
         Some(fault) => fault.apply().await,
         None => None,
     };
     let mut response = match injected {
         Some(response) => response,
+        None if loses_answer => control::broken(next.run(request).await),
         None => next.run(request).await,
     };
     if !control {
@@ -270,6 +289,17 @@ async fn intercept(State(sim): State<Arc<Sim>>, request: Request, next: Next) ->
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         let now = sim.clock.now();
+        if method != Method::GET
+            && let Some(app) = &seen.app
+        {
+            let op = sim.world().operation_on(app, now);
+            sim.audit().answered_write(
+                &seen,
+                response.status().as_u16(),
+                operation_before.as_deref(),
+                op.as_deref(),
+            );
+        }
         sim.audit().answer(
             seen,
             response.status().as_u16(),

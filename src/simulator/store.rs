@@ -575,6 +575,15 @@ impl World {
         self.current_violations.extend(found);
     }
 
+    /// The operation holding the lock of the app at `app` (`subscription/resourcegroup/name`,
+    /// as [`super::audit::scope_of`] gives it), after the world has caught up with `now`.
+    pub fn operation_on(&mut self, app: &str, now: Millis) -> Option<String> {
+        self.tick(now);
+        let mut parts = app.split('/');
+        let id = AppId::new(parts.next()?, parts.next()?, parts.next()?);
+        self.apps.get(&id)?.lock.clone()
+    }
+
     /// The app, as GET returns it.
     pub fn get_app(&self, id: &AppId) -> Result<Value, ArmError> {
         self.apps
