@@ -32,6 +32,7 @@ pub mod commands;
 pub mod duration;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod hash;
 pub mod http;
 pub mod lease;
 pub mod live;
@@ -43,5 +44,6 @@ pub mod retention;
 pub mod shutdown;
 pub mod simulator;
 pub mod spec;
+pub mod state;
 pub mod telemetry;
 pub mod time;

@@ -134,7 +134,7 @@ fn status_of(
             Outcome::Changes => ("changes", None),
             Outcome::Suspended => ("suspended", None),
             Outcome::Busy => ("busy", Some("another operation is in progress on the app; plan again once it ends".to_owned())),
-            Outcome::Blocked { reason } => ("blocked", Some(reason.clone())),
+            Outcome::Blocked { reason } => ("blocked", Some(reason.to_string())),
         },
         (_, None) => ("unreadable", None),
     }

@@ -345,7 +345,12 @@ async fn converge(
             }
             Outcome::Suspended => return finish(AppResult::Suspended, done),
             Outcome::Blocked { reason } => {
-                return finish(AppResult::Failed { error: reason }, done);
+                return finish(
+                    AppResult::Failed {
+                        error: reason.to_string(),
+                    },
+                    done,
+                );
             }
             Outcome::Busy => {
                 // Another write (ours or someone's) is in flight: wait for it to end.
@@ -459,7 +464,8 @@ async fn execute(
         Action::SetRevisionMode { to, .. } => client.patch_app(key, &plan::mode_body(to)).await,
         Action::UpdateTemplate { body, .. }
         | Action::SetTraffic { body, .. }
-        | Action::RecordRestartGeneration { body, .. } => client.patch_app(key, body).await,
+        | Action::RecordRestartGeneration { body, .. }
+        | Action::ClearRestartPending { body, .. } => client.patch_app(key, body).await,
         Action::MarkRestartPending { body, since, .. } => {
             let written = client.patch_app(key, body).await?;
             if written.lost_answer {

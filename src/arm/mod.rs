@@ -194,7 +194,7 @@ pub fn new_request_id() -> String {
         &std::collections::hash_map::RandomState::new(),
         COUNTER.fetch_add(1, Ordering::Relaxed),
     );
-    let h = crate::simulator::store::splitmix(seed);
+    let h = crate::hash::splitmix(seed);
     format!(
         "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
         (h >> 32) as u32,

@@ -11,31 +11,37 @@
 //! 5. set the whole traffic list;
 //! 6. deactivate surplus revisions, oldest first, never the latest, one with traffic, or one
 //!    the spec names;
-//! 7. for a raised `restartGeneration`: mark the restart pending in a tag, restart the active
-//!    revisions, then record the generation in the app's tag.
+//! 7. for a raised `restartGeneration`: mark the restart pending in a tag *first* (so that a
+//!    revision the pass creates, which runs with the rotated secrets already, is known as
+//!    new), restart the revisions that were active before it, then record the generation and
+//!    remove the pending tag in one PATCH.
+//!
+//! # Sections
+//! [`plan_app`] is a composition: each step above is one function of [`sections`] over a
+//! read-only [`sections::Ctx`] (the spec and what Azure shows) and a [`sections::Draft`] (the
+//! actions so far and what they will have changed). The traffic a spec asks for is
+//! [`sections::desired_rules`]: the one place that decides weights (a rollout step will put
+//! its weights there). The tags the controller owns are read and written through
+//! [`tags::OwnedTags`].
 //!
 //! The executor carries out only the first action, reads the app again and plans anew, so a
 //! plan is always computed from what Azure says now. Before it returns, the planner checks its
 //! own invariants ([`check_invariants`]); a plan that breaks one is refused, not executed.
 
 pub mod render;
+pub mod sections;
+pub mod tags;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::arm::models::{ContainerApp, Revision, TrafficWeight};
-use crate::spec::{AppSpec, RevisionMode, TrafficSpec, TrafficTo};
+use crate::spec::AppSpec;
+use crate::state::AppState;
 use crate::time::Millis;
-
-/// The Azure tag that remembers the restart generation last applied (contract section 3).
-pub const RESTART_TAG: &str = "aca-reconciler-restart-generation";
-
-/// The Azure tag written just before the restarts of a generation, `<generation>@<RFC 3339>`:
-/// if the controller dies between the restarts and [`RESTART_TAG`], the next pass restarts only
-/// the revisions that still run a replica created before that time.
-pub const RESTART_PENDING_TAG: &str = "aca-reconciler-restart-pending";
+pub use tags::{OwnedTags, RESTART_PENDING_TAG, RESTART_TAG};
 
 /// One step towards the desired state.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -111,13 +117,24 @@ pub enum Action {
         /// The generation being applied.
         generation: u64,
     },
-    /// Record the applied generation in the app's Azure tag.
+    /// Record the applied generation in the app's Azure tag, and remove the pending tag in
+    /// the same PATCH.
     #[serde(rename_all = "camelCase")]
     RecordRestartGeneration {
         /// Live (tag) generation.
         from: u64,
         /// Applied generation.
         to: u64,
+        /// The merge-patch body (dropped once sent: [`Action::drop_body`]).
+        #[serde(skip_serializing_if = "Value::is_null")]
+        body: Value,
+    },
+    /// Remove a pending-restart tag left behind (its generation is recorded, or it does not
+    /// parse): the controller's own litter on a user-visible, limited resource.
+    #[serde(rename_all = "camelCase")]
+    ClearRestartPending {
+        /// The tag's value.
+        value: String,
         /// The merge-patch body (dropped once sent: [`Action::drop_body`]).
         #[serde(skip_serializing_if = "Value::is_null")]
         body: Value,
@@ -131,7 +148,8 @@ impl Action {
         if let Action::UpdateTemplate { body, .. }
         | Action::SetTraffic { body, .. }
         | Action::MarkRestartPending { body, .. }
-        | Action::RecordRestartGeneration { body, .. } = self
+        | Action::RecordRestartGeneration { body, .. }
+        | Action::ClearRestartPending { body, .. } = self
         {
             *body = Value::Null;
         }
@@ -193,7 +211,8 @@ pub struct Rule {
 }
 
 impl Rule {
-    fn from_arm(t: &TrafficWeight) -> Rule {
+    /// The rule as Azure lists it.
+    pub fn from_arm(t: &TrafficWeight) -> Rule {
         Rule {
             revision: if t.latest_revision {
                 None
@@ -205,7 +224,8 @@ impl Rule {
         }
     }
 
-    fn to_arm(&self) -> Value {
+    /// The rule as Azure takes it.
+    pub fn to_arm(&self) -> Value {
         let mut v = match &self.revision {
             None => json!({"latestRevision": true, "weight": self.weight}),
             Some(r) => json!({"revisionName": r, "weight": self.weight}),
@@ -215,6 +235,61 @@ impl Rule {
         }
         v
     }
+}
+
+/// Why a spec cannot be reached as written. Nothing is done for the app until its spec or its
+/// live state changes; none of these is cured by trying again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Blocked {
+    /// `traffic` or `activeRevision` on an app that stays in Single mode.
+    #[error(
+        "traffic and activeRevision need Multiple revision mode, and the app runs in Single mode; add `revisionMode: multiple` to the spec"
+    )]
+    NeedsMultipleMode,
+    /// `images` names a container the app does not have.
+    #[error(
+        "spec.images names container `{container}`, which the app does not have (its containers: {have}); aca-reconciler does not add containers"
+    )]
+    UnknownContainer {
+        /// The container named.
+        container: String,
+        /// The app's containers.
+        have: String,
+    },
+    /// The latest revision failed to start.
+    #[error(
+        "the latest revision {revision} failed to start ({why}); traffic stays on the revisions that run. Fix the image or settings in the spec; the next change creates a new revision"
+    )]
+    LatestFailed {
+        /// The revision.
+        revision: String,
+        /// Azure's error.
+        why: String,
+    },
+    /// `traffic` names a label that is on no revision.
+    #[error(
+        "traffic label `{0}` is on no revision of the app; put it on one first (or name the revision)"
+    )]
+    UnknownLabel(String),
+    /// `traffic` or `activeRevision` names a revision that does not exist.
+    #[error(
+        "traffic names revision `{0}`, which does not exist; list them with `az containerapp revision list --all`"
+    )]
+    UnknownRevision(String),
+    /// `traffic` names a revision that failed.
+    #[error(
+        "traffic names revision `{revision}`, which has failed ({why}); it cannot take traffic"
+    )]
+    FailedRevision {
+        /// The revision.
+        revision: String,
+        /// Azure's error.
+        why: String,
+    },
+    /// A defect of the controller, or an answer from Azure it cannot work with: the plan is
+    /// refused rather than risk a wrong write.
+    #[error("internal: {0}")]
+    Internal(String),
 }
 
 /// What the planner concluded about one app.
@@ -233,8 +308,30 @@ pub enum Outcome {
     #[serde(rename_all = "camelCase")]
     Blocked {
         /// Why, and what to change.
-        reason: String,
+        #[serde(serialize_with = "display")]
+        reason: Blocked,
     },
+}
+
+/// Serializes a value by its `Display`.
+fn display<T: std::fmt::Display, S: serde::Serializer>(
+    value: &T,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}
+
+impl Outcome {
+    /// The app's state, in the one vocabulary everything reports ([`AppState`]).
+    pub fn state(&self) -> AppState {
+        match self {
+            Outcome::InSync => AppState::InSync,
+            Outcome::Changes => AppState::Drifted,
+            Outcome::Suspended => AppState::Suspended,
+            Outcome::Busy => AppState::Waiting,
+            Outcome::Blocked { .. } => AppState::Blocked,
+        }
+    }
 }
 
 /// The plan for one app.
@@ -263,30 +360,53 @@ pub fn needs_revisions(spec: &AppSpec) -> bool {
     spec.traffic.is_some() || spec.keep_active.is_some() || spec.restart_generation.is_some()
 }
 
-/// The restart generation recorded on the app (no tag: 0).
-pub fn recorded_generation(app: &ContainerApp) -> u64 {
-    app.tags
-        .get(RESTART_TAG)
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// The restart begun but maybe not finished: the pending tag's generation and time, if it
-/// names a generation above the recorded one.
+/// names a generation above the recorded one ([`OwnedTags::unfinished_restart`]).
 pub fn pending_restart(app: &ContainerApp) -> Option<(u64, Millis)> {
-    let (generation, since) = app.tags.get(RESTART_PENDING_TAG)?.split_once('@')?;
-    let generation: u64 = generation.trim().parse().ok()?;
-    let since = crate::time::parse(since.trim())?;
-    (generation > recorded_generation(app)).then_some((generation, since))
+    OwnedTags::of(app).unfinished_restart()
 }
 
-/// Whether every replica of `revision` was created at or after `since`: then it already runs
-/// as a restart at `since` would make it. Unknown or no replicas: not shown, so restart.
-fn restarted_since(revision: &Revision, since: Millis) -> bool {
-    revision
-        .replicas_created
-        .as_ref()
-        .is_some_and(|created| !created.is_empty() && created.iter().all(|t| *t >= since))
+/// Plans one app: each section in the order of safety, then the invariants. `now` stamps the
+/// pending-restart tag.
+pub fn plan_app(spec: &AppSpec, observed: Observed<'_>, now: Millis) -> AppPlan {
+    let blocked = |reason: Blocked| AppPlan {
+        outcome: Outcome::Blocked { reason },
+        actions: Vec::new(),
+    };
+    if observed.app.is_busy() {
+        return AppPlan {
+            outcome: Outcome::Busy,
+            actions: Vec::new(),
+        };
+    }
+    let ctx = match sections::Ctx::new(spec, observed, now) {
+        Ok(ctx) => ctx,
+        Err(b) => return blocked(b),
+    };
+    let mut draft = sections::Draft::default();
+    let planned = sections::restart_mark(&ctx, &mut draft)
+        .and_then(|()| sections::mode_and_template(&ctx, &mut draft))
+        .and_then(|()| sections::wait_for_latest(&ctx, &mut draft))
+        .and_then(|()| sections::traffic(&ctx, &mut draft));
+    if let Err(b) = planned {
+        return blocked(b);
+    }
+    sections::retention(&ctx, &mut draft);
+    sections::restarts(&ctx, &mut draft);
+    let actions = draft.actions;
+    if let Err(broken) = check_invariants(spec, observed.app, ctx.revisions, &actions) {
+        return blocked(Blocked::Internal(format!(
+            "the plan broke an invariant and was refused: {broken}"
+        )));
+    }
+    let outcome = if actions.is_empty() {
+        Outcome::InSync
+    } else if spec.suspend {
+        Outcome::Suspended
+    } else {
+        Outcome::Changes
+    };
+    AppPlan { outcome, actions }
 }
 
 /// A revision suffix derived from the change: a retry of the same change from the same live
@@ -306,12 +426,12 @@ pub fn revision_suffix(
     }
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in text.bytes() {
-        h = crate::simulator::store::splitmix(h ^ u64::from(b));
+        h = crate::hash::splitmix(h ^ u64::from(b));
     }
     let room = 54usize.saturating_sub(app.len() + 2).clamp(2, 10);
     let mut attempt = 0u64;
     loop {
-        let x = crate::simulator::store::splitmix(h ^ attempt);
+        let x = crate::hash::splitmix(h ^ attempt);
         let hex = format!("{x:016x}");
         let suffix = format!("r{}", &hex[..room - 1]);
         if !taken.contains(&format!("{app}--{suffix}")) {
@@ -319,405 +439,6 @@ pub fn revision_suffix(
         }
         attempt += 1;
     }
-}
-
-fn image_of(app: &ContainerApp, container: &str) -> Option<String> {
-    app.properties
-        .template
-        .containers
-        .iter()
-        .find(|c| c.name == container)
-        .and_then(|c| c.image.clone())
-}
-
-/// Plans one app. `now` stamps the pending-restart tag.
-pub fn plan_app(spec: &AppSpec, observed: Observed<'_>, now: Millis) -> AppPlan {
-    let app = observed.app;
-    let blocked = |reason: String| AppPlan {
-        outcome: Outcome::Blocked { reason },
-        actions: Vec::new(),
-    };
-    if app.is_busy() {
-        return AppPlan {
-            outcome: Outcome::Busy,
-            actions: Vec::new(),
-        };
-    }
-    if needs_revisions(spec) && observed.revisions.is_none() {
-        return blocked("internal: the app's revisions were not read".to_owned());
-    }
-    let revisions = observed.revisions.unwrap_or(&[]);
-    let by_name: BTreeMap<&str, &Revision> =
-        revisions.iter().map(|r| (r.name.as_str(), r)).collect();
-    let mut actions = Vec::new();
-
-    // 1. Revision mode.
-    let live_multiple = app.is_multiple_mode();
-    let multiple = match spec.revision_mode {
-        Some(RevisionMode::Multiple) => true,
-        Some(RevisionMode::Single) => false,
-        None => live_multiple,
-    };
-    // Pushed below: alone, or folded into the template's PATCH when there is one.
-    let mode_change = (multiple != live_multiple).then(|| {
-        (
-            app.properties
-                .configuration
-                .active_revisions_mode
-                .clone()
-                .unwrap_or_else(|| "Single".to_owned()),
-            if multiple { "Multiple" } else { "Single" }.to_owned(),
-        )
-    });
-    if spec.traffic.is_some() && !multiple {
-        return blocked(
-            "traffic and activeRevision need Multiple revision mode, and the app runs in Single mode; add `revisionMode: multiple` to the spec".to_owned(),
-        );
-    }
-
-    // 2. Template: images and replicas, one PATCH.
-    let mut changes = Vec::new();
-    for (container, image) in &spec.images {
-        match image_of(app, container) {
-            None => {
-                let names: Vec<&str> = app
-                    .properties
-                    .template
-                    .containers
-                    .iter()
-                    .map(|c| c.name.as_str())
-                    .collect();
-                return blocked(format!(
-                    "spec.images names container `{container}`, which the app does not have (its containers: {}); aca-reconciler does not add containers",
-                    names.join(", ")
-                ));
-            }
-            Some(live) if live != image.full => changes.push(Change::Image {
-                container: container.clone(),
-                from: live,
-                to: image.full.clone(),
-            }),
-            Some(_) => {}
-        }
-    }
-    if let Some(r) = spec.replicas {
-        let scale = &app.properties.template.scale;
-        let live = (scale.min_replicas, scale.max_replicas);
-        if live != (Some(i64::from(r.min)), Some(i64::from(r.max))) {
-            changes.push(Change::Replicas {
-                from: live,
-                to: (r.min, r.max),
-            });
-        }
-    }
-    let mut new_revision = None;
-    if changes.is_empty() {
-        if let Some((from, to)) = mode_change {
-            actions.push(Action::SetRevisionMode { from, to });
-        }
-    } else {
-        if let Some((from, to)) = &mode_change {
-            changes.insert(
-                0,
-                Change::RevisionMode {
-                    from: from.clone(),
-                    to: to.clone(),
-                },
-            );
-        }
-        let base = app
-            .properties
-            .latest_revision_name
-            .clone()
-            .unwrap_or_default();
-        let taken: BTreeSet<String> = revisions.iter().map(|r| r.name.clone()).collect();
-        let suffix = revision_suffix(&spec.key.name, &base, &changes, &taken);
-        let revision = format!("{}--{suffix}", spec.key.name);
-        // Built by moving values, not through `json!`, which would copy every container again.
-        let mut template = serde_json::Map::new();
-        template.insert("revisionSuffix".to_owned(), Value::String(suffix));
-        if changes.iter().any(|c| matches!(c, Change::Image { .. })) {
-            // Arrays are replaced whole (N§4.1): every container as read, only `image` changed.
-            let live = app.raw.template_containers();
-            if live.is_empty() {
-                // Never send `containers: []`: that would remove every container.
-                return blocked(
-                    "internal: the app's containers could not be read back from Azure's JSON"
-                        .to_owned(),
-                );
-            }
-            let rebuilt: Vec<Value> = live
-                .into_iter()
-                .map(|mut c| {
-                    let image = c
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .and_then(|name| spec.images.get(name));
-                    if let (Some(image), Some(fields)) = (image, c.as_object_mut()) {
-                        fields.insert("image".to_owned(), Value::String(image.full.clone()));
-                    }
-                    c
-                })
-                .collect();
-            template.insert("containers".to_owned(), Value::Array(rebuilt));
-        }
-        if let Some(r) = spec.replicas {
-            // `scale` is an object: merge patch keeps its rules and other fields.
-            template.insert(
-                "scale".to_owned(),
-                json!({"minReplicas": r.min, "maxReplicas": r.max}),
-            );
-        }
-        let mut properties = serde_json::Map::new();
-        properties.insert("template".to_owned(), Value::Object(template));
-        if let Some((_, to)) = mode_change {
-            properties.insert(
-                "configuration".to_owned(),
-                json!({"activeRevisionsMode": to}),
-            );
-        }
-        let mut body = serde_json::Map::new();
-        body.insert("properties".to_owned(), Value::Object(properties));
-        actions.push(Action::UpdateTemplate {
-            changes,
-            revision: revision.clone(),
-            body: Value::Object(body),
-        });
-        actions.push(Action::WaitUntilRunning {
-            revision: revision.clone(),
-        });
-        new_revision = Some(revision);
-    }
-
-    // A revision that Azure is still starting (a previous write's, or ours) is waited for; one
-    // that failed stops the plan, with traffic where it is.
-    let latest = app.properties.latest_revision_name.as_deref();
-    if new_revision.is_none()
-        && let Some(latest) =
-            latest.filter(|l| Some(*l) != app.properties.latest_ready_revision_name.as_deref())
-    {
-        match by_name.get(latest) {
-            Some(r) if r.has_failed() => {
-                return blocked(format!(
-                    "the latest revision {latest} failed to start ({}); traffic stays on the revisions that run. Fix the image or settings in the spec; the next change creates a new revision",
-                    r.properties
-                        .provisioning_error
-                        .as_deref()
-                        .unwrap_or("no details from Azure")
-                ));
-            }
-            Some(r) if r.is_running() => {}
-            _ => actions.push(Action::WaitUntilRunning {
-                revision: latest.to_owned(),
-            }),
-        }
-    }
-
-    // 3. Traffic.
-    let live_rules: Vec<Rule> = {
-        let mut r: Vec<Rule> = app.traffic().iter().map(Rule::from_arm).collect();
-        r.sort();
-        r
-    };
-    let mut end_rules = live_rules.clone();
-    let mut activated: BTreeSet<String> = BTreeSet::new();
-    if let Some(traffic) = &spec.traffic {
-        let mut desired: Vec<Rule> = match traffic {
-            TrafficSpec::Pin(revision) => vec![Rule {
-                revision: Some(revision.clone()),
-                label: None,
-                weight: 100,
-            }],
-            TrafficSpec::Split(targets) => {
-                let mut out = Vec::new();
-                for t in targets {
-                    let rule = match &t.to {
-                        TrafficTo::Latest => Rule {
-                            revision: None,
-                            label: None,
-                            weight: i64::from(t.weight),
-                        },
-                        TrafficTo::Revision(r) => Rule {
-                            revision: Some(r.clone()),
-                            label: None,
-                            weight: i64::from(t.weight),
-                        },
-                        TrafficTo::Label(l) => match live_rules
-                            .iter()
-                            .find(|r| r.label.as_deref() == Some(l.as_str()))
-                        {
-                            Some(live) => Rule {
-                                revision: live.revision.clone(),
-                                label: Some(l.clone()),
-                                weight: i64::from(t.weight),
-                            },
-                            None => {
-                                return blocked(format!(
-                                    "traffic label `{l}` is on no revision of the app; put it on one first (or name the revision)"
-                                ));
-                            }
-                        },
-                    };
-                    out.push(rule);
-                }
-                out
-            }
-        };
-        desired.sort();
-        // Every revision that is to carry weight must be active and running first, whether or
-        // not the list changes: a revision deactivated out of band while it carries traffic
-        // is an outage to repair.
-        for rule in &desired {
-            let Some(name) = rule.revision.as_deref().filter(|_| rule.weight > 0) else {
-                continue;
-            };
-            match by_name.get(name) {
-                None => {
-                    return blocked(format!(
-                        "traffic names revision `{name}`, which does not exist; list them with `az containerapp revision list --all`"
-                    ));
-                }
-                Some(r) if r.has_failed() => {
-                    return blocked(format!(
-                        "traffic names revision `{name}`, which has failed ({}); it cannot take traffic",
-                        r.properties
-                            .provisioning_error
-                            .as_deref()
-                            .unwrap_or("no details")
-                    ));
-                }
-                Some(r) if !r.properties.active => {
-                    actions.push(Action::Activate {
-                        revision: name.to_owned(),
-                    });
-                    actions.push(Action::WaitUntilRunning {
-                        revision: name.to_owned(),
-                    });
-                    activated.insert(name.to_owned());
-                }
-                Some(r) if !r.is_running() => actions.push(Action::WaitUntilRunning {
-                    revision: name.to_owned(),
-                }),
-                Some(_) => {}
-            }
-        }
-        if desired != live_rules {
-            let body = json!({"properties": {"configuration": {"ingress": {"traffic": desired.iter().map(Rule::to_arm).collect::<Vec<_>>()}}}});
-            actions.push(Action::SetTraffic {
-                from: live_rules.clone(),
-                to: desired.clone(),
-                body,
-            });
-            end_rules = desired;
-        }
-    }
-
-    // 4. Retention (Multiple mode; Single mode keeps one active by itself).
-    if let (Some(keep), true) = (spec.keep_active, multiple) {
-        let latest = app.properties.latest_revision_name.as_deref();
-        let latest_ready = app.properties.latest_ready_revision_name.as_deref();
-        let mut protected: BTreeSet<&str> = BTreeSet::new();
-        protected.extend(latest);
-        protected.extend(latest_ready);
-        protected.extend(new_revision.as_deref());
-        protected.extend(spec.traffic.iter().flat_map(|t| t.named_revisions()));
-        // Weight now (Azure's view) and after the traffic step.
-        for r in revisions {
-            if r.properties.traffic_weight.unwrap_or(0) > 0 {
-                protected.insert(&r.name);
-            }
-        }
-        for rule in &end_rules {
-            if let Some(n) = rule.revision.as_deref().filter(|_| rule.weight > 0) {
-                protected.insert(n);
-            }
-        }
-        let mut active: Vec<&Revision> = revisions
-            .iter()
-            .filter(|r| r.properties.active || activated.contains(&r.name))
-            .collect();
-        let total = active.len() + usize::from(new_revision.is_some());
-        active.sort_by(|a, b| {
-            a.properties
-                .created_time
-                .cmp(&b.properties.created_time)
-                .then(a.name.cmp(&b.name))
-        });
-        let mut surplus = total.saturating_sub(keep as usize);
-        for r in active {
-            if surplus == 0 {
-                break;
-            }
-            if protected.contains(r.name.as_str()) {
-                continue;
-            }
-            actions.push(Action::Deactivate {
-                revision: r.name.clone(),
-                keep_active: keep,
-            });
-            surplus -= 1;
-        }
-    }
-
-    // 5. Restart for a raised generation, then record it. The pending tag goes first, so a
-    //    restart interrupted after some revisions is finished, not repeated, on the next pass.
-    if let Some(generation) = spec.restart_generation {
-        let recorded = recorded_generation(app);
-        if generation > recorded {
-            let pending = pending_restart(app)
-                .filter(|(g, _)| *g == generation)
-                .map(|(_, since)| since);
-            if pending.is_none() {
-                // The next whole second: ARM's times have whole seconds, so every replica that
-                // exists now shows a time before it, and the executor restarts only once it has
-                // passed (assumes the controller's clock within a second of Azure's, by NTP).
-                let since = crate::time::format_arm((now.div_euclid(1_000) + 1) * 1_000);
-                let body = json!({"tags": {RESTART_PENDING_TAG: format!("{generation}@{since}")}});
-                actions.push(Action::MarkRestartPending {
-                    generation,
-                    since,
-                    body,
-                });
-            }
-            let deactivated: BTreeSet<String> = actions
-                .iter()
-                .filter_map(|a| match a {
-                    Action::Deactivate { revision, .. } => Some(revision.clone()),
-                    _ => None,
-                })
-                .collect();
-            for r in revisions.iter().filter(|r| {
-                (r.properties.active || activated.contains(&r.name))
-                    && !deactivated.contains(&r.name)
-                    && !pending.is_some_and(|since| restarted_since(r, since))
-            }) {
-                actions.push(Action::Restart {
-                    revision: r.name.clone(),
-                    generation,
-                });
-            }
-            let body = json!({"tags": {RESTART_TAG: generation.to_string()}});
-            actions.push(Action::RecordRestartGeneration {
-                from: recorded,
-                to: generation,
-                body,
-            });
-        }
-    }
-
-    if let Err(broken) = check_invariants(spec, app, revisions, &actions) {
-        return blocked(format!(
-            "internal: the plan broke an invariant and was refused: {broken}"
-        ));
-    }
-    let outcome = if actions.is_empty() {
-        Outcome::InSync
-    } else if spec.suspend {
-        Outcome::Suspended
-    } else {
-        Outcome::Changes
-    };
-    AppPlan { outcome, actions }
 }
 
 /// The rules no plan may break, checked on every plan before it is returned:
@@ -784,30 +505,21 @@ pub fn check_invariants(
             }
             Action::UpdateTemplate { body, .. }
             | Action::MarkRestartPending { body, .. }
-            | Action::RecordRestartGeneration { body, .. } => owned_only(body)?,
+            | Action::RecordRestartGeneration { body, .. }
+            | Action::ClearRestartPending { body, .. } => owned_only(body)?,
             Action::SetRevisionMode { .. } | Action::Activate { .. } | Action::Restart { .. } => {}
         }
     }
     Ok(())
 }
 
-/// A body may touch only the owned paths.
+/// A body may touch only the owned paths ([`tags::OWNED_PATHS`]).
 fn owned_only(body: &Value) -> Result<(), String> {
-    const ALLOWED: &[&str] = &[
-        "/properties/template/revisionSuffix",
-        "/properties/template/containers",
-        "/properties/template/scale/minReplicas",
-        "/properties/template/scale/maxReplicas",
-        "/properties/configuration/activeRevisionsMode",
-        "/properties/configuration/ingress/traffic",
-        "/tags/aca-reconciler-restart-generation",
-        "/tags/aca-reconciler-restart-pending",
-    ];
     for p in crate::arm::models::leaf_paths(body) {
         if p.contains("secret") {
             return Err(format!("the body touches {p}, a secret"));
         }
-        if !ALLOWED.iter().any(|a| p == *a) {
+        if !tags::OWNED_PATHS.iter().any(|a| p == *a) {
             return Err(format!(
                 "the body touches {p}, which the controller does not own"
             ));
@@ -824,7 +536,8 @@ pub fn mode_body(to: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{AppKey, Source};
+    use crate::spec::{AppKey, RevisionMode, Source, TrafficSpec};
+    use std::collections::BTreeMap;
 
     fn spec() -> AppSpec {
         AppSpec {

@@ -82,9 +82,15 @@ pub fn describe(action: &Action) -> String {
             revision,
             generation,
         } => format!("↻ restart {revision} (restartGeneration {generation})"),
-        Action::RecordRestartGeneration { from, to, .. } => {
-            format!("~ tag {}: {from} -> {to}", super::RESTART_TAG)
-        }
+        Action::RecordRestartGeneration { from, to, .. } => format!(
+            "~ tag {}: {from} -> {to}; remove tag {}",
+            super::RESTART_TAG,
+            super::RESTART_PENDING_TAG
+        ),
+        Action::ClearRestartPending { value, .. } => format!(
+            "- tag {}: {value} (left over; its generation is recorded)",
+            super::RESTART_PENDING_TAG
+        ),
     }
 }
 

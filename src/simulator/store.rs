@@ -1639,10 +1639,4 @@ fn replica_json(rec: &AppRecord, r: &Revision, i: u64) -> Value {
     })
 }
 
-/// SplitMix64: a tiny deterministic mixer for ids and generated names.
-pub fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
+pub use crate::hash::splitmix;
