@@ -652,7 +652,7 @@ fn planner(n: usize, rounds: usize) -> Result<Value> {
         for (spec, app, revisions) in &cases {
             let p = plan::plan_app(
                 spec,
-                plan::Observed {
+                plan::LiveApp {
                     app,
                     revisions: Some(revisions),
                 },

@@ -20,7 +20,6 @@ use azure_core::credentials::TokenCredential;
 use clap::ValueEnum;
 
 use crate::arm::Error;
-use crate::simulator::Sim;
 
 /// A sovereign cloud: its ARM endpoint and its Entra authority.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -210,7 +209,66 @@ impl fmt::Display for SecretToken {
 
 enum Source {
     Azure(Arc<dyn TokenCredential>),
-    Simulator(Arc<Sim>),
+    Endpoint(IdentityEndpoint),
+}
+
+/// A managed-identity endpoint spoken to directly (Container Apps' and App Service's protocol,
+/// api-version 2019-08-01: `GET ?resource=...` with `X-IDENTITY-HEADER`), for an endpoint given
+/// explicitly rather than through the environment: the embedded simulator's (`--simulate`).
+/// The token is cached until five minutes before it expires.
+struct IdentityEndpoint {
+    http: reqwest::Client,
+    url: String,
+    header: SecretToken,
+    cached: tokio::sync::Mutex<Option<(SecretToken, i64)>>,
+}
+
+impl IdentityEndpoint {
+    async fn token(&self, resource: &str) -> Result<SecretToken, String> {
+        let mut cached = self.cached.lock().await;
+        let now = crate::time::Clock::new().now() / 1000;
+        if let Some((token, expires)) = cached.as_ref()
+            && *expires - 300 > now
+        {
+            return Ok(token.clone());
+        }
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            access_token: String,
+            #[serde(default)]
+            expires_on: serde_json::Value,
+        }
+        let resp = self
+            .http
+            .get(&self.url)
+            .query(&[("resource", resource), ("api-version", "2019-08-01")])
+            .header("X-IDENTITY-HEADER", self.header.expose())
+            .send()
+            .await
+            .map_err(|e| crate::arm::without_url(&e))?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| crate::arm::without_url(&e))?;
+        if !status.is_success() {
+            return Err(format!(
+                "the identity endpoint answered {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(300)])
+            ));
+        }
+        let answer: Answer = serde_json::from_slice(&body)
+            .map_err(|e| format!("the identity endpoint's answer is not a token: {e}"))?;
+        // `expires_on` is epoch seconds, as a string (N§9) or a number.
+        let expires = match &answer.expires_on {
+            serde_json::Value::String(s) => s.parse().unwrap_or(now),
+            serde_json::Value::Number(n) => n.as_i64().unwrap_or(now),
+            _ => now,
+        };
+        let token = SecretToken::new(answer.access_token);
+        *cached = Some((token.clone(), expires));
+        Ok(token)
+    }
 }
 
 /// Gets ARM tokens for one audience from one credential.
@@ -307,14 +365,30 @@ impl TokenSource {
         })
     }
 
-    /// Tokens issued by an in-process simulator (for `--simulate`).
-    pub fn simulator(sim: Arc<Sim>, arm_endpoint: &str) -> Self {
-        Self {
-            source: Source::Simulator(sim),
-            kind_name: "simulator",
-            hint: "",
+    /// Tokens from the managed-identity endpoint at `url` with `header` as its
+    /// `X-IDENTITY-HEADER`, for `arm_endpoint`'s audience: how `--simulate` (and tests) get
+    /// tokens from a simulator, the way a process in Container Apps gets them.
+    ///
+    /// # Errors
+    /// The endpoint is not acceptable (https, or http to a loopback host), or the HTTP client
+    /// cannot be built.
+    pub fn identity_endpoint(url: &str, header: &str, arm_endpoint: &str) -> Result<Self, Error> {
+        crate::arm::check_endpoint(url, "the identity endpoint")?;
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self {
+            source: Source::Endpoint(IdentityEndpoint {
+                http,
+                url: url.to_owned(),
+                header: SecretToken::new(header),
+                cached: tokio::sync::Mutex::new(None),
+            }),
+            kind_name: "managed identity endpoint",
+            hint: "; check the identity endpoint URL and its X-IDENTITY-HEADER",
             scope: scope_for(arm_endpoint),
-        }
+        })
     }
 
     /// The azure_identity credential (for other Azure services, like the lease blob); `None`
@@ -322,7 +396,7 @@ impl TokenSource {
     pub fn azure_credential(&self) -> Option<Arc<dyn TokenCredential>> {
         match &self.source {
             Source::Azure(c) => Some(c.clone()),
-            Source::Simulator(_) => None,
+            Source::Endpoint(_) => None,
         }
     }
 
@@ -337,9 +411,15 @@ impl TokenSource {
     /// [`Error::Credential`], naming the credential and what to check.
     pub async fn token(&self) -> Result<SecretToken, Error> {
         match &self.source {
-            Source::Simulator(sim) => Ok(SecretToken::new(
-                sim.issue_token(self.scope.trim_end_matches("/.default")),
-            )),
+            Source::Endpoint(endpoint) => endpoint
+                .token(self.scope.trim_end_matches("/.default"))
+                .await
+                .map_err(|message| Error::Credential {
+                    credential: self.kind_name,
+                    scope: self.scope.clone(),
+                    message,
+                    hint: self.hint,
+                }),
             Source::Azure(credential) => {
                 let token = credential
                     .get_token(&[&self.scope], None)

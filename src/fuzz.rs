@@ -103,7 +103,7 @@ pub fn acr_response(data: &[u8]) {
 }
 
 fn plan_all(spec: &AppSpec, app: &ContainerApp, revisions: Option<&[Revision]>) {
-    let planned = plan::plan_app(spec, plan::Observed { app, revisions }, NOW);
+    let planned = plan::plan_app(spec, plan::LiveApp { app, revisions }, NOW);
     for action in &planned.actions {
         let _ = render::action_json(action);
     }

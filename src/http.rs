@@ -23,18 +23,18 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-use crate::reconcile::Shared;
+use crate::controller::StatusBoard;
 
 #[derive(Debug, Clone)]
 struct AppState {
-    shared: Arc<Shared>,
+    board: Arc<StatusBoard>,
     trigger_token: Option<Arc<String>>,
 }
 
 /// The endpoints.
-pub fn router(shared: Arc<Shared>, trigger_token: Option<String>) -> Router {
+pub fn router(board: Arc<StatusBoard>, trigger_token: Option<String>) -> Router {
     let state = AppState {
-        shared,
+        board,
         trigger_token: trigger_token.filter(|t| !t.is_empty()).map(Arc::new),
     };
     Router::new()
@@ -49,7 +49,7 @@ pub fn router(shared: Arc<Shared>, trigger_token: Option<String>) -> Router {
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
-    let status = s.shared.status();
+    let status = s.board.status();
     if status.ready {
         (StatusCode::OK, "ready\n").into_response()
     } else {
@@ -62,7 +62,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
-    let body = s.shared.metrics.encode();
+    let body = s.board.metrics.encode();
     (
         [(
             header::CONTENT_TYPE,
@@ -74,7 +74,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
 }
 
 async fn status(State(s): State<AppState>) -> Response {
-    match serde_json::to_string_pretty(&*s.shared.status()) {
+    match serde_json::to_string_pretty(&*s.board.status()) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -112,7 +112,7 @@ async fn reconcile(State(s): State<AppState>, headers: HeaderMap) -> Response {
                 .into_response();
         }
     }
-    s.shared.trigger.notify_one();
+    s.board.trigger.notify_one();
     (StatusCode::ACCEPTED, "reconciling every app now\n").into_response()
 }
 

@@ -28,7 +28,9 @@ pub mod apply;
 pub mod arm;
 pub mod auth;
 pub mod cli;
-pub mod commands;
+pub mod cmd;
+pub mod connect;
+pub mod controller;
 pub mod duration;
 #[doc(hidden)]
 pub mod fuzz;
@@ -39,7 +41,6 @@ pub mod live;
 pub mod pass;
 pub mod permissions;
 pub mod plan;
-pub mod reconcile;
 pub mod retention;
 pub mod shutdown;
 pub mod simulator;

@@ -4,7 +4,7 @@
 //! One list per (subscription, resource group) gives every app's template, traffic and latest
 //! revision; revisions are listed only for apps whose spec needs them
 //! ([`crate::plan::needs_revisions`]). A failed read makes the apps it covers
-//! [`Observed::Unreadable`]: a partial read never yields actions for the apps it missed.
+//! [`Observation::Unreadable`]: a partial read never yields actions for the apps it missed.
 //!
 //! An app whose restart was begun but not recorded ([`crate::plan::pending_restart`]) also has
 //! the replicas of its active revisions read, so the planner restarts only what still needs it.
@@ -25,7 +25,7 @@ use crate::spec::{AppKey, AppSpec, DesiredState};
 
 /// What Azure says about one desired app.
 #[derive(Debug, Clone)]
-pub enum Observed {
+pub enum Observation {
     /// The app, and its revisions when the spec needs them.
     Found {
         /// The app.
@@ -43,7 +43,7 @@ pub enum Observed {
 #[derive(Debug, Default)]
 pub struct LiveState {
     /// By app.
-    pub apps: BTreeMap<AppKey, Observed>,
+    pub apps: BTreeMap<AppKey, Observation>,
     /// The [`fingerprint`] of each app whose revisions were read.
     pub fingerprints: BTreeMap<AppKey, u64>,
     /// Apps whose fingerprint matched the one they were verified in sync with: their revisions
@@ -118,7 +118,7 @@ pub async fn snapshot_since(
                 for key in keys {
                     state
                         .apps
-                        .insert(key.clone(), Observed::Unreadable(e.to_string()));
+                        .insert(key.clone(), Observation::Unreadable(e.to_string()));
                 }
             }
             Ok(apps) => {
@@ -129,7 +129,7 @@ pub async fn snapshot_since(
                 for key in keys {
                     match by_name.remove(&key.name) {
                         None => {
-                            state.apps.insert(key.clone(), Observed::Missing);
+                            state.apps.insert(key.clone(), Observation::Missing);
                         }
                         Some(app) => {
                             if let Some(spec) = desired
@@ -147,7 +147,7 @@ pub async fn snapshot_since(
                             }
                             state.apps.insert(
                                 key.clone(),
-                                Observed::Found {
+                                Observation::Found {
                                     app: Box::new(app),
                                     revisions: None,
                                 },
@@ -162,7 +162,7 @@ pub async fn snapshot_since(
     let pending: std::collections::BTreeSet<AppKey> = need_revisions
         .iter()
         .filter(|key| match state.apps.get(*key) {
-            Some(Observed::Found { app, .. }) => crate::plan::pending_restart(app).is_some(),
+            Some(Observation::Found { app, .. }) => crate::plan::pending_restart(app).is_some(),
             _ => false,
         })
         .cloned()
@@ -189,13 +189,15 @@ pub async fn snapshot_since(
     for (key, result) in revisions {
         match result {
             Ok(list) => {
-                if let Some(Observed::Found { revisions, .. }) = state.apps.get_mut(&key) {
+                if let Some(Observation::Found { revisions, .. }) = state.apps.get_mut(&key) {
                     *revisions = Some(list);
                 }
             }
             Err(e) => {
                 state.fingerprints.remove(&key);
-                state.apps.insert(key, Observed::Unreadable(e.to_string()));
+                state
+                    .apps
+                    .insert(key, Observation::Unreadable(e.to_string()));
             }
         }
     }
@@ -210,7 +212,7 @@ pub async fn observe_app(
     client: &ArmClient,
     key: &AppKey,
     with_revisions: bool,
-) -> Result<Observed, crate::arm::Error> {
+) -> Result<Observation, crate::arm::Error> {
     match client.get_app(key).await {
         Ok(app) => {
             let revisions = if with_revisions {
@@ -222,12 +224,12 @@ pub async fn observe_app(
             } else {
                 None
             };
-            Ok(Observed::Found {
+            Ok(Observation::Found {
                 app: Box::new(app),
                 revisions,
             })
         }
-        Err(e) if e.status() == Some(404) => Ok(Observed::Missing),
+        Err(e) if e.status() == Some(404) => Ok(Observation::Missing),
         Err(e) => Err(e),
     }
 }

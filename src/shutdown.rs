@@ -38,3 +38,26 @@ pub fn signalled() -> impl Future<Output = ()> {
         }
     }
 }
+
+/// The second signal of a two-tier shutdown ([`two_tier`]): `main` races the command against
+/// it and exits at once (130) when it comes.
+static FORCED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Resolves when a second signal asks to stop at once.
+pub async fn forced() {
+    FORCED.notified().await;
+}
+
+/// Two-tier shutdown: the first SIGTERM/SIGINT cancels `token` (stop taking work, drain); a
+/// second one wakes [`forced`]. The handlers are installed by the call itself.
+pub fn two_tier(token: tokio_util::sync::CancellationToken) {
+    let first = signalled();
+    tokio::spawn(async move {
+        first.await;
+        tracing::info!("signal received: finishing running passes (a second signal exits at once)");
+        token.cancel();
+        signalled().await;
+        tracing::warn!("second signal: exiting now");
+        FORCED.notify_one();
+    });
+}

@@ -38,11 +38,7 @@ fn client(h: &Handle, tweak: impl FnOnce(&mut ArmConfig)) -> ArmClient {
     config.retry = fast_retries();
     config.poll_interval = Duration::from_millis(50);
     tweak(&mut config);
-    ArmClient::new(
-        config,
-        Arc::new(TokenSource::simulator(h.sim.clone(), &h.base_url)),
-    )
-    .unwrap()
+    ArmClient::new(config, Arc::new(common::tokens(&h.base_url))).unwrap()
 }
 
 fn key(app: &str) -> AppKey {
@@ -456,7 +452,7 @@ async fn after_a_429_no_request_of_that_kind_leaves_until_retry_after() {
         .repositories
         .insert("team/web".into(), Repository::default());
     let h = start_sim(w).await;
-    let tokens = Arc::new(TokenSource::simulator(h.sim.clone(), &h.base_url));
+    let tokens = Arc::new(common::tokens(&h.base_url));
     let acr = Arc::new(
         AcrClient::new(
             tokens,
@@ -534,7 +530,7 @@ async fn the_client_bucket_keeps_a_burst_from_being_throttled() {
 #[tokio::test]
 async fn plain_http_is_refused_for_non_loopback_endpoints() {
     let h = start_sim(World::default()).await;
-    let tokens = Arc::new(TokenSource::simulator(h.sim.clone(), &h.base_url));
+    let tokens = Arc::new(common::tokens(&h.base_url));
     let err = ArmClient::new(
         ArmConfig::new("http://management.example.com"),
         tokens.clone(),
@@ -584,7 +580,7 @@ fn registry_world() -> World {
 #[tokio::test]
 async fn acr_lists_every_tag_newest_first_and_deletes() {
     let h = start_sim(registry_world()).await;
-    let tokens = Arc::new(TokenSource::simulator(h.sim.clone(), &h.base_url));
+    let tokens = Arc::new(common::tokens(&h.base_url));
     let acr = AcrClient::new(
         tokens,
         &[(
@@ -826,11 +822,7 @@ async fn the_arm_token_never_follows_a_link_to_another_host() {
     let tokens = start_sim(World::default()).await;
     let mut config = ArmConfig::new(&arm_url);
     config.retry = fast_retries();
-    let c = ArmClient::new(
-        config,
-        Arc::new(TokenSource::simulator(tokens.sim.clone(), &tokens.base_url)),
-    )
-    .unwrap();
+    let c = ArmClient::new(config, Arc::new(common::tokens(&tokens.base_url))).unwrap();
     let err = c.list_apps(PROD_SUB, Some(PROD_RG)).await.unwrap_err();
     assert!(
         err.to_string().contains("refusing to send the ARM token"),

@@ -354,7 +354,7 @@ fn plan_refuses_an_invalid_desired_state_before_touching_azure() {
         bin(s.path()).args(["plan", "--simulate", "--desired-state", "."]),
         1,
     );
-    let text = stdout(&out);
+    let text = stdout(&out) + &String::from_utf8_lossy(&out.stderr);
     assert!(
         text.contains("./bad.yaml:1:1")
             && text.contains("nothing was read from or written to Azure"),

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use aca_reconciler::arm::metrics::ArmMetrics;
 use aca_reconciler::arm::{ArmClient, ArmConfig};
-use aca_reconciler::auth::TokenSource;
 use aca_reconciler::simulator::seed;
 use aca_reconciler::time::Clock;
 use aca_reconciler::{apply, live, permissions, retention};
@@ -37,7 +36,7 @@ async fn every_call_of_a_full_pass_has_its_action_in_the_roles() {
     let d = example_state();
     let config = common::fast_config(100, 200);
     let h = start_sim(seed::from_desired(&d, config, Clock::new().now())).await;
-    let tokens = Arc::new(TokenSource::simulator(h.sim.clone(), &h.base_url));
+    let tokens = Arc::new(common::tokens(&h.base_url));
     let mut arm_config = ArmConfig::new(&h.base_url);
     arm_config.poll_interval = Duration::from_millis(50);
     let client = ArmClient::new(arm_config, tokens.clone()).unwrap();
@@ -58,8 +57,8 @@ async fn every_call_of_a_full_pass_has_its_action_in_the_roles() {
         revision_timeout: Duration::from_secs(10),
         ..apply::ApplyOptions::default()
     };
-    let reports = apply::apply(&client, &d, snapshot, &options, Clock::new()).await;
-    assert!(reports.iter().all(|r| r.result.is_ok()), "{reports:#?}");
+    let reports = aca_reconciler::pass::converge(&client, &d, snapshot, &options).await;
+    assert!(reports.iter().all(|r| r.is_ok()), "{reports:#?}");
     let plan = retention::plan(&client, &acr, &d, Clock::new().now(), 100, 4).await;
     retention::apply(&acr, &plan).await;
 

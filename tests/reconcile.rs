@@ -10,14 +10,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aca_reconciler::apply::{self, AppReport, AppResult, ApplyOptions};
+use aca_reconciler::apply::{AppReport, ApplyOptions};
 use aca_reconciler::arm::{ArmClient, ArmConfig, RevisionAction};
-use aca_reconciler::auth::TokenSource;
-use aca_reconciler::live::{self, Observed};
+use aca_reconciler::live::{self, Observation};
+use aca_reconciler::pass;
 use aca_reconciler::plan::{self, Action, Outcome};
 use aca_reconciler::simulator::seed;
 use aca_reconciler::simulator::store::{Config, LroMode, World};
 use aca_reconciler::spec::{self, AppKey, DesiredState, LoadOptions};
+use aca_reconciler::state::AppState;
 use aca_reconciler::time::Clock;
 use common::{Handle, start_sim, unowned};
 use serde_json::{Value, json};
@@ -37,11 +38,7 @@ async fn env(world: World) -> Env {
     let h = start_sim(world).await;
     let mut config = ArmConfig::new(&h.base_url);
     config.poll_interval = Duration::from_millis(50);
-    let client = ArmClient::new(
-        config,
-        Arc::new(TokenSource::simulator(h.sim.clone(), &h.base_url)),
-    )
-    .unwrap();
+    let client = ArmClient::new(config, Arc::new(common::tokens(&h.base_url))).unwrap();
     Env { h, client }
 }
 
@@ -68,7 +65,7 @@ fn app_yaml(name: &str, spec_lines: &str) -> String {
 
 async fn pass(e: &Env, d: &DesiredState) -> Vec<AppReport> {
     let live = live::snapshot(&e.client, d, 8).await;
-    apply::apply(&e.client, d, live, &options(), Clock::new()).await
+    pass::converge(&e.client, d, live, &options()).await
 }
 
 async fn plans(e: &Env, d: &DesiredState) -> Vec<(AppKey, Option<plan::AppPlan>)> {
@@ -77,9 +74,9 @@ async fn plans(e: &Env, d: &DesiredState) -> Vec<(AppKey, Option<plan::AppPlan>)
         .iter()
         .map(|(k, s)| {
             let p = match live.apps.get(k) {
-                Some(Observed::Found { app, revisions }) => Some(plan::plan_app(
+                Some(Observation::Found { app, revisions }) => Some(plan::plan_app(
                     s,
-                    plan::Observed {
+                    plan::LiveApp {
                         app,
                         revisions: revisions.as_deref(),
                     },
@@ -115,7 +112,7 @@ async fn the_example_platform_converges_in_one_pass_safely() {
     };
     let reports = pass(&e, &d).await;
     for r in &reports {
-        assert_eq!(r.result, AppResult::Converged, "{}: {:?}", r.app, r.actions);
+        assert!(r.converged(), "{}: {:?}", r.app, r.actions);
     }
     // A second plan is empty.
     for (k, p) in plans(&e, &d).await {
@@ -208,8 +205,8 @@ async fn an_app_verified_in_sync_is_not_read_again_until_it_or_its_spec_changes(
     reset().await;
     let live = live::snapshot_since(&e.client, &d, 8, &verified).await;
     assert_eq!(live.unchanged.len(), needing);
-    let reports = apply::apply(&e.client, &d, live, &options(), Clock::new()).await;
-    assert!(reports.iter().all(|r| r.result == AppResult::InSync));
+    let reports = pass::converge(&e.client, &d, live, &options()).await;
+    assert!(reports.iter().all(AppReport::untouched));
     let counts = sim(&e, "requests").await;
     assert_eq!(revision_lists(&counts), 0, "{counts}");
     assert_eq!(counts["armReads"], 2, "two resource groups, one list each");
@@ -229,9 +226,9 @@ async fn an_app_verified_in_sync_is_not_read_again_until_it_or_its_spec_changes(
     let live = live::snapshot_since(&e.client, &d, 8, &verified).await;
     assert_eq!(live.unchanged.len(), needing - 1);
     assert!(!live.unchanged.contains(&cart));
-    let reports = apply::apply(&e.client, &d, live, &options(), Clock::new()).await;
+    let reports = pass::converge(&e.client, &d, live, &options()).await;
     let cart_report = reports.iter().find(|r| r.app == cart).unwrap();
-    assert_eq!(cart_report.result, AppResult::Converged, "{cart_report:?}");
+    assert!(cart_report.converged(), "{cart_report:?}");
 
     // A changed spec is verified in full too, even though the app did not change.
     let mut edited = d.clone();
@@ -246,7 +243,7 @@ async fn scale_up_and_down_reads_no_revisions_and_makes_one_revision_each() {
     let up = desired(&app_yaml("ca-scale", "  replicas: {min: 5, max: 20}\n"));
     let e = env(seed::from_desired(&up, fast(), Clock::new().now())).await;
     let reports = pass(&e, &up).await;
-    assert_eq!(reports[0].result, AppResult::Converged);
+    assert!(reports[0].converged());
     let writes: Vec<&Action> = reports[0]
         .actions
         .iter()
@@ -268,7 +265,7 @@ async fn scale_up_and_down_reads_no_revisions_and_makes_one_revision_each() {
     );
 
     let down = desired(&app_yaml("ca-scale", "  replicas: {min: 2, max: 10}\n"));
-    assert_eq!(pass(&e, &down).await[0].result, AppResult::Converged);
+    assert!(pass(&e, &down).await[0].converged());
     let app = e.client.get_app(&key("ca-scale")).await.unwrap();
     assert_eq!(
         (
@@ -286,7 +283,7 @@ async fn a_new_image_reaches_100_percent_through_latest_revision() {
         "  revisionMode: multiple\n  images: {web: mcr.microsoft.com/k8se/web:2.0.0}\n  traffic:\n    - {latestRevision: true, weight: 100}\n",
     ));
     let e = env(seed::from_desired(&d, fast(), Clock::new().now())).await;
-    assert_eq!(pass(&e, &d).await[0].result, AppResult::Converged);
+    assert!(pass(&e, &d).await[0].converged());
     let app = e.client.get_app(&key("ca-web")).await.unwrap();
     let latest = app.properties.latest_revision_name.clone().unwrap();
     assert_eq!(
@@ -347,7 +344,7 @@ async fn a_rollback_pins_an_inactive_revision_safely() {
     );
 
     let report = pass(&e, &d).await.remove(0);
-    assert_eq!(report.result, AppResult::Converged, "{:?}", report.actions);
+    assert!(report.converged(), "{:?}", report.actions);
     let revisions = e.client.list_revisions(&key("ca-api")).await.unwrap();
     let pinned = revisions.iter().find(|r| r.name == oldest.name).unwrap();
     assert!(pinned.is_running());
@@ -366,9 +363,8 @@ async fn a_serving_revision_deactivated_out_of_band_is_brought_back() {
         "  revisionMode: multiple\n  activeRevision: ca-api--v112\n",
     ));
     let e = env(seed::from_desired(&d, fast(), Clock::new().now())).await;
-    assert_eq!(
-        pass(&e, &d).await[0].result,
-        AppResult::InSync,
+    assert!(
+        pass(&e, &d).await[0].untouched(),
         "the seed already pins it"
     );
     // Someone runs `az containerapp revision deactivate` on the revision with all traffic.
@@ -382,7 +378,7 @@ async fn a_serving_revision_deactivated_out_of_band_is_brought_back() {
         "the operator's outage"
     );
     let report = pass(&e, &d).await.remove(0);
-    assert_eq!(report.result, AppResult::Converged, "{:?}", report.actions);
+    assert!(report.converged(), "{:?}", report.actions);
     assert!(matches!(report.actions[0].action, Action::Activate { .. }));
     let r = e
         .client
@@ -412,7 +408,7 @@ async fn a_canary_split_of_90_10() {
     );
     world.config.lro_mode = LroMode::Sync;
     let e = env(world).await;
-    assert_eq!(pass(&e, &d).await[0].result, AppResult::Converged);
+    assert!(pass(&e, &d).await[0].converged());
     let revisions = e.client.list_revisions(&key("ca-shop")).await.unwrap();
     let weight = |n: &str| {
         revisions
@@ -441,7 +437,7 @@ async fn retention_keeps_the_last_5_active_and_never_the_protected() {
     let e = env(seed::from_desired(&d, fast(), Clock::new().now())).await;
     let before = e.client.list_revisions(&key("ca-keep")).await.unwrap();
     assert!(before.iter().filter(|r| r.properties.active).count() > 5);
-    assert_eq!(pass(&e, &d).await[0].result, AppResult::Converged);
+    assert!(pass(&e, &d).await[0].converged());
     let after = e.client.list_revisions(&key("ca-keep")).await.unwrap();
     let active: Vec<&str> = after
         .iter()
@@ -464,7 +460,7 @@ async fn retention_keeps_the_last_5_active_and_never_the_protected() {
 async fn a_restart_after_secret_rotation_happens_once() {
     let d = desired(&app_yaml("ca-auth", "  restartGeneration: 3\n"));
     let e = env(seed::from_desired(&d, fast(), Clock::new().now())).await;
-    assert_eq!(pass(&e, &d).await[0].result, AppResult::Converged);
+    assert!(pass(&e, &d).await[0].converged());
     let restarts = sim(&e, "restarts").await.as_array().unwrap().len();
     assert!(restarts >= 1);
     let app = e.client.get_app(&key("ca-auth")).await.unwrap();
@@ -478,7 +474,7 @@ async fn a_restart_after_secret_rotation_happens_once() {
         "only the generation is left behind"
     );
     // A controller restart (a new pass from scratch) does not restart again.
-    assert_eq!(pass(&e, &d).await[0].result, AppResult::InSync);
+    assert!(pass(&e, &d).await[0].untouched());
     assert_eq!(
         sim(&e, "restarts").await.as_array().unwrap().len(),
         restarts
@@ -501,7 +497,7 @@ async fn a_restart_with_a_new_image_restarts_only_the_revisions_from_before() {
         let e = env(seed::from_desired(&d, fast(), Clock::new().now())).await;
         let k = key(&name);
         let report = pass(&e, &d).await.remove(0);
-        assert_eq!(report.result, AppResult::Converged, "{report:?}");
+        assert!(report.converged(), "{report:?}");
         let app = e.client.get_app(&k).await.unwrap();
         let created = app.properties.latest_revision_name.clone().unwrap();
         let log = sim(&e, "restarts").await;
@@ -538,7 +534,7 @@ async fn a_pending_tag_left_over_from_a_recorded_generation_is_removed() {
     }
     let e = env(world).await;
     let report = pass(&e, &d).await.remove(0);
-    assert_eq!(report.result, AppResult::Converged, "{report:?}");
+    assert!(report.converged(), "{report:?}");
     let app = e.client.get_app(&key("ca-litter")).await.unwrap();
     assert_eq!(app.tags.get(plan::RESTART_PENDING_TAG), None);
     assert_eq!(
@@ -554,7 +550,7 @@ async fn a_restart_cut_short_is_finished_not_repeated() {
     let base = "  revisionMode: multiple\n  revisionRetention: {keepActive: 3}\n";
     let d0 = desired(&app_yaml("ca-auth", base));
     let e = env(seed::from_desired(&d0, fast(), Clock::new().now())).await;
-    assert_eq!(pass(&e, &d0).await[0].result, AppResult::Converged);
+    assert!(pass(&e, &d0).await[0].converged());
     let d = desired(&app_yaml(
         "ca-auth",
         &format!("{base}  restartGeneration: 4\n"),
@@ -564,7 +560,7 @@ async fn a_restart_cut_short_is_finished_not_repeated() {
     let revisions = e.client.list_revisions(&k).await.unwrap();
     let planned = plan::plan_app(
         &d.apps[&k],
-        plan::Observed {
+        plan::LiveApp {
             app: &app,
             revisions: Some(&revisions),
         },
@@ -590,7 +586,7 @@ async fn a_restart_cut_short_is_finished_not_repeated() {
         .await
         .unwrap();
     // Back up: the next pass restarts the others, not the first again, and records it.
-    assert_eq!(pass(&e, &d).await[0].result, AppResult::Converged);
+    assert!(pass(&e, &d).await[0].converged());
     let log = sim(&e, "restarts").await;
     for r in &restarts {
         let n = log
@@ -611,7 +607,7 @@ async fn a_restart_cut_short_is_finished_not_repeated() {
         None,
         "recorded: nothing pending"
     );
-    assert_eq!(pass(&e, &d).await[0].result, AppResult::InSync);
+    assert!(pass(&e, &d).await[0].untouched());
 }
 
 #[tokio::test]
@@ -638,7 +634,7 @@ async fn a_failing_image_leaves_traffic_where_it_was_and_is_reported() {
         .clone()
         .unwrap();
     let report = pass(&e, &d).await.remove(0);
-    let AppResult::Failed { error } = &report.result else {
+    let (AppState::Failing, Some(error)) = (report.state, &report.error) else {
         panic!("{report:?}")
     };
     assert!(
@@ -687,16 +683,9 @@ async fn a_missing_app_and_a_suspended_one() {
     assert_eq!(here.outcome, Outcome::Suspended);
     assert!(!here.actions.is_empty(), "the drift is reported");
     let reports = pass(&e, &d).await;
-    let result = |n: &str| {
-        reports
-            .iter()
-            .find(|r| r.app.name == n)
-            .unwrap()
-            .result
-            .clone()
-    };
-    assert_eq!(result("ca-gone"), AppResult::Missing);
-    assert_eq!(result("ca-here"), AppResult::Suspended);
+    let result = |n: &str| reports.iter().find(|r| r.app.name == n).unwrap().state;
+    assert_eq!(result("ca-gone"), AppState::Missing);
+    assert_eq!(result("ca-here"), AppState::Suspended);
     assert_eq!(sim(&e, "requests").await["armWrites"], 0, "nothing written");
 }
 
@@ -723,7 +712,7 @@ async fn a_mode_change_rides_in_the_template_patch_one_write_not_two() {
         "Multiple"
     );
     let reports = pass(&e, &d).await;
-    assert_eq!(reports[0].result, AppResult::Converged, "{reports:?}");
+    assert!(reports[0].converged(), "{reports:?}");
     assert_eq!(sim(&e, "requests").await["armWrites"], 1, "one PATCH");
     let app = e.client.get_app(&key("ca-mode")).await.unwrap();
     assert!(app.is_multiple_mode());

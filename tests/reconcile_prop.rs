@@ -12,14 +12,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aca_reconciler::apply::{self, AppResult, ApplyOptions};
+use aca_reconciler::apply::ApplyOptions;
 use aca_reconciler::arm::{ArmClient, ArmConfig};
-use aca_reconciler::auth::TokenSource;
-use aca_reconciler::live::{self, Observed};
+use aca_reconciler::live::{self, Observation};
+use aca_reconciler::pass;
 use aca_reconciler::plan::{self, Outcome};
 use aca_reconciler::simulator::seed;
 use aca_reconciler::simulator::store::{Config, LroMode};
 use aca_reconciler::spec::{self, DesiredState, LoadOptions};
+use aca_reconciler::state::AppState;
 use aca_reconciler::time::Clock;
 use common::unowned;
 use proptest::prelude::*;
@@ -196,11 +197,7 @@ async fn case(l: Live, t: Target) -> Result<(), TestCaseError> {
     let h = common::start_sim(world).await;
     let mut config = ArmConfig::new(&h.base_url);
     config.poll_interval = Duration::from_millis(30);
-    let client = ArmClient::new(
-        config,
-        Arc::new(TokenSource::simulator(h.sim.clone(), &h.base_url)),
-    )
-    .unwrap();
+    let client = ArmClient::new(config, Arc::new(common::tokens(&h.base_url))).unwrap();
     let before = h.sim.world().apps.values().next().unwrap().app.clone();
     let options = ApplyOptions {
         poll_interval: Duration::from_millis(30),
@@ -208,25 +205,25 @@ async fn case(l: Live, t: Target) -> Result<(), TestCaseError> {
         ..ApplyOptions::default()
     };
     let snapshot = live::snapshot(&client, &d, 4).await;
-    let report = apply::apply(&client, &d, snapshot, &options, Clock::new())
+    let report = pass::converge(&client, &d, snapshot, &options)
         .await
         .remove(0);
     if std::env::var_os("PROP_DEBUG").is_some() {
         eprintln!("{target_yaml}\nnames {names:?}\n{report:#?}");
     }
     prop_assert!(
-        matches!(report.result, AppResult::Converged | AppResult::InSync),
+        report.state == AppState::InSync,
         "{target_yaml}\n{report:?}"
     );
 
     let again = live::snapshot(&client, &d, 4).await;
-    let Some(Observed::Found { app, revisions }) = again.apps.values().next() else {
+    let Some(Observation::Found { app, revisions }) = again.apps.values().next() else {
         panic!()
     };
     let spec = d.apps.values().next().unwrap();
     let replan = plan::plan_app(
         spec,
-        plan::Observed {
+        plan::LiveApp {
             app,
             revisions: revisions.as_deref(),
         },

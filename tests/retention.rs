@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use aca_reconciler::acr::AcrClient;
 use aca_reconciler::arm::{ArmClient, ArmConfig};
-use aca_reconciler::auth::TokenSource;
 use aca_reconciler::retention;
 use aca_reconciler::simulator::seed;
 use aca_reconciler::simulator::store::{Config, LroMode, Tag, World};
@@ -44,7 +43,7 @@ struct Env {
 
 async fn env(world: World) -> Env {
     let h = start_sim(world).await;
-    let tokens = Arc::new(TokenSource::simulator(h.sim.clone(), &h.base_url));
+    let tokens = Arc::new(common::tokens(&h.base_url));
     let arm = ArmClient::new(ArmConfig::new(&h.base_url), tokens.clone()).unwrap();
     let acr = AcrClient::new(
         tokens,

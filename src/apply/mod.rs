@@ -1,9 +1,18 @@
-//! The executor: carries out plans, one app at a time per app, apps in parallel.
+//! The executor: reconciles one app, and says where it stands.
 //!
-//! For each app it repeats: plan from what Azure says now, carry out the *first* action, read
-//! the app again. So there is never more than one write in flight per app, every decision is
-//! taken on a fresh read (Container Apps has no ETags, N§6), and a multi-step change (activate,
-//! wait, move traffic, deactivate) converges in one pass without trusting a model of Azure.
+//! It repeats: plan from what Azure says now, carry out the first step of the plan, read the
+//! app again. So there is never more than one write in flight per app, every decision is taken
+//! on a fresh read (Container Apps has no ETags, N§6), and a multi-step change (activate, move
+//! traffic, deactivate) converges in one reconcile without trusting a model of Azure.
+//!
+//! It never sleeps waiting on Azure. When the next step is to wait (for the operation a write
+//! started, for a new revision to run, for someone else's operation on the app), the report
+//! carries a [`Requeue`]: what is awaited and when to look again, like kube-runtime's
+//! `Action::requeue`. The app frees its slot, and whoever schedules (the controller's
+//! [`crate::controller::schedule::Schedule`], or `apply`'s loop in [`crate::pass`]) brings it
+//! back with [`Start::Resume`], which looks at just that one thing first (one read) before
+//! reading the app again.
+//!
 //! A revision that fails or never becomes ready stops that app's plan with traffic where it
 //! was. `--max-actions` caps the writes of a pass; what it holds back waits for the next.
 
@@ -11,32 +20,33 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use futures_util::future::BoxFuture;
 use serde::Serialize;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::arm::{ArmClient, Error, RevisionAction, Written};
-use crate::live::{LiveState, Observed, observe_app};
+use crate::arm::{ArmClient, Error, Operation, Progress, RevisionAction, Written};
+use crate::live::{Observation, observe_app};
 use crate::plan::{self, Action, Outcome, render};
-use crate::spec::{AppKey, AppSpec, DesiredState};
+use crate::spec::{AppKey, AppSpec};
+use crate::state::AppState;
 use crate::time::Clock;
 
-/// How a pass runs.
+/// How apps are reconciled.
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
     /// Apps worked on at once.
     pub concurrency: usize,
     /// Writes allowed in this pass (`None`: no cap).
     pub max_actions: Option<usize>,
-    /// How long a new or re-activated revision may take to run.
+    /// How long a write's operation, a new or re-activated revision, or someone else's
+    /// operation on the app may take before the app is reported failing.
     pub revision_timeout: Duration,
-    /// Poll interval while waiting for a revision.
+    /// How long to wait between looks when Azure gives no `Retry-After`.
     pub poll_interval: Duration,
-    /// Plan-act-read rounds per app before giving up (a guard against a plan that never ends).
+    /// Plan-act-read rounds per reconcile before giving up (a guard against a plan that never
+    /// ends).
     pub max_steps: usize,
-    /// Writes left, shared by several [`apply`] calls of one pass (`None`: from `max_actions`).
+    /// Writes left, shared by the reconciles of one pass (`None`: from `max_actions`).
     pub budget: Option<Arc<AtomicUsize>>,
 }
 
@@ -53,45 +63,10 @@ impl Default for ApplyOptions {
     }
 }
 
-/// How an app ended up.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "result", rename_all = "camelCase")]
-pub enum AppResult {
-    /// Nothing was needed.
-    InSync,
-    /// Changes were made and the app now matches.
-    Converged,
-    /// Suspended: nothing was done (the plan shows what would be).
-    Suspended,
-    /// Left for the next pass: the `--max-actions` budget ran out.
-    Deferred,
-    /// The app does not exist in Azure.
-    Missing,
-    /// Leader election is on and this replica lost the lease: it stopped before its next
-    /// write; the leader carries on.
-    Standby,
-    /// It could not be converged.
-    #[serde(rename_all = "camelCase")]
-    Failed {
-        /// What went wrong and what to do.
-        error: String,
-    },
-}
-
-impl AppResult {
-    /// Whether the pass did what it should for this app.
-    pub fn is_ok(&self) -> bool {
-        matches!(
-            self,
-            AppResult::InSync | AppResult::Converged | AppResult::Suspended
-        )
-    }
-}
-
 /// One action carried out.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Done {
+pub struct ActionRecord {
     /// What was done, for people.
     pub description: String,
     /// The action.
@@ -108,108 +83,140 @@ pub struct Done {
     pub ms: u64,
 }
 
-/// What happened to one app.
+/// What an app waits for between two reconciles.
+#[derive(Debug, Clone)]
+pub enum Awaited {
+    /// The long-running operation of a write of ours; then, if named, the revision it creates.
+    Operation {
+        /// Where to look.
+        operation: Operation,
+        /// The revision to wait for once it ends.
+        then: Option<String>,
+    },
+    /// A revision to run.
+    Revision(String),
+    /// Someone else's operation on the app (`provisioningState` is `InProgress`).
+    Busy,
+}
+
+/// A wait carried from one reconcile to the next.
+#[derive(Debug, Clone)]
+pub struct Wait {
+    /// What is awaited.
+    pub on: Awaited,
+    /// Since when (the wait fails once it outlasts [`ApplyOptions::revision_timeout`]).
+    pub since: Instant,
+    /// Whether this controller's own change is what it waits on (reported `applying`, not
+    /// `waiting`).
+    pub ours: bool,
+}
+
+/// "Look again at": what the app waits for, and when to look.
+#[derive(Debug, Clone)]
+pub struct Requeue {
+    /// Look again after this long.
+    pub after: Duration,
+    /// What to look at first.
+    pub wait: Wait,
+}
+
+/// How to begin reconciling an app.
+#[derive(Debug)]
+pub enum Start {
+    /// From what a pass read (a group list, and its revisions where needed).
+    Observed(Observation),
+    /// From a wait: look at what is awaited first.
+    Resume(Wait),
+}
+
+/// One app to reconcile.
+#[derive(Debug)]
+pub struct Reconcile {
+    /// Its desired state.
+    pub spec: AppSpec,
+    /// How to begin.
+    pub start: Start,
+    /// Its [`crate::live::fingerprint`], if its revisions were read.
+    pub fingerprint: Option<u64>,
+}
+
+/// Where one app stands after a reconcile.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AppReport {
     /// Which app.
     pub app: AppKey,
-    /// How it ended.
-    #[serde(flatten)]
-    pub result: AppResult,
+    /// Where it stands.
+    pub state: AppState,
+    /// Why, when it is failing, blocked or missing: what went wrong and what to do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     /// The actions carried out, in order.
-    pub actions: Vec<Done>,
-    /// How this pass verified the app (for `run`'s skipping of revision reads).
+    pub actions: Vec<ActionRecord>,
+    /// When to look again, and at what (`None`: at the next resync).
+    #[serde(skip)]
+    pub requeue: Option<Requeue>,
+    /// This replica lost the lease: the reconcile stopped before its next write, and the app
+    /// waits for whoever leads.
+    #[serde(skip)]
+    pub standby: bool,
+    /// How this reconcile verified the app (for `run`'s skipping of revision reads).
     #[serde(skip)]
     pub verified: Verification,
 }
 
-/// How a pass verified an app.
+impl AppReport {
+    /// A report with no actions.
+    pub fn new(app: AppKey, state: AppState) -> Self {
+        Self {
+            app,
+            state,
+            error: None,
+            actions: Vec::new(),
+            requeue: None,
+            standby: false,
+            verified: Verification::No,
+        }
+    }
+
+    /// The same, with a reason.
+    pub fn because(mut self, error: impl Into<String>) -> Self {
+        self.error = Some(error.into());
+        self
+    }
+
+    /// When to look again, if the app waits on something.
+    pub fn requeue_after(&self) -> Option<Duration> {
+        self.requeue.as_ref().map(|r| r.after)
+    }
+
+    /// Whether this reconcile changed the app and left it in sync.
+    pub fn converged(&self) -> bool {
+        self.state == AppState::InSync && !self.actions.is_empty()
+    }
+
+    /// Whether it was in sync and nothing was done.
+    pub fn untouched(&self) -> bool {
+        self.state == AppState::InSync && self.actions.is_empty()
+    }
+
+    /// Whether it ended where it should: in sync (changed or not), or suspended on purpose.
+    pub fn is_ok(&self) -> bool {
+        self.state.is_settled()
+    }
+}
+
+/// How a reconcile verified an app.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Verification {
-    /// Not verified in sync (changed, failed, or no revisions needed).
+    /// Not verified (changed, failed, waiting, or no revisions needed).
     #[default]
     No,
-    /// Read in full and found in sync, with this [`crate::live::fingerprint`].
+    /// Read in full and found in this state (in sync, or blocked), with this
+    /// [`crate::live::fingerprint`]: while the fingerprint holds, the state holds.
     Full(u64),
     /// Unchanged since its last full verification; its revisions were not read.
     Unchanged,
-}
-
-/// Runs a pass over every app of `desired`, starting from the snapshot `live`.
-pub async fn apply(
-    client: &ArmClient,
-    desired: &DesiredState,
-    live: LiveState,
-    options: &ApplyOptions,
-    clock: Clock,
-) -> Vec<AppReport> {
-    let mut reports = Vec::new();
-    apply_each(client, desired, live, options, clock, |r| reports.push(r)).await;
-    reports.sort_by(|a, b| a.app.cmp(&b.app));
-    reports
-}
-
-/// [`apply`], handing each app's report to `done` the moment that app is finished, so that a
-/// caller can schedule it again without waiting for the slowest app of the pass.
-pub async fn apply_each(
-    client: &ArmClient,
-    desired: &DesiredState,
-    live: LiveState,
-    options: &ApplyOptions,
-    clock: Clock,
-    mut done: impl FnMut(AppReport),
-) {
-    let budget = budget(options);
-    let (ready, work) = split(desired, live);
-    ready.into_iter().for_each(&mut done);
-    // Boxed (see live::snapshot for why).
-    let futures = work.into_iter().map(|w| -> BoxFuture<'_, AppReport> {
-        Box::pin(converge_one(client, w, options, &budget, clock))
-    });
-    let mut worked =
-        futures_util::stream::iter(futures).buffer_unordered(options.concurrency.max(1));
-    while let Some(report) = worked.next().await {
-        done(report);
-    }
-}
-
-/// One app's work in a pass: what it should be, and what was read of it.
-#[derive(Debug)]
-pub struct Work {
-    /// Its desired state.
-    pub spec: AppSpec,
-    /// What was read.
-    pub observed: Observed,
-    /// Its [`crate::live::fingerprint`], if its revisions were read.
-    pub fingerprint: Option<u64>,
-}
-
-/// Splits a snapshot of `desired`'s apps into the reports of those it shows unchanged since they
-/// were verified in sync, and the work on the others.
-pub fn split(desired: &DesiredState, live: LiveState) -> (Vec<AppReport>, Vec<Work>) {
-    let mut ready = Vec::new();
-    let mut work = Vec::new();
-    let mut observed = live.apps;
-    for (key, spec) in &desired.apps {
-        if live.unchanged.contains(key) {
-            ready.push(AppReport {
-                app: key.clone(),
-                result: AppResult::InSync,
-                actions: Vec::new(),
-                verified: Verification::Unchanged,
-            });
-            continue;
-        }
-        work.push(Work {
-            spec: spec.clone(),
-            observed: observed
-                .remove(key)
-                .unwrap_or_else(|| Observed::Unreadable("not observed".to_owned())),
-            fingerprint: live.fingerprints.get(key).copied(),
-        });
-    }
-    (ready, work)
 }
 
 /// The `--max-actions` budget of a pass: the one in `options`, or a new one.
@@ -218,27 +225,6 @@ pub fn budget(options: &ApplyOptions) -> Arc<AtomicUsize> {
         .budget
         .clone()
         .unwrap_or_else(|| Arc::new(AtomicUsize::new(options.max_actions.unwrap_or(usize::MAX))))
-}
-
-/// Converges one app, and says how.
-pub async fn converge_one(
-    client: &ArmClient,
-    work: Work,
-    options: &ApplyOptions,
-    budget: &AtomicUsize,
-    clock: Clock,
-) -> AppReport {
-    let span = tracing::info_span!("app", app = %work.spec.key);
-    let mut report = converge(client, &work.spec, work.observed, options, budget, clock)
-        .instrument(span)
-        .await;
-    // In sync as read, with its revisions: remember what it looked like.
-    if report.result == AppResult::InSync
-        && let Some(fp) = work.fingerprint
-    {
-        report.verified = Verification::Full(fp);
-    }
-    report
 }
 
 fn take_budget_n(budget: &AtomicUsize, n: usize) -> bool {
@@ -253,9 +239,9 @@ fn take_budget_n(budget: &AtomicUsize, n: usize) -> bool {
 /// - A template change goes with the wait for its revision, and a revision-mode change with the
 ///   template change that follows it (the template does not depend on the mode, so re-reading
 ///   in between would cost two reads for the same plan).
-/// - A set of restarts goes with the pending tag before it and the tag that records it after:
-///   re-planning between them would restart the same revisions again, since the generation is
-///   recorded only after the last restart.
+/// - A set of restarts goes with the tag that records it after: re-planning between them would
+///   restart the same revisions again, since the generation is recorded only after the last
+///   restart.
 /// - Consecutive deactivations go together: each is of a revision with no traffic that the spec
 ///   does not keep, so none changes whether the others are right, and re-reading between them
 ///   would cost two reads each for the same plan.
@@ -292,225 +278,216 @@ fn step_of(actions: Vec<Action>) -> Vec<Action> {
     actions.into_iter().take(n).collect()
 }
 
-/// Plans, acts, reads again, until the app matches or cannot.
-async fn converge(
+/// Reconciles one app as far as it can go now, and says where it stands.
+pub async fn reconcile(
     client: &ArmClient,
-    spec: &AppSpec,
-    mut observed: Observed,
+    work: Reconcile,
     options: &ApplyOptions,
     budget: &AtomicUsize,
     clock: Clock,
 ) -> AppReport {
-    let key = spec.key.clone();
-    let mut done: Vec<Done> = Vec::new();
-    let finish = |result: AppResult, done: Vec<Done>| AppReport {
-        app: key.clone(),
-        result,
-        actions: done,
-        verified: Verification::No,
-    };
-    let with_revisions = plan::needs_revisions(spec);
-    let mut busy_since: Option<Instant> = None;
-    for _ in 0..options.max_steps {
-        let (app, revisions) = match &observed {
-            Observed::Found { app, revisions } => (app, revisions),
-            Observed::Missing => return finish(AppResult::Missing, done),
-            Observed::Unreadable(e) => {
-                return finish(
-                    AppResult::Failed {
-                        error: format!("cannot read the app: {e}"),
-                    },
-                    done,
-                );
-            }
-        };
-        let planned = plan::plan_app(
-            spec,
-            plan::Observed {
-                app,
-                revisions: revisions.as_deref(),
-            },
-            clock.now(),
-        );
-        let step = match planned.outcome {
-            Outcome::InSync => {
-                return finish(
-                    if done.is_empty() {
-                        AppResult::InSync
-                    } else {
-                        AppResult::Converged
-                    },
-                    done,
-                );
-            }
-            Outcome::Suspended => return finish(AppResult::Suspended, done),
-            Outcome::Blocked { reason } => {
-                return finish(
-                    AppResult::Failed {
-                        error: reason.to_string(),
-                    },
-                    done,
-                );
-            }
-            Outcome::Busy => {
-                // Another write (ours or someone's) is in flight: wait for it to end.
-                let since = *busy_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > options.revision_timeout {
-                    return finish(
-                        AppResult::Failed {
-                            error: "the app stayed InProgress (another operation) for too long"
-                                .to_owned(),
-                        },
-                        done,
-                    );
-                }
-                tokio::time::sleep(options.poll_interval).await;
-                observed = match observe_app(client, &key, with_revisions).await {
-                    Ok(o) => o,
-                    Err(e) => {
-                        return finish(
-                            AppResult::Failed {
-                                error: e.to_string(),
-                            },
-                            done,
-                        );
-                    }
-                };
-                continue;
-            }
-            Outcome::Changes => step_of(planned.actions),
-        };
-        busy_since = None;
-        let writes = step.iter().filter(|a| a.is_write()).count();
-        if writes > 0 && !take_budget_n(budget, writes) {
-            return finish(AppResult::Deferred, done);
-        }
-        for action in step {
-            let description = render::describe(&action);
-            let started = Instant::now();
-            let result = execute(client, &key, &action, options, clock).await;
-            let ms = started.elapsed().as_millis() as u64;
-            let written = result.as_ref().ok().cloned().unwrap_or_default();
-            match &result {
-                Ok(w) => tracing::info!(
-                    action = %description,
-                    ms,
-                    arm_request_id = w.request_id.as_deref().unwrap_or("-"),
-                    arm_correlation_id = w.correlation_id.as_deref().unwrap_or("-"),
-                    "done"
-                ),
-                Err(e) => tracing::error!(action = %description, error = %e, "failed"),
-            }
-            let mut action = action;
-            action.drop_body();
-            done.push(Done {
-                description,
-                action,
-                error: result.as_ref().err().map(ToString::to_string),
-                request_id: written.request_id,
-                lost_answer: written.lost_answer,
-                ms,
-            });
-            if written.lost_answer {
-                // It may or may not have landed: the rest of the step was planned assuming it
-                // did, so decide again from what Azure shows now.
-                tracing::warn!(action = %done.last().map_or("", |d| d.description.as_str()), "the answer was lost; re-reading the app before anything else");
-                break;
-            }
-            if let Err(e) = result {
-                if matches!(e, Error::NotLeader(_)) {
-                    return finish(AppResult::Standby, done);
-                }
-                return finish(
-                    AppResult::Failed {
-                        error: e.to_string(),
-                    },
-                    done,
-                );
-            }
-        }
-        observed = match observe_app(client, &key, with_revisions).await {
-            Ok(o) => o,
-            Err(e) => {
-                return finish(
-                    AppResult::Failed {
-                        error: e.to_string(),
-                    },
-                    done,
-                );
-            }
-        };
+    let span = tracing::info_span!("app", app = %work.spec.key);
+    let first_look = matches!(work.start, Start::Observed(_));
+    let mut report = Run::new(client, &work.spec, options, budget, clock)
+        .go(work.start)
+        .instrument(span)
+        .await;
+    // Read in full at the start and found in sync, or blocked: while the fingerprint holds,
+    // so does the verdict.
+    if first_look
+        && report.actions.is_empty()
+        && matches!(report.state, AppState::InSync | AppState::Blocked)
+        && let Some(fp) = work.fingerprint
+    {
+        report.verified = Verification::Full(fp);
     }
-    finish(
-        AppResult::Failed {
-            error: format!(
-                "did not converge within {} steps; the plan keeps changing (is someone else writing to this app?)",
-                options.max_steps
-            ),
-        },
-        done,
-    )
+    report
 }
 
-/// Carries out one action (a wait has no request id).
-async fn execute(
-    client: &ArmClient,
-    key: &AppKey,
-    action: &Action,
-    options: &ApplyOptions,
+/// What one step of the executor ends in.
+enum Next {
+    /// Read the app again and plan anew.
+    Reread,
+    /// Look again later.
+    Requeue(Requeue),
+    /// Stop here with this report.
+    Stop(AppState, Option<String>),
+}
+
+/// One reconcile of one app.
+struct Run<'a> {
+    client: &'a ArmClient,
+    spec: &'a AppSpec,
+    options: &'a ApplyOptions,
+    budget: &'a AtomicUsize,
     clock: Clock,
-) -> Result<Written, Error> {
-    match action {
-        Action::SetRevisionMode { to, .. } => client.patch_app(key, &plan::mode_body(to)).await,
-        Action::UpdateTemplate { body, .. }
-        | Action::SetTraffic { body, .. }
-        | Action::RecordRestartGeneration { body, .. }
-        | Action::ClearRestartPending { body, .. } => client.patch_app(key, body).await,
-        Action::MarkRestartPending { body, since, .. } => {
-            let written = client.patch_app(key, body).await?;
-            if written.lost_answer {
-                return Ok(written);
-            }
-            // No restart before `since`, so that only replicas of the restarts show a later
-            // time (plan::pending_restart).
-            let since = crate::time::parse(since).unwrap_or(0);
-            let wait = u64::try_from(since - clock.now()).unwrap_or(0).min(2_000);
-            tokio::time::sleep(Duration::from_millis(wait)).await;
-            Ok(written)
-        }
-        Action::Activate { revision } => {
-            client
-                .revision_action(key, revision, RevisionAction::Activate)
-                .await
-        }
-        Action::Deactivate { revision, .. } => {
-            client
-                .revision_action(key, revision, RevisionAction::Deactivate)
-                .await
-        }
-        Action::Restart { revision, .. } => {
-            client
-                .revision_action(key, revision, RevisionAction::Restart)
-                .await
-        }
-        Action::WaitUntilRunning { revision } => wait_until_running(client, key, revision, options)
-            .await
-            .map(|()| Written::default()),
-    }
+    done: Vec<ActionRecord>,
+    standby: bool,
 }
 
-/// Polls a revision until it runs; a failure or the deadline is an error naming it.
-async fn wait_until_running(
-    client: &ArmClient,
-    key: &AppKey,
-    revision: &str,
-    options: &ApplyOptions,
-) -> Result<(), Error> {
-    let started = Instant::now();
-    loop {
-        let r = client.get_revision(key, revision).await?;
+impl<'a> Run<'a> {
+    fn new(
+        client: &'a ArmClient,
+        spec: &'a AppSpec,
+        options: &'a ApplyOptions,
+        budget: &'a AtomicUsize,
+        clock: Clock,
+    ) -> Self {
+        Self {
+            client,
+            spec,
+            options,
+            budget,
+            clock,
+            done: Vec::new(),
+            standby: false,
+        }
+    }
+
+    fn key(&self) -> &AppKey {
+        &self.spec.key
+    }
+
+    fn report(self, state: AppState, error: Option<String>, requeue: Option<Requeue>) -> AppReport {
+        AppReport {
+            app: self.spec.key.clone(),
+            state,
+            error,
+            actions: self.done,
+            requeue,
+            standby: self.standby,
+            verified: Verification::No,
+        }
+    }
+
+    fn requeue(&self, on: Awaited, since: Instant, ours: bool, after: Duration) -> Next {
+        Next::Requeue(Requeue {
+            after,
+            wait: Wait { on, since, ours },
+        })
+    }
+
+    async fn observe(&self) -> Result<Observation, Error> {
+        observe_app(self.client, self.key(), plan::needs_revisions(self.spec)).await
+    }
+
+    async fn go(mut self, start: Start) -> AppReport {
+        let mut observed = match start {
+            Start::Observed(o) => o,
+            Start::Resume(wait) => match self.resume(wait).await {
+                Ok(None) => match self.observe().await {
+                    Ok(o) => o,
+                    Err(e) => return self.failed(&e),
+                },
+                Ok(Some(next)) => return self.finish(next),
+                Err(e) => return self.failed(&e),
+            },
+        };
+        for _ in 0..self.options.max_steps {
+            let next = match self.step(observed).await {
+                Ok(next) => next,
+                Err(e) => return self.failed(&e),
+            };
+            if !matches!(next, Next::Reread) {
+                return self.finish(next);
+            }
+            observed = match self.observe().await {
+                Ok(o) => o,
+                Err(e) => return self.failed(&e),
+            };
+        }
+        let steps = self.options.max_steps;
+        self.report(
+            AppState::Failing,
+            Some(format!(
+                "did not converge within {steps} steps; the plan keeps changing (is someone else writing to this app?)"
+            )),
+            None,
+        )
+    }
+
+    fn finish(self, next: Next) -> AppReport {
+        match next {
+            Next::Stop(state, error) => self.report(state, error, None),
+            Next::Requeue(r) => {
+                let state = if r.wait.ours || !self.done.is_empty() {
+                    AppState::Applying
+                } else {
+                    AppState::Waiting
+                };
+                self.report(state, None, Some(r))
+            }
+            Next::Reread => self.report(AppState::Failing, None, None),
+        }
+    }
+
+    fn failed(mut self, e: &Error) -> AppReport {
+        if matches!(e, Error::NotLeader(_)) {
+            self.standby = true;
+            return self.report(AppState::Pending, None, None);
+        }
+        self.report(AppState::Failing, Some(e.to_string()), None)
+    }
+
+    /// Looks once at what `wait` awaits: `None` when it is over (read the app and go on),
+    /// else how to go on.
+    async fn resume(&mut self, wait: Wait) -> Result<Option<Next>, Error> {
+        if wait.since.elapsed() > self.options.revision_timeout {
+            return Err(timed_out(
+                self.key(),
+                &wait.on,
+                self.options.revision_timeout,
+            ));
+        }
+        match wait.on {
+            Awaited::Operation {
+                mut operation,
+                then,
+            } => match self
+                .client
+                .poll_operation(self.key(), &mut operation)
+                .await?
+            {
+                Progress::Running(after) => Ok(Some(self.requeue(
+                    Awaited::Operation { operation, then },
+                    wait.since,
+                    true,
+                    after,
+                ))),
+                Progress::Done => match then {
+                    Some(revision) => self.check_revision(revision, Instant::now(), true).await,
+                    None => Ok(None),
+                },
+            },
+            Awaited::Revision(revision) => {
+                self.check_revision(revision, wait.since, wait.ours).await
+            }
+            Awaited::Busy => {
+                if self.client.get_app(self.key()).await?.is_busy() {
+                    Ok(Some(self.requeue(
+                        Awaited::Busy,
+                        wait.since,
+                        false,
+                        self.options.poll_interval,
+                    )))
+                } else {
+                    Ok(None)
+                }
+            }
+        }
+    }
+
+    /// One look at a revision: running (go on), failed (an error naming it), or not yet (look
+    /// again later).
+    async fn check_revision(
+        &self,
+        revision: String,
+        since: Instant,
+        ours: bool,
+    ) -> Result<Option<Next>, Error> {
+        let r = self.client.get_revision(self.key(), &revision).await?;
         if r.is_running() {
-            return Ok(());
+            return Ok(None);
         }
         if r.has_failed() {
             let why = r.properties.provisioning_error.clone().unwrap_or_else(|| {
@@ -520,21 +497,244 @@ async fn wait_until_running(
                 )
             });
             return Err(Error::OperationFailed {
-                resource: format!("{}/revisions/{revision}", key.resource_id()),
+                resource: format!("{}/revisions/{revision}", self.key().resource_id()),
                 status: "Failed".to_owned(),
                 message: format!(
                     "the revision did not start: {why}; traffic stays where it was (check the image and the revision's logs: az containerapp logs show --revision {revision})"
                 ),
             });
         }
-        if started.elapsed() + options.poll_interval > options.revision_timeout {
-            return Err(Error::Timeout {
-                resource: format!("{}/revisions/{revision}", key.resource_id()),
-                what: "the revision becoming ready (traffic stays where it was)".to_owned(),
-                after: options.revision_timeout,
-            });
+        if since.elapsed() + self.options.poll_interval > self.options.revision_timeout {
+            return Err(timed_out(
+                self.key(),
+                &Awaited::Revision(revision),
+                self.options.revision_timeout,
+            ));
         }
-        tokio::time::sleep(options.poll_interval).await;
+        Ok(Some(self.requeue(
+            Awaited::Revision(revision),
+            since,
+            ours,
+            self.options.poll_interval,
+        )))
+    }
+
+    /// Plans from `observed` and carries out the first step of the plan.
+    async fn step(&mut self, observed: Observation) -> Result<Next, Error> {
+        let (app, revisions) = match &observed {
+            Observation::Found { app, revisions } => (app, revisions),
+            Observation::Missing => {
+                return Ok(Next::Stop(
+                    AppState::Missing,
+                    Some("the app does not exist in Azure (aca-reconciler never creates apps): check its name, resourceGroup and subscription".to_owned()),
+                ));
+            }
+            Observation::Unreadable(e) => {
+                return Ok(Next::Stop(
+                    AppState::Failing,
+                    Some(format!("cannot read the app: {e}")),
+                ));
+            }
+        };
+        let planned = plan::plan_app(
+            self.spec,
+            plan::LiveApp {
+                app,
+                revisions: revisions.as_deref(),
+            },
+            self.clock.now(),
+        );
+        let step = match planned.outcome {
+            Outcome::InSync => return Ok(Next::Stop(AppState::InSync, None)),
+            Outcome::Suspended => return Ok(Next::Stop(AppState::Suspended, None)),
+            Outcome::Blocked { reason } => {
+                return Ok(Next::Stop(AppState::Blocked, Some(reason.to_string())));
+            }
+            Outcome::Busy => {
+                // Another write (someone's) is in flight: look again once it may have ended.
+                return Ok(self.requeue(
+                    Awaited::Busy,
+                    Instant::now(),
+                    false,
+                    self.options.poll_interval,
+                ));
+            }
+            Outcome::Changes => step_of(planned.actions),
+        };
+        let writes = step.iter().filter(|a| a.is_write()).count();
+        if writes > 0 && !take_budget_n(self.budget, writes) {
+            return Ok(Next::Stop(
+                AppState::Drifted,
+                Some("the --max-actions budget of this pass is spent; the rest waits for the next pass".to_owned()),
+            ));
+        }
+        let mut step = step.into_iter().peekable();
+        while let Some(action) = step.next() {
+            if let Action::WaitUntilRunning { revision } = &action {
+                let ours = !self.done.is_empty();
+                match self
+                    .check_revision(revision.clone(), Instant::now(), ours)
+                    .await?
+                {
+                    None => continue,
+                    Some(next) => return Ok(next),
+                }
+            }
+            let then = match step.peek() {
+                Some(Action::WaitUntilRunning { revision }) => Some(revision.clone()),
+                _ => None,
+            };
+            match self.execute(action).await? {
+                Executed::Done => {}
+                Executed::LostAnswer => return Ok(Next::Reread),
+                Executed::Started(operation) => {
+                    let after = operation.first_look();
+                    return Ok(self.requeue(
+                        Awaited::Operation { operation, then },
+                        Instant::now(),
+                        true,
+                        after,
+                    ));
+                }
+            }
+        }
+        Ok(Next::Reread)
+    }
+
+    /// Carries out one write, logs it and records it.
+    async fn execute(&mut self, action: Action) -> Result<Executed, Error> {
+        let description = render::describe(&action);
+        let started = Instant::now();
+        let result = self.send(&action).await;
+        let ms = started.elapsed().as_millis() as u64;
+        let (written, executed) = match &result {
+            Ok((w, operation)) => {
+                tracing::info!(
+                    action = %description,
+                    ms,
+                    arm_request_id = w.request_id.as_deref().unwrap_or("-"),
+                    arm_correlation_id = w.correlation_id.as_deref().unwrap_or("-"),
+                    "done"
+                );
+                let executed = match operation {
+                    _ if w.lost_answer => {
+                        // It may or may not have landed: the rest of the step was planned
+                        // assuming it did, so decide again from what Azure shows now.
+                        tracing::warn!(action = %description, "the answer was lost; reading the app again before anything else");
+                        Executed::LostAnswer
+                    }
+                    Some(op) => Executed::Started(op.clone()),
+                    None => Executed::Done,
+                };
+                (w.clone(), executed)
+            }
+            Err(e) => {
+                tracing::error!(action = %description, error = %e, "failed");
+                (Written::default(), Executed::Done)
+            }
+        };
+        let mut action = action;
+        action.drop_body();
+        self.done.push(ActionRecord {
+            description,
+            action,
+            error: result.as_ref().err().map(ToString::to_string),
+            request_id: written.request_id,
+            lost_answer: written.lost_answer,
+            ms,
+        });
+        result.map(|_| executed)
+    }
+
+    /// Sends one write: what Azure said, and the operation it started, if any.
+    async fn send(&self, action: &Action) -> Result<(Written, Option<Operation>), Error> {
+        let (client, key) = (self.client, self.key());
+        match action {
+            Action::SetRevisionMode { to, .. } => {
+                client.start_patch(key, &plan::mode_body(to)).await
+            }
+            Action::UpdateTemplate { body, .. }
+            | Action::SetTraffic { body, .. }
+            | Action::RecordRestartGeneration { body, .. }
+            | Action::ClearRestartPending { body, .. } => client.start_patch(key, body).await,
+            Action::MarkRestartPending { body, since, .. } => {
+                let (written, operation) = client.start_patch(key, body).await?;
+                // No restart before `since`, so that only replicas of the restarts show a later
+                // time (plan::pending_restart). The tag's write finishes first: restarts are not
+                // sent into its operation.
+                if let Some(mut operation) = operation {
+                    self.until_done(&mut operation).await?;
+                }
+                let since = crate::time::parse(since).unwrap_or(0);
+                let wait = u64::try_from(since - self.clock.now())
+                    .unwrap_or(0)
+                    .min(2_000);
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+                Ok((written, None))
+            }
+            Action::Activate { revision } => client
+                .revision_action(key, revision, RevisionAction::Activate)
+                .await
+                .map(|w| (w, None)),
+            Action::Deactivate { revision, .. } => client
+                .revision_action(key, revision, RevisionAction::Deactivate)
+                .await
+                .map(|w| (w, None)),
+            Action::Restart { revision, .. } => client
+                .revision_action(key, revision, RevisionAction::Restart)
+                .await
+                .map(|w| (w, None)),
+            Action::WaitUntilRunning { .. } => Ok((Written::default(), None)),
+        }
+    }
+
+    /// Polls a short operation to its end in place (a tag write inside a set of restarts,
+    /// which must not be split across reconciles).
+    async fn until_done(&self, operation: &mut Operation) -> Result<(), Error> {
+        let started = Instant::now();
+        let mut wait = operation.first_look();
+        loop {
+            if started.elapsed() + wait > self.options.revision_timeout {
+                return Err(operation.timed_out(self.key(), self.options.revision_timeout));
+            }
+            tokio::time::sleep(wait).await;
+            match self.client.poll_operation(self.key(), operation).await? {
+                Progress::Running(next) => wait = next,
+                Progress::Done => return Ok(()),
+            }
+        }
+    }
+}
+
+/// What carrying out one write led to.
+enum Executed {
+    /// Azure did it.
+    Done,
+    /// Azure accepted it and works on it: look at this operation later.
+    Started(Operation),
+    /// Its answer was lost (the app was read until no operation ran): re-read and re-plan.
+    LostAnswer,
+}
+
+fn timed_out(key: &AppKey, on: &Awaited, after: Duration) -> Error {
+    let (resource, what) = match on {
+        Awaited::Operation { .. } => (
+            key.resource_id(),
+            "the write's long-running operation".to_owned(),
+        ),
+        Awaited::Revision(r) => (
+            format!("{}/revisions/{r}", key.resource_id()),
+            "the revision becoming ready (traffic stays where it was)".to_owned(),
+        ),
+        Awaited::Busy => (
+            key.resource_id(),
+            "another client's operation on the app (it stayed InProgress)".to_owned(),
+        ),
+    };
+    Error::Timeout {
+        resource,
+        what,
+        after,
     }
 }
 

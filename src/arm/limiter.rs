@@ -75,16 +75,19 @@ impl Limits {
 }
 
 impl Limits {
-    /// A container registry's data plane, per login server: the Basic SKU's documented
-    /// 1,000 read and 100 write operations per minute as the burst, refilled over the minute
+    /// A container registry's data plane, per login server: the Standard SKU's documented
+    /// 3,000 read and 500 write operations per minute as the burst, refilled over the minute
     /// (learn.microsoft.com/azure/container-registry/container-registry-skus, "Service tier
-    /// features and limits"; the SKU is not known to the client, so the smallest is assumed).
+    /// features and limits"). The SKU is not known to the client; a Basic registry (1,000 /
+    /// 100) that throttles earlier says so with a 429, which closes the registry until its
+    /// `Retry-After` and empties this bucket (assumed: a tag or manifest delete is a write
+    /// operation; the table does not say).
     pub fn acr() -> Self {
         Self {
-            read_burst: 1_000.0,
-            read_per_second: 1_000.0 / 60.0,
-            write_burst: 100.0,
-            write_per_second: 100.0 / 60.0,
+            read_burst: 3_000.0,
+            read_per_second: 3_000.0 / 60.0,
+            write_burst: 500.0,
+            write_per_second: 500.0 / 60.0,
         }
         .scaled(HEADROOM)
     }

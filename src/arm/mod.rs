@@ -701,6 +701,36 @@ impl ArmClient {
     /// # Errors
     /// The write or its operation failed or timed out.
     pub async fn patch_app(&self, key: &AppKey, body: &Value) -> Result<Written, Error> {
+        let (written, operation) = self.start_patch(key, body).await?;
+        if let Some(mut operation) = operation {
+            let started = Instant::now();
+            let mut wait = operation.first_look();
+            loop {
+                if started.elapsed() + wait > self.config.operation_timeout {
+                    return Err(operation.timed_out(key, self.config.operation_timeout));
+                }
+                tokio::time::sleep(wait).await;
+                match self.poll_operation(key, &mut operation).await? {
+                    Progress::Running(next) => wait = next,
+                    Progress::Done => break,
+                }
+            }
+        }
+        Ok(written)
+    }
+
+    /// PATCH an app (JSON merge patch) without waiting: the operation it started, if any, is
+    /// returned to be polled with [`ArmClient::poll_operation`] (the executor requeues the app
+    /// instead of holding a slot while Azure works). A lost answer is handled as in
+    /// [`ArmClient::patch_app`].
+    ///
+    /// # Errors
+    /// The write failed.
+    pub async fn start_patch(
+        &self,
+        key: &AppKey,
+        body: &Value,
+    ) -> Result<(Written, Option<Operation>), Error> {
         let path = key.resource_id();
         let call = Call {
             method: Method::PATCH,
@@ -710,12 +740,17 @@ impl ArmClient {
             repeat: Repeat::Write,
         };
         let Some(reply) = self.write(key, &call).await? else {
-            return Ok(Written::lost());
+            return Ok((Written::lost(), None));
         };
-        if matches!(reply.status, 201 | 202) {
-            self.wait_for_operation(key, &reply.headers).await?;
-        }
-        Ok(Written::from(&reply))
+        let operation = if matches!(reply.status, 201 | 202) {
+            Some(Operation::from_headers(
+                &reply.headers,
+                self.config.poll_interval,
+            )?)
+        } else {
+            None
+        };
+        Ok((Written::from(&reply), operation))
     }
 
     /// Sends a write; `None` when its answer was lost (contract section 3: "a write whose
@@ -776,95 +811,68 @@ impl ArmClient {
         }
     }
 
-    /// Waits for the operation a write started (N§1.2).
-    async fn wait_for_operation(&self, key: &AppKey, headers: &HeaderMap) -> Result<(), Error> {
-        #[derive(Clone, Copy, PartialEq, Debug)]
-        enum Protocol {
-            AsyncOperation,
-            Location,
-            AppState,
-        }
+    /// Looks once at where `operation` stands (N§1.2): by its `Azure-AsyncOperation` status,
+    /// else its `Location`, else (or when the operation URL is forbidden, as for identities
+    /// scoped to one resource group) the app's `provisioningState`.
+    ///
+    /// # Errors
+    /// The operation ended `Failed` or `Canceled`, or a read failed.
+    pub async fn poll_operation(
+        &self,
+        key: &AppKey,
+        operation: &mut Operation,
+    ) -> Result<Progress, Error> {
         let resource = key.resource_id();
-        let (mut protocol, url) = match (
-            header(headers, "azure-asyncoperation"),
-            header(headers, "location"),
-        ) {
-            (Some(u), _) => (Protocol::AsyncOperation, u),
-            (None, Some(u)) => (Protocol::Location, u),
-            (None, None) => (Protocol::AppState, String::new()),
-        };
-        if protocol != Protocol::AppState {
-            check_endpoint(&url, "the operation URL")?;
+        let running = Progress::Running(self.config.poll_interval);
+        if operation.protocol == OperationProtocol::AppState {
+            let app = self.get_app(key).await?;
+            return match app.properties.provisioning_state.as_deref() {
+                Some(s) if s.eq_ignore_ascii_case("inprogress") => Ok(running),
+                Some(s)
+                    if s.eq_ignore_ascii_case("failed") || s.eq_ignore_ascii_case("canceled") =>
+                {
+                    Err(Error::OperationFailed {
+                        resource,
+                        status: s.to_owned(),
+                        message: "the app's provisioningState says so".to_owned(),
+                    })
+                }
+                _ => Ok(Progress::Done),
+            };
         }
-        let started = Instant::now();
-        let mut wait = retry_after(headers).unwrap_or(self.config.poll_interval);
-        loop {
-            if started.elapsed() + wait > self.config.operation_timeout {
-                return Err(Error::Timeout {
-                    resource,
-                    what: "the write's long-running operation".to_owned(),
-                    after: self.config.operation_timeout,
-                });
+        let call = Call {
+            method: Method::GET,
+            url: operation.url.clone(),
+            body: None,
+            subscription: Some(&key.subscription),
+            repeat: Repeat::Read,
+        };
+        let reply = match self.send(&call).await {
+            Ok(r) => r,
+            // Identities scoped to one resource group cannot read the subscription-scoped
+            // operation (N§1.2): follow the app's provisioningState instead.
+            Err(e) if matches!(e.status(), Some(401 | 403 | 404)) => {
+                tracing::warn!(app = %key, error = %e, "cannot read the operation's status; following the app's provisioningState instead");
+                operation.protocol = OperationProtocol::AppState;
+                return Ok(running);
             }
-            tokio::time::sleep(wait).await;
-            wait = self.config.poll_interval;
-            if protocol == Protocol::AppState {
-                let app = self.get_app(key).await?;
-                match app.properties.provisioning_state.as_deref() {
-                    Some(s) if s.eq_ignore_ascii_case("inprogress") => continue,
-                    Some(s)
-                        if s.eq_ignore_ascii_case("failed")
-                            || s.eq_ignore_ascii_case("canceled") =>
-                    {
-                        return Err(Error::OperationFailed {
-                            resource,
-                            status: s.to_owned(),
-                            message: "the app's provisioningState says so".to_owned(),
-                        });
-                    }
-                    _ => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let next = retry_after(&reply.headers).unwrap_or(self.config.poll_interval);
+        match operation.protocol {
+            OperationProtocol::AsyncOperation => {
+                match parse_operation(&path_of(&operation.url), &reply.body)? {
+                    OperationState::Running => Ok(Progress::Running(next)),
+                    OperationState::Succeeded => Ok(Progress::Done),
+                    OperationState::Failed { status, message } => Err(Error::OperationFailed {
+                        resource,
+                        status,
+                        message,
+                    }),
                 }
             }
-            let call = Call {
-                method: Method::GET,
-                url: url.clone(),
-                body: None,
-                subscription: Some(&key.subscription),
-                repeat: Repeat::Read,
-            };
-            let reply = match self.send(&call).await {
-                Ok(r) => r,
-                // Identities scoped to one resource group cannot read the subscription-scoped
-                // operation (N§1.2): follow the app's provisioningState instead.
-                Err(e) if matches!(e.status(), Some(401 | 403 | 404)) => {
-                    tracing::warn!(app = %key, error = %e, "cannot read the operation's status; following the app's provisioningState instead");
-                    protocol = Protocol::AppState;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            if let Some(ra) = retry_after(&reply.headers) {
-                wait = ra;
-            }
-            match protocol {
-                Protocol::AsyncOperation => match parse_operation(&path_of(&url), &reply.body)? {
-                    OperationState::Running => {}
-                    OperationState::Succeeded => return Ok(()),
-                    OperationState::Failed { status, message } => {
-                        return Err(Error::OperationFailed {
-                            resource,
-                            status,
-                            message,
-                        });
-                    }
-                },
-                Protocol::Location => {
-                    if reply.status != 202 {
-                        return Ok(());
-                    }
-                }
-                Protocol::AppState => {}
-            }
+            _ if reply.status == 202 => Ok(Progress::Running(next)),
+            _ => Ok(Progress::Done),
         }
     }
 
@@ -940,6 +948,67 @@ impl ArmClient {
             .await?
             .map_or_else(Written::lost, |r| Written::from(&r)))
     }
+}
+
+/// How a long-running operation is followed (N§1.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OperationProtocol {
+    AsyncOperation,
+    Location,
+    AppState,
+}
+
+/// A long-running operation a write started: where to look, and when first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operation {
+    protocol: OperationProtocol,
+    url: String,
+    first: Duration,
+}
+
+impl Operation {
+    fn from_headers(headers: &HeaderMap, poll_interval: Duration) -> Result<Self, Error> {
+        let (protocol, url) = match (
+            header(headers, "azure-asyncoperation"),
+            header(headers, "location"),
+        ) {
+            (Some(u), _) => (OperationProtocol::AsyncOperation, u),
+            (None, Some(u)) => (OperationProtocol::Location, u),
+            (None, None) => (OperationProtocol::AppState, String::new()),
+        };
+        if protocol != OperationProtocol::AppState {
+            check_endpoint(&url, "the operation URL")?;
+        }
+        Ok(Self {
+            protocol,
+            url,
+            first: retry_after(headers).unwrap_or(poll_interval),
+        })
+    }
+
+    /// How long to wait before the first look (the write's `Retry-After`, else the poll
+    /// interval).
+    pub fn first_look(&self) -> Duration {
+        self.first
+    }
+
+    /// The error of an operation that outlasted `after`.
+    pub fn timed_out(&self, key: &AppKey, after: Duration) -> Error {
+        Error::Timeout {
+            resource: key.resource_id(),
+            what: "the write's long-running operation".to_owned(),
+            after,
+        }
+    }
+}
+
+/// Where an operation stands after one look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Still running: look again after this long.
+    Running(Duration),
+    /// It ended well.
+    Done,
 }
 
 /// What Azure says of a write it accepted: the ids to quote to Azure support.

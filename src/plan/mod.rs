@@ -347,7 +347,7 @@ pub struct AppPlan {
 
 /// What the planner needs to know about the live app.
 #[derive(Debug, Clone, Copy)]
-pub struct Observed<'a> {
+pub struct LiveApp<'a> {
     /// The app.
     pub app: &'a ContainerApp,
     /// Its revisions, when read (only apps whose spec needs them are read).
@@ -368,7 +368,7 @@ pub fn pending_restart(app: &ContainerApp) -> Option<(u64, Millis)> {
 
 /// Plans one app: each section in the order of safety, then the invariants. `now` stamps the
 /// pending-restart tag.
-pub fn plan_app(spec: &AppSpec, observed: Observed<'_>, now: Millis) -> AppPlan {
+pub fn plan_app(spec: &AppSpec, observed: LiveApp<'_>, now: Millis) -> AppPlan {
     let blocked = |reason: Blocked| AppPlan {
         outcome: Outcome::Blocked { reason },
         actions: Vec::new(),
@@ -692,7 +692,7 @@ mod tests {
         assert_eq!(
             plan_app(
                 &spec(),
-                Observed {
+                LiveApp {
                     app: &busy,
                     revisions: Some(&revisions)
                 },
@@ -705,7 +705,7 @@ mod tests {
         suspended.suspend = true;
         let p = plan_app(
             &suspended,
-            Observed {
+            LiveApp {
                 app: &app(),
                 revisions: Some(&revisions),
             },

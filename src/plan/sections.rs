@@ -40,7 +40,7 @@ impl<'a> Ctx<'a> {
     /// The spec needs the app's revisions and they were not read.
     pub fn new(
         spec: &'a AppSpec,
-        observed: super::Observed<'a>,
+        observed: super::LiveApp<'a>,
         now: Millis,
     ) -> Result<Self, Blocked> {
         if needs_revisions(spec) && observed.revisions.is_none() {

@@ -98,9 +98,12 @@ pub fn example_state() -> aca_reconciler::spec::DesiredState {
     loaded.state
 }
 
+/// The identity header of the test simulators.
+pub const IDENTITY_HEADER: &str = "test-identity-header";
+
 /// A simulator on 127.0.0.1:0 holding `world`.
 pub async fn start_sim(world: World) -> Handle {
-    let sim = Sim::new(world, "test-identity-header");
+    let sim = Sim::new(world, IDENTITY_HEADER);
     let options = ServeOptions {
         listen: "127.0.0.1:0".parse().unwrap(),
         tls: false,
@@ -362,4 +365,14 @@ pub fn fast_config(
         revision_ready_ms,
         ..Default::default()
     }
+}
+
+/// Tokens from a simulator's managed-identity endpoint, as `--simulate` gets them.
+pub fn tokens(base_url: &str) -> aca_reconciler::auth::TokenSource {
+    aca_reconciler::auth::TokenSource::identity_endpoint(
+        &format!("{base_url}/msi/token"),
+        IDENTITY_HEADER,
+        base_url,
+    )
+    .expect("a loopback identity endpoint")
 }

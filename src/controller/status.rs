@@ -12,8 +12,9 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
-use crate::apply::{AppReport, AppResult};
+use crate::apply::AppReport;
 use crate::spec::AppKey;
+use crate::state::AppState;
 
 /// The state of one managed app.
 #[derive(Debug, Clone, Serialize)]
@@ -24,8 +25,8 @@ pub struct AppStatus {
     pub app: AppKey,
     /// Where its desired state is written.
     pub source: String,
-    /// `inSync`, `drifted`, `failing`, `suspended`, `missing` or `pending` (not reconciled yet).
-    pub state: &'static str,
+    /// Where it stands ([`AppState`]).
+    pub state: AppState,
     /// Its file has problems: the last good version is in force.
     pub desired_stale: bool,
     /// The last action carried out, with its time.
@@ -49,7 +50,7 @@ impl AppStatus {
         Self {
             app,
             source: String::new(),
-            state: "pending",
+            state: AppState::Pending,
             desired_stale: false,
             last_action: None,
             last_error: None,
@@ -66,7 +67,7 @@ impl AppStatus {
 pub struct ActionLabels {
     /// Action kind (`updateTemplate`, ...).
     pub kind: String,
-    /// `ok` or `error`.
+    /// `ok`, `error`, or `unknown` (the answer was lost).
     pub result: String,
 }
 
@@ -139,7 +140,7 @@ impl Default for Metrics {
         );
         registry.register(
             "apps",
-            "Managed apps by state (inSync, drifted, failing, suspended, missing, pending)",
+            "Managed apps by state (pending, inSync, drifted, applying, waiting, failing, blocked, suspended, missing)",
             apps.clone(),
         );
         registry.register(
@@ -203,7 +204,8 @@ pub struct Status {
     pub apps: BTreeMap<AppKey, AppStatus>,
     /// Problems in the desired-state files, as `FILE:LINE:COLUMN: message`.
     pub desired_state_errors: Vec<String>,
-    /// Whether the desired state is loaded and a first pass is done.
+    /// Whether the desired state is loaded and every app has been looked at and come to rest
+    /// once (in sync, or failing, blocked, ...; not still being changed).
     pub ready: bool,
     /// Passes run.
     pub passes: u64,
@@ -222,13 +224,14 @@ fn values_only<S: serde::Serializer>(
 }
 
 impl Status {
-    /// Records one app's pass.
+    /// Records one app's reconcile; `failures` is its failures in a row.
     pub fn record(
         &mut self,
         report: &AppReport,
         metrics: &Metrics,
         next_at: Option<String>,
         now: &str,
+        failures: u32,
     ) {
         let entry = self
             .apps
@@ -239,7 +242,11 @@ impl Status {
                 .ok()
                 .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned))
                 .unwrap_or_default();
-            let result = if d.error.is_some() { "error" } else { "ok" };
+            let result = match (&d.error, d.lost_answer) {
+                (Some(_), _) => "error",
+                (None, true) => "unknown",
+                (None, false) => "ok",
+            };
             metrics
                 .actions
                 .get_or_create(&ActionLabels {
@@ -249,48 +256,36 @@ impl Status {
                 .inc();
             entry.last_action = Some(format!("{now} {}", d.description));
         }
-        entry.state = match &report.result {
-            AppResult::InSync | AppResult::Converged => "inSync",
-            AppResult::Suspended => "suspended",
-            AppResult::Deferred => "drifted",
-            AppResult::Missing => "missing",
-            AppResult::Standby => "pending",
-            AppResult::Failed { .. } => "failing",
+        entry.state = report.state;
+        entry.failures = failures;
+        entry.last_error = match report.state {
+            AppState::Failing | AppState::Blocked | AppState::Missing => report.error.clone(),
+            _ => None,
         };
-        match &report.result {
-            AppResult::Failed { error } => {
-                entry.failures += 1;
-                entry.last_error = Some(error.clone());
-            }
-            AppResult::Missing => {
-                entry.failures += 1;
-                entry.last_error = Some("the app does not exist in Azure".to_owned());
-            }
-            _ => {
-                entry.failures = 0;
-                entry.last_error = None;
-            }
-        }
         entry.next_at = next_at;
         entry.last_at = Some(now.to_owned());
         entry.reconciles += 1;
     }
 
+    /// Whether every app has been looked at and has come to rest since this process started:
+    /// none is pending or still being changed. `/readyz` turns 200 then (and stays so).
+    pub fn first_look_done(&self) -> bool {
+        self.apps.values().all(|a| {
+            !matches!(
+                a.state,
+                AppState::Pending | AppState::Applying | AppState::Waiting
+            )
+        })
+    }
+
     /// Refreshes the per-state gauges.
     pub fn export(&self, metrics: &Metrics) {
-        for state in [
-            "inSync",
-            "drifted",
-            "failing",
-            "suspended",
-            "missing",
-            "pending",
-        ] {
+        for state in AppState::ALL {
             let n = self.apps.values().filter(|a| a.state == state).count();
             metrics
                 .apps
                 .get_or_create(&StateLabels {
-                    state: state.to_owned(),
+                    state: state.as_str().to_owned(),
                 })
                 .set(n as i64);
         }

@@ -1,0 +1,98 @@
+//! `run`: the controller, with its HTTP endpoints, until SIGTERM/SIGINT (contract sections 4
+//! and 5). The command wires the pieces; [`crate::controller`] schedules.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use super::{Error, Exit};
+use crate::cli::{Common, RunArgs};
+use crate::controller::desired::DesiredStore;
+use crate::controller::{RunConfig, StatusBoard};
+use crate::spec::{self, LoadOptions};
+
+/// `run`: the controller, with its HTTP endpoints, until SIGTERM/SIGINT.
+///
+/// # Errors
+/// Azure cannot be reached as configured, the listener cannot bind, the lease is unusable, or
+/// writing the banner failed.
+pub async fn run(
+    common: &Common,
+    args: &RunArgs,
+    out: &mut (dyn Write + Send),
+) -> Result<Exit, Error> {
+    crate::telemetry::init(common.log_format, "info");
+    let options = LoadOptions {
+        subscription: common.subscription.clone(),
+    };
+    let first = spec::load(std::slice::from_ref(&common.desired_state), &options);
+    for d in &first.diagnostics {
+        tracing::warn!(problem = %d, "desired state");
+    }
+    let connection = Arc::new(
+        crate::connect::connect(common, &first.state)
+            .await
+            .map_err(Error::Setup)?,
+    );
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| {
+            Error::Setup(format!(
+                "cannot listen on {}: {e} (choose another --listen)",
+                args.listen
+            ))
+        })?;
+    if !args.listen.ip().is_loopback() {
+        tracing::warn!(listen = %args.listen, "the HTTP endpoints listen beyond loopback, as --listen asked");
+    }
+    let board = Arc::new(StatusBoard::default());
+    connection.client.set_metrics(board.metrics.arm.clone());
+    // Leader election (contract section 5): writes are fenced by the lease from here on.
+    let lease_stop = tokio_util::sync::CancellationToken::new();
+    let (fence, elector) = match &args.lease_blob {
+        None => (crate::lease::Fence::unfenced(), None),
+        Some(url) => {
+            let started = crate::lease::LeaseConfig::new(url, args.lease_duration).and_then(|c| {
+                crate::lease::Elector::new(c, connection.client.tokens().azure_credential())
+            });
+            let (elector, fence) = started.map_err(Error::Setup)?;
+            let stop = lease_stop.clone();
+            (fence, Some(tokio::spawn(elector.run(stop))))
+        }
+    };
+    connection.client.set_fence(fence.clone());
+    connection.acr.set_fence(fence.clone());
+    let token = tokio_util::sync::CancellationToken::new();
+    let app = crate::http::router(board.clone(), std::env::var("ACAR_TRIGGER_TOKEN").ok());
+    let server_token = token.clone();
+    let server = tokio::spawn(crate::http::serve(listener, app, server_token));
+    // First signal: stop taking work and drain; second: `main` exits at once.
+    crate::shutdown::two_tier(token.clone());
+    writeln!(
+        out,
+        "aca-reconciler run: reconciling {} apps every {:?} (endpoints on http://{})",
+        first.state.apps.len(),
+        args.interval,
+        args.listen
+    )?;
+    out.flush()?;
+    let config = RunConfig {
+        interval: args.interval,
+        concurrency: args.pass.concurrency,
+        max_actions: args.pass.max_actions,
+        revision_timeout: args.pass.revision_timeout,
+        poll_interval: connection.poll_interval,
+        max_tag_deletions: common.max_tag_deletions,
+        reverify_after: args.reverify_after,
+        ..RunConfig::default()
+    };
+    let store = DesiredStore::new(common.desired_state.clone(), options);
+    crate::controller::run(store, connection, config, board, fence, token.clone()).await;
+    token.cancel();
+    // Only now, with no pass running, is the lease given up.
+    lease_stop.cancel();
+    if let Some(elector) = elector {
+        let _ = elector.await;
+    }
+    let _ = server.await;
+    Ok(Exit::Success)
+}

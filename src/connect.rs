@@ -1,0 +1,102 @@
+//! A connection to Azure (or to an embedded simulator): the ARM and ACR clients the commands
+//! and the controller share.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::acr::AcrClient;
+use crate::arm::{ArmClient, ArmConfig};
+use crate::auth::TokenSource;
+use crate::cli::Common;
+use crate::simulator::{self, Sim};
+use crate::spec::DesiredState;
+use crate::time::Clock;
+
+/// A connection to Azure, or to a simulator that lives as long as it.
+#[derive(Debug)]
+pub struct Connection {
+    /// The client.
+    pub client: ArmClient,
+    /// The registry client.
+    pub acr: AcrClient,
+    /// Poll interval suited to the target.
+    pub poll_interval: Duration,
+    /// The in-process simulator, when `--simulate`.
+    pub simulator: Option<simulator::Handle>,
+}
+
+/// Connects to Azure as the options say, or starts a simulator seeded from `desired`.
+///
+/// # Errors
+/// The endpoint or credential is not usable, or the simulator cannot start.
+pub async fn connect(common: &Common, desired: &DesiredState) -> Result<Connection, String> {
+    if common.simulate {
+        let config = simulator::store::Config {
+            lro_ms: 500,
+            lro_retry_after_s: 0,
+            revision_ready_ms: 1_500,
+            ..simulator::store::Config::default()
+        };
+        let world = simulator::seed::from_desired(desired, config, Clock::new().now());
+        let options = simulator::ServeOptions {
+            listen: ([127, 0, 0, 1], 0).into(),
+            tls: false,
+            tls_cert: Default::default(),
+        };
+        let handle = simulator::serve(Sim::new(world, "simulator"), &options)
+            .await
+            .map_err(|e| e.to_string())?;
+        eprintln!(
+            "--simulate: talking to an in-process Azure simulator at {} seeded with drifted copies of {} apps (no Azure account is used)",
+            handle.base_url,
+            desired.apps.len()
+        );
+        // Tokens come from the simulator's managed-identity endpoint, as a process in
+        // Container Apps gets them from its own.
+        let tokens = Arc::new(
+            TokenSource::identity_endpoint(
+                &format!("{}/msi/token", handle.base_url),
+                "simulator",
+                &handle.base_url,
+            )
+            .map_err(|e| e.to_string())?,
+        );
+        let mut config = ArmConfig::new(&handle.base_url);
+        config.poll_interval = Duration::from_millis(250);
+        let client = ArmClient::new(config, tokens.clone()).map_err(|e| e.to_string())?;
+        let mut endpoints = common.registry_endpoints.clone();
+        for login in handle.sim.world().registries.keys() {
+            endpoints.push((
+                login.clone(),
+                format!("{}/registries/{login}", handle.base_url),
+            ));
+        }
+        let acr = AcrClient::new(tokens, &endpoints).map_err(|e| e.to_string())?;
+        return Ok(Connection {
+            client,
+            acr,
+            poll_interval: Duration::from_millis(250),
+            simulator: Some(handle),
+        });
+    }
+    let endpoint = common
+        .arm_endpoint
+        .clone()
+        .unwrap_or_else(|| common.cloud.arm_endpoint().to_owned());
+    let tokens = Arc::new(
+        TokenSource::from_env(common.credential, common.cloud, &endpoint)
+            .map_err(|e| e.to_string())?,
+    );
+    let mut config = ArmConfig::new(&endpoint);
+    if common.client_throttle == "off" {
+        config.limits = crate::arm::limiter::Limits::unlimited();
+    }
+    let client = ArmClient::new(config, tokens.clone()).map_err(|e| e.to_string())?;
+    let acr = AcrClient::new(tokens, &common.registry_endpoints).map_err(|e| e.to_string())?;
+    Ok(Connection {
+        client,
+        acr,
+        poll_interval: Duration::from_secs(2),
+        simulator: None,
+    })
+}
