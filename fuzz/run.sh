@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs each cargo-fuzz target for SECONDS (default 600) with libFuzzer, after seeding its
-# corpus from Azure's example bodies (shared/azure-specs) and the example desired state.
+# corpus from Azure's example bodies (tests/fixtures/azure-specs) and the example desired state.
 # Needs the nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`). Usage:
 #   bash fuzz/run.sh [SECONDS] [TARGET...]
 set -euo pipefail
@@ -9,8 +9,7 @@ seconds="${1:-600}"
 shift || true
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(desired_state arm_response acr_response)
-specs=../../shared/azure-specs
-[ -d "$specs" ] || specs=../shared/azure-specs
+specs=../tests/fixtures/azure-specs
 
 seed() { # target, then files whose response bodies (or whole text) seed it
     local dir="corpus/$1"; shift

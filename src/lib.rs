@@ -22,6 +22,12 @@
 //! Still to come, each in its own module (see the README's architecture section): the ARM/ACR
 //! client, the live snapshot, the pure planner, the executor, the
 //! controller loop with its HTTP endpoints, and registry retention.
+//!
+//! # Citations
+//!
+//! Comments cite the external contract as "contract section N": section N of
+//! `docs/reference.md`. They cite Azure's behaviour as `N§x`: section x of
+//! `docs/azure-notes.md`, whose example payloads are in `tests/fixtures/azure-specs/`.
 
 pub mod acr;
 pub mod apply;

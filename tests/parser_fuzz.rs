@@ -1,4 +1,4 @@
-//! Hostile responses: Azure's own example bodies (`shared/azure-specs/`), mutated at random in
+//! Hostile responses: Azure's own example bodies (`tests/fixtures/azure-specs/`), mutated at random in
 //! their JSON structure and in their bytes, and plain random bytes, through every parser of
 //! ARM and ACR answers and on into the planner and retention ([`aca_reconciler::fuzz`]).
 //! Nothing may panic. The same entry points are the cargo-fuzz targets under `fuzz/`, which
@@ -15,14 +15,9 @@ use aca_reconciler::fuzz;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
+/// Azure's examples, vendored as test fixtures (their source and licence are noted there).
 fn specs() -> PathBuf {
-    [
-        common::root().join("../shared/azure-specs"),
-        common::root().join("shared/azure-specs"),
-    ]
-    .into_iter()
-    .find(|p| p.is_dir())
-    .expect("shared/azure-specs beside the repository")
+    common::root().join("tests/fixtures/azure-specs")
 }
 
 /// Every response body of every example, ARM's and ACR's apart.

@@ -1,5 +1,5 @@
 //! Fidelity: the simulator's responses have the shapes of Azure's own examples
-//! (`shared/azure-specs/`): every key an example shows is there, with the same JSON type,
+//! (`tests/fixtures/azure-specs/`): every key an example shows is there, with the same JSON type,
 //! recursively. The app is created from the CreateOrUpdate example's own request body, so the
 //! comparison covers what the simulator computes (read-only fields, revisions, replicas,
 //! operations, registry responses), not only what it stores.
@@ -14,16 +14,9 @@ use aca_reconciler::simulator::store::{Config, LroMode, Registry, Repository, Ta
 use common::{ArmTestClient, start_sim};
 use serde_json::{Value, json};
 
+/// Azure's examples, vendored as test fixtures (their source and licence are noted there).
 fn specs() -> PathBuf {
-    // CI places shared/ beside the clone; a developer's checkout has it at ../shared too.
-    let candidates = [
-        common::root().join("../shared/azure-specs"),
-        common::root().join("shared/azure-specs"),
-    ];
-    candidates
-        .into_iter()
-        .find(|p| p.is_dir())
-        .expect("shared/azure-specs beside the repository")
+    common::root().join("tests/fixtures/azure-specs")
 }
 
 fn example(name: &str) -> Value {

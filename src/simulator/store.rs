@@ -2,7 +2,7 @@
 //! the long-running operations in flight. Pure state and behaviour: no I/O, and the time is
 //! always passed in, so every behaviour is testable without a server.
 //!
-//! Behaviour follows `shared/azure-specs/NOTES.md` (section numbers cited as N§x). Where Azure's
+//! Behaviour follows `docs/azure-notes.md` (section numbers cited as N§x). Where Azure's
 //! behaviour is undocumented, the line that implements the assumption says so, with its source.
 
 use std::collections::{BTreeMap, BTreeSet};
