@@ -7,21 +7,39 @@
 //! Data flows one way:
 //!
 //! ```text
-//!   desired-state/*.yaml --spec--> DesiredState --+
-//!                                                 +--plan--> Plan --apply--> Azure
-//!   Azure (ARM, ACR) ------live--> LiveState -----+
+//!  desired-state/*.yaml --spec--> DesiredState --+
+//!                                                +--plan::plan_app--> AppPlan --apply--> ARM / ACR
+//!  ARM lists, revisions --live--> Observation ---+      (pure)                   (thin)
+//!
+//!  pass: composes observe -> reconcile each app -> registry retention, for every command
+//!  controller: the schedule (due times, requeues, backoff, group resyncs) drives passes for `run`
 //! ```
 //!
-//! | module | role |
+//! | module | job |
 //! | --- | --- |
-//! | [`spec`] | read the YAML tree, check every rule, build [`spec::DesiredState`] |
-//! | [`simulator`] | an in-memory Azure (ARM Container Apps, ACR, identity) served over HTTP |
-//! | [`duration`], [`time`] | `30s` / `5m` / `1h` / `7d`; RFC 3339 timestamps and the clock |
-//! | [`cli`], [`commands`] | the command line and what each subcommand does |
+//! | [`cli`], [`cmd`] | the command line; one module per command, each returning [`cmd::Exit`] or [`cmd::Error`] (`main` prints and picks the exit code) |
+//! | [`spec`] | files -> documents -> a checked [`spec::DesiredState`], every problem at its `FILE:LINE:COLUMN` |
+//! | [`connect`] | a [`connect::Connection`] to Azure, or to an embedded simulator (`--simulate`) |
+//! | [`auth`] | the `azure_identity` credential chain, sovereign clouds, an identity endpoint, redacted tokens |
+//! | [`arm`], [`acr`] | the only ways out to Azure: buckets, `Retry-After` gates, retries, paging, operations, lost answers |
+//! | [`live`] | one list per resource group, revisions only where needed: an [`live::Observation`] per app |
+//! | [`plan`] | the pure planner, in sections ([`plan::sections`]); the tags it owns ([`plan::tags`]); invariants |
+//! | [`state`] | [`state::AppState`], the one vocabulary of where an app stands |
+//! | [`apply`] | the executor: one step, re-read, re-plan; a wait becomes a [`apply::Requeue`], never a sleep |
+//! | [`pass`] | one composition of a pass (apps, then retention) for `plan`, `apply`, `status` and `run` |
+//! | [`retention`] | registry tag retention: the protected set from a complete read, a pure plan, a cap |
+//! | [`controller`] | `run`: the loop turns inputs into calls on its [`controller::schedule::Schedule`]; status and metrics |
+//! | [`lease`], [`http`], [`shutdown`], [`telemetry`] | leader election and the write fence; the endpoints; signals; logs |
+//! | [`simulator`] | an in-memory Azure (ARM Container Apps, ACR, identity) served over HTTP; `/_sim/` faults and audit |
+//! | [`duration`], [`time`], [`hash`] | `30s` / `5m` / `7d`; RFC 3339 and the clock; a deterministic mixer |
 //!
-//! Still to come, each in its own module (see the README's architecture section): the ARM/ACR
-//! client, the live snapshot, the pure planner, the executor, the
-//! controller loop with its HTTP endpoints, and registry retention.
+//! # Where a new capability plugs in
+//!
+//! A rollout (staged traffic with analysis between steps) is a planner section that decides
+//! weights ([`plan::sections::desired_rules`]) from the spec, the live app and the rollout's
+//! state in an owned tag ([`plan::tags`]); its waits between steps are a new
+//! [`apply::Awaited`] that the executor returns as a requeue, and its state joins
+//! [`state::AppState`].
 //!
 //! # Citations
 //!

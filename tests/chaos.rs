@@ -41,8 +41,9 @@ const OWNED: &[&str] = &[
     "/tags/aca-reconciler-restart-generation",
     "/tags/aca-reconciler-restart-pending",
 ];
-/// A request this soon after a 429 may have been sent before the client saw it.
-const IN_FLIGHT_MS: i64 = 250;
+/// A request this soon after a 429 may have been sent before the client saw it (the client
+/// checks the gate just before each request leaves; what remains is loopback and scheduling).
+const IN_FLIGHT_MS: i64 = 50;
 
 /// A small deterministic generator (SplitMix64), seeded from `ACAR_CHAOS_SEED` or the clock.
 struct Rng(u64);
@@ -238,6 +239,14 @@ impl Violations {
                     .push(format!("write to an unowned field {f}: {}", w.path));
             }
         }
+        for w in h.sim.audit().into_operation() {
+            if w.client == "aca-reconciler" {
+                let line = format!("write sent into an operation it knew was running: {w:?}");
+                if !self.0.contains(&line) {
+                    self.0.push(line);
+                }
+            }
+        }
         for e in h.sim.audit().early() {
             if e.client == "aca-reconciler" && e.after_429_ms > IN_FLIGHT_MS {
                 let line = format!("sent before Retry-After allowed: {e:?}");
@@ -332,6 +341,8 @@ fn in_azure(h: &Handle, a: &App) -> bool {
         || t["scale"]["minReplicas"] != json!(a.min)
         || t["scale"]["maxReplicas"] != json!(a.max)
         || rec.app["tags"][aca_reconciler::plan::RESTART_TAG] != json!(a.generation.to_string())
+        // Once a restart is recorded, nothing else of it stays behind on the app.
+        || rec.app["tags"].get(aca_reconciler::plan::RESTART_PENDING_TAG).is_some()
     {
         return false;
     }
@@ -544,7 +555,7 @@ fn fault(rng: &mut Rng) -> (Value, &'static str) {
         "ContainerAppsRevisionReplicas_ListReplicas",
         "ContainerAppOperationStatuses_Get",
     ];
-    let (fault, name) = match rng.below(7) {
+    let (fault, name) = match rng.below(8) {
         0 | 1 => (
             json!({"kind": "throttle", "retryAfter": 1 + rng.below(3)}),
             "429 + Retry-After",
@@ -553,6 +564,10 @@ fn fault(rng: &mut Rng) -> (Value, &'static str) {
         3 => (json!({"kind": "status", "status": 503}), "503"),
         4 => (json!({"kind": "lockConflict"}), "409 lock"),
         5 => (json!({"kind": "drop"}), "dropped connection"),
+        6 => (
+            json!({"kind": "lostAnswer"}),
+            "lost answer (processed, then dropped)",
+        ),
         _ => (
             json!({"kind": "latency", "ms": 200 + rng.below(1_500)}),
             "slow response",

@@ -39,8 +39,9 @@ pub struct AppStatus {
     pub next_at: Option<String>,
     /// When it was last reconciled (RFC 3339).
     pub last_at: Option<String>,
-    /// How many times it was reconciled since this process started (a count that climbs by
-    /// more than one per `--interval` means the app keeps needing work).
+    /// How many reconciles of it came to rest since this process started (waits on Azure in
+    /// the middle of one do not count apart; a count that climbs by more than one per
+    /// `--interval` means the app keeps needing work).
     pub reconciles: u64,
 }
 
@@ -264,7 +265,11 @@ impl Status {
         };
         entry.next_at = next_at;
         entry.last_at = Some(now.to_owned());
-        entry.reconciles += 1;
+        // A reconcile that waits on Azure and resumes later is one reconcile, counted when
+        // it comes to rest.
+        if report.requeue.is_none() {
+            entry.reconciles += 1;
+        }
     }
 
     /// Whether every app has been looked at and has come to rest since this process started:
