@@ -89,6 +89,7 @@ async fn simulate(
         plural(world.registries.len(), "registry", "registries"),
     );
     let registries: Vec<String> = world.registries.keys().cloned().collect();
+    let domains = world.ingress_domains();
     let sim = if args.tls {
         Sim::new_tls(world, &args.identity_header)
     } else {
@@ -99,13 +100,19 @@ async fn simulate(
         tls: args.tls,
         tls_cert: args.tls_cert.clone(),
     };
-    let handle = match simulator::serve(sim, &options).await {
+    let mut handle = match simulator::serve(sim, &options).await {
         Ok(h) => h,
         Err(e) => {
             eprintln!("aca-reconciler simulate: {e}");
             return Ok(ExitCode::from(1));
         }
     };
+    if let Some(addr) = args.ingress_listen
+        && let Err(e) = handle.serve_ingress(addr)
+    {
+        eprintln!("aca-reconciler simulate: --ingress-listen: {e}");
+        return Ok(ExitCode::from(1));
+    }
     let base = &handle.base_url;
     // The banner is for people: a closed stdout (`simulate | head -1`) must not stop the server.
     // Listen before the banner: a script may send SIGTERM as soon as it reads it.
@@ -122,6 +129,10 @@ async fn simulate(
             out,
             "  registry:  --registry-endpoint {r}={base}/registries/{r}"
         );
+    }
+    let ingress = handle.ingress_url.as_ref().unwrap_or(base);
+    for d in &domains {
+        let _ = writeln!(out, "  ingress:   --ingress-endpoint {d}={ingress}");
     }
     if args.tls {
         let _ = writeln!(
@@ -168,11 +179,10 @@ fn seed_world(args: &SimulateArgs, common: &Common) -> Result<World, String> {
                     lines.join("\n")
                 ));
             }
-            simulator::seed::from_desired(
-                &loaded.state,
-                Config::default(),
-                crate::time::Clock::new().now(),
-            )
+            let now = crate::time::Clock::new().now();
+            let mut world = simulator::seed::from_desired(&loaded.state, Config::default(), now);
+            simulator::seed::apply_sidecar(&mut world, path, now)?;
+            world
         }
     };
     let c = &mut world.config;
@@ -191,6 +201,9 @@ fn seed_world(args: &SimulateArgs, common: &Common) -> Result<World, String> {
     }
     if args.no_throttling {
         c.throttling.enabled = false;
+    }
+    if let Some(d) = args.metrics_delay {
+        c.metrics_delay_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     }
     Ok(world)
 }

@@ -15,7 +15,8 @@
 //! | module | role |
 //! | --- | --- |
 //! | [`spec`] | read the YAML tree, check every rule, build [`spec::DesiredState`] |
-//! | [`simulator`] | an in-memory Azure (ARM Container Apps, ACR, identity) served over HTTP |
+//! | [`simulator`] | an in-memory Azure (ARM Container Apps, ACR, identity, Azure Monitor metrics, app ingress) served over HTTP |
+//! | [`ingress`] | reaching apps', revisions' and labels' URLs (`--ingress-endpoint`) |
 //! | [`duration`], [`time`] | `30s` / `5m` / `1h` / `7d`; RFC 3339 timestamps and the clock |
 //! | [`cli`], [`commands`] | the command line and what each subcommand does |
 //!
@@ -33,6 +34,7 @@ pub mod duration;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod http;
+pub mod ingress;
 pub mod lease;
 pub mod live;
 pub mod pass;
