@@ -622,3 +622,196 @@ async fn behaviours_and_traffic_are_checked_and_kept_in_the_state_dump() {
         json!({"images": {}, "revisions": {}})
     );
 }
+
+/// The `simulate` binary as the docs run it: a seed tree with `.simulator.yaml` beside it
+/// (users on one app, an image that fails a fifth of its requests, a revision whose health
+/// path fails), `--metrics-delay 0s` and `--ingress-listen`.
+#[test]
+fn simulate_serves_the_seeds_traffic_its_metrics_and_its_urls() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    // The seed is deterministic: the same tree gives the same revisions and images.
+    let seeded = seed::from_desired(&example_state(), Config::default(), 0);
+    let record = seeded
+        .apps
+        .values()
+        .find(|r| r.app["name"] == APP && r.resource_group == PROD_RG)
+        .unwrap();
+    let serving = record.app["properties"]["latestRevisionName"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let image = record.app["properties"]["template"]["containers"][0]["image"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let other = record
+        .revisions
+        .iter()
+        .rev()
+        .nth(1)
+        .map(|r| r.name.clone())
+        .unwrap();
+
+    let s = common::Scratch::new();
+    let tree = s.path().join("seed");
+    std::fs::create_dir_all(&tree).unwrap();
+    common::copy_tree(&common::root().join("desired-state"), &tree);
+    s.write(
+        "seed/.simulator.yaml",
+        &format!(
+            "apps:\n  {APP}: {{requestsPerSecond: 200}}\nimages:\n  \"{image}\": {{errorRate: 0.2}}\nrevisions:\n  {other}: {{healthStatus: 503}}\n"
+        ),
+    );
+    let mut child = common::bin(s.path())
+        .args([
+            "simulate",
+            "--listen",
+            "127.0.0.1:0",
+            "--seed",
+            "seed",
+            "--metrics-delay",
+            "0s",
+            "--ingress-listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let banner: Vec<String> = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map(Result::unwrap)
+        .take_while(|l| !l.starts_with("Serving"))
+        .collect();
+    let mut sim = common::Proc(child);
+    let base = banner[0]
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_owned();
+    let mapping = format!("--ingress-endpoint {DOMAIN}=");
+    let ingress = banner
+        .iter()
+        .find_map(|l| l.split_once(&mapping).map(|(_, url)| url.to_owned()))
+        .unwrap_or_else(|| panic!("no ingress line for {DOMAIN}: {banner:?}"));
+    assert_ne!(ingress, base, "the ingress has its own listener");
+
+    let http = reqwest::blocking::Client::new();
+    let token: Value = http
+        .post(format!("{base}/_sim/token"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let token = token["access_token"].as_str().unwrap().to_owned();
+    std::thread::sleep(Duration::from_millis(2_500));
+
+    // Metrics at Azure's URL: the image's revision fails a fifth of its requests.
+    let app_id = record.app["id"].as_str().unwrap();
+    let body: Value = http
+        .get(format!("{base}{app_id}/providers/Microsoft.Insights/metrics"))
+        .query(&[
+            ("api-version", "2023-10-01"),
+            ("metricnames", "Requests"),
+            ("aggregation", "Total"),
+            ("interval", "FULL"),
+            (
+                "$filter",
+                &format!("revisionName eq '{serving}' and statusCodeCategory eq '*'"),
+            ),
+        ])
+        .bearer_auth(&token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let seen = by_revision_and_category(&body);
+    let ok = seen
+        .get(&(serving.clone(), "2xx".to_owned()))
+        .copied()
+        .unwrap_or(0.0);
+    let failed = seen
+        .get(&(serving.clone(), "5xx".to_owned()))
+        .copied()
+        .unwrap_or(0.0);
+    assert!(ok + failed >= 300.0, "{body}");
+    let share = failed / (ok + failed);
+    assert!((share - 0.2).abs() <= 0.02, "5xx share {share}: {body}");
+
+    // In real time, within one request of rate x time.
+    let traffic: Value = http
+        .get(format!("{base}/_sim/traffic"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let entry = traffic
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["app"] == APP && t["resourceGroup"] == PROD_RG)
+        .unwrap();
+    let since = time::parse(entry["since"].as_str().unwrap()).unwrap();
+    let until = time::parse(entry["servedUntil"].as_str().unwrap()).unwrap();
+    let served: f64 = entry["served"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|by_status| by_status.as_object().unwrap().values())
+        .map(|n| n.as_f64().unwrap())
+        .sum();
+    let ideal = 200.0 * (until - since) as f64 / 1000.0;
+    assert!((served - ideal).abs() <= 1.0, "{served} vs {ideal}: {entry}");
+
+    // The revisions' own URLs on --ingress-listen, reached the way a client is told to.
+    let endpoints = IngressEndpoints::new(&[(DOMAIN.to_owned(), ingress)]).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let (status, text) = rt
+        .block_on(endpoints.get(&client, &format!("https://{other}.{DOMAIN}/health")))
+        .unwrap();
+    assert_eq!(status, 503, "{text}");
+    let (status, text) = rt
+        .block_on(endpoints.get(&client, &format!("https://{serving}.{DOMAIN}/health")))
+        .unwrap();
+    assert_eq!(status, 200, "{text}");
+    sim.stop();
+    assert_eq!(sim.0.try_wait().unwrap().and_then(|s| s.code()), Some(0));
+}
+
+/// `--ingress-endpoint` is a common option: checked like `--arm-endpoint` (plain http only to
+/// loopback), with a message that says what to write.
+#[test]
+fn ingress_endpoint_is_checked_on_every_command() {
+    let root = common::root();
+    let out = common::run(
+        common::bin(&root).args([
+            "--ingress-endpoint",
+            "xshopaiprod.uksouth.azurecontainerapps.io=http://10.1.2.3:8081",
+            "validate",
+        ]),
+        2,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("plain http to a non-loopback host"), "{err}");
+    let out = common::run(
+        common::bin(&root).args(["--ingress-endpoint", "http://127.0.0.1:8081", "validate"]),
+        2,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("DOMAIN=URL"), "{err}");
+    common::run(
+        common::bin(&root).args([
+            "validate",
+            "--ingress-endpoint",
+            "xshopaiprod.uksouth.azurecontainerapps.io=http://127.0.0.1:8081",
+        ]),
+        0,
+    );
+}

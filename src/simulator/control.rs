@@ -542,13 +542,16 @@ struct SetTraffic {
     requests_per_second: f64,
 }
 
-fn traffic_json(id: &AppId, rec: &super::store::AppRecord) -> Value {
+/// One app's traffic; times to the millisecond, so that `served` can be checked against
+/// `requestsPerSecond x (servedUntil - since)`.
+fn traffic_json(id: &AppId, rec: &super::store::AppRecord, now: Millis) -> Value {
     json!({
         "subscription": rec.subscription,
         "resourceGroup": rec.resource_group,
         "app": id.name,
         "requestsPerSecond": rec.traffic.requests_per_second,
-        "since": rec.traffic.since.map(crate::time::format_arm),
+        "since": rec.traffic.since.map(crate::time::format_acr),
+        "servedUntil": crate::time::format_acr(now),
         "served": rec.traffic.totals(),
     })
 }
@@ -563,7 +566,7 @@ async fn get_traffic(State(sim): State<Arc<Sim>>) -> Response {
         .apps
         .iter()
         .filter(|(_, r)| r.traffic.requests_per_second > 0.0 || !r.traffic.requests.is_empty())
-        .map(|(id, r)| traffic_json(id, r))
+        .map(|(id, r)| traffic_json(id, r, now))
         .collect();
     json_response(StatusCode::OK, &json!(apps))
 }
@@ -591,7 +594,7 @@ async fn post_traffic(State(sim): State<Arc<Sim>>, body: axum::body::Bytes) -> R
         return bad(format!("no app {id}"));
     }
     match w.apps.get(&id) {
-        Some(rec) => json_response(StatusCode::OK, &traffic_json(&id, rec)),
+        Some(rec) => json_response(StatusCode::OK, &traffic_json(&id, rec, now)),
         None => bad(format!("no app {id}")),
     }
 }
