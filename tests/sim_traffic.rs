@@ -293,6 +293,53 @@ async fn requests_to_a_revision_that_is_not_running_fail_with_503() {
     assert_eq!(c.sim_json("outages").await[0]["revision"], STABLE);
 }
 
+/// `latestRevision` follows the latest *ready* revision from the moment it is ready, even when
+/// no client asks anything in between: the world advances the traffic to that moment first.
+#[tokio::test(start_paused = true)]
+async fn latest_revision_traffic_moves_at_the_moment_the_new_revision_becomes_ready() {
+    let mut w = world(0);
+    w.config.revision_ready_ms = 2_000;
+    let h = start_sim(w).await;
+    let c = ArmTestClient::new(&h);
+    let app_url = c.app_url(PROD_SUB, PROD_RG, APP);
+    let r = c
+        .patch(
+            &app_url,
+            json!({"properties": {"configuration": {"ingress": {"traffic": [
+                {"latestRevision": true, "weight": 100},
+            ]}}}}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let now = h.sim.clock.now();
+    tokio::time::advance(Duration::from_millis((1000 - now.rem_euclid(1000)) as u64)).await;
+    let set = sim_post(
+        &c,
+        "traffic",
+        json!({"subscription": PROD_SUB, "resourceGroup": PROD_RG, "app": APP, "requestsPerSecond": 10}),
+    )
+    .await;
+    let t0 = time::parse(set["since"].as_str().unwrap()).unwrap();
+    let r = c
+        .patch(
+            &app_url,
+            json!({"properties": {"template": {"revisionSuffix": "next", "containers": [{"name": "user-service", "image": CANARY_IMAGE}]}}}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    // Nobody calls for 10 s; the new revision became ready 2 s in.
+    tokio::time::advance(Duration::from_secs(11)).await;
+    let (_, body) = metrics(&c, &split_query(t0, t0 + 10_000)).await;
+    let seen = by_revision_and_category(&body);
+    let next = "ca-user-service--next".to_owned();
+    assert_eq!(
+        seen.get(&(STABLE.to_owned(), "2xx".to_owned())),
+        Some(&20.0),
+        "{seen:?}"
+    );
+    assert_eq!(seen.get(&(next, "2xx".to_owned())), Some(&80.0), "{seen:?}");
+}
+
 async fn host_get(c: &ArmTestClient, base: &str, host: &str, path: &str) -> (u16, Value) {
     let r = c
         .http
@@ -712,7 +759,9 @@ fn simulate_serves_the_seeds_traffic_its_metrics_and_its_urls() {
     // Metrics at Azure's URL: the image's revision fails a fifth of its requests.
     let app_id = record.app["id"].as_str().unwrap();
     let body: Value = http
-        .get(format!("{base}{app_id}/providers/Microsoft.Insights/metrics"))
+        .get(format!(
+            "{base}{app_id}/providers/Microsoft.Insights/metrics"
+        ))
         .query(&[
             ("api-version", "2023-10-01"),
             ("metricnames", "Requests"),
@@ -764,7 +813,10 @@ fn simulate_serves_the_seeds_traffic_its_metrics_and_its_urls() {
         .map(|n| n.as_f64().unwrap())
         .sum();
     let ideal = 200.0 * (until - since) as f64 / 1000.0;
-    assert!((served - ideal).abs() <= 1.0, "{served} vs {ideal}: {entry}");
+    assert!(
+        (served - ideal).abs() <= 1.0,
+        "{served} vs {ideal}: {entry}"
+    );
 
     // The revisions' own URLs on --ingress-listen, reached the way a client is told to.
     let endpoints = IngressEndpoints::new(&[(DOMAIN.to_owned(), ingress)]).unwrap();
