@@ -219,7 +219,9 @@ async fn a_90_10_split_reports_the_canarys_5xx_share_nothing_for_weight_0_and_no
     assert_eq!(body["namespace"], "microsoft.app/containerapps");
     assert_eq!(body["resourceregion"], "uksouth");
 
-    // The split changes at the moment the rules change: 50/50 for the next 10 s.
+    // The split changes at the moment the rules change, however long since anyone asked:
+    // 5 s more at 90/10 with no request, then 50/50 for 10 s.
+    tokio::time::advance(Duration::from_secs(5)).await;
     let r = c
         .patch(
             &app_url,
@@ -231,7 +233,7 @@ async fn a_90_10_split_reports_the_canarys_5xx_share_nothing_for_weight_0_and_no
         .await;
     assert_eq!(r.status(), 200);
     let t1 = h.sim.clock.now();
-    assert_eq!(t1, t0 + 40_000);
+    assert_eq!(t1, t0 + 45_000);
     tokio::time::advance(Duration::from_secs(20)).await;
     let (_, body) = metrics(&c, &split_query(t0, t1 + 10_000)).await;
     let seen = by_revision_and_category(&body);
@@ -240,14 +242,14 @@ async fn a_90_10_split_reports_the_canarys_5xx_share_nothing_for_weight_0_and_no
             .copied()
             .unwrap_or(0.0)
     };
-    // 40 s at 90/10, then 10 s at 50/50.
-    assert_eq!(get(STABLE, "2xx"), 3_600.0 + 500.0, "{seen:?}");
+    // 45 s at 90/10, then 10 s at 50/50.
+    assert_eq!(get(STABLE, "2xx"), 4_050.0 + 500.0, "{seen:?}");
     assert_eq!(
         get(CANARY, "2xx") + get(CANARY, "5xx"),
-        400.0 + 500.0,
+        450.0 + 500.0,
         "{seen:?}"
     );
-    assert_eq!(get(CANARY, "5xx"), 180.0, "a fifth of 900: {seen:?}");
+    assert_eq!(get(CANARY, "5xx"), 190.0, "a fifth of 950: {seen:?}");
     assert_eq!(
         c.sim_json("outages").await,
         json!([]),
