@@ -57,6 +57,12 @@ pub struct Common {
     #[arg(long = "registry-endpoint", value_parser = parse_registry_endpoint, global = true)]
     pub registry_endpoints: Vec<(String, String)>,
 
+    /// Reach an environment's app, revision and label URLs (`DOMAIN` and every host under it)
+    /// at URL instead, `DOMAIN=URL` (repeatable), e.g. the simulator's ingress; the app's host
+    /// goes in `Host`. Plain http only for loopback.
+    #[arg(long = "ingress-endpoint", value_parser = crate::ingress::parse_endpoint, global = true)]
+    pub ingress_endpoints: Vec<(String, String)>,
+
     /// Pace ARM calls with a client-side copy of ARM's per-subscription buckets (90% of them),
     /// so Azure never has to throttle. `off` is for benchmarks against an endpoint without
     /// buckets (`simulate --no-throttling`); against Azure it only trades pacing for 429s.
@@ -222,6 +228,15 @@ pub struct SimulateArgs {
     /// Turn off ARM's per-subscription throttling buckets.
     #[arg(long)]
     pub no_throttling: bool,
+
+    /// How long served requests take to show in the metrics API, e.g. `5s` (Azure Monitor's
+    /// ingestion delay; default 60s).
+    #[arg(long, value_parser = parse_duration)]
+    pub metrics_delay: Option<std::time::Duration>,
+
+    /// Also serve the apps' own URLs (routed by `Host`) on this address, and nothing else.
+    #[arg(long)]
+    pub ingress_listen: Option<std::net::SocketAddr>,
 }
 
 fn parse_registry_endpoint(s: &str) -> Result<(String, String), String> {

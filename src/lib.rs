@@ -30,7 +30,8 @@
 //! | [`retention`] | registry tag retention: the protected set from a complete read, a pure plan, a cap |
 //! | [`controller`] | `run`: the loop turns inputs into calls on its [`controller::schedule::Schedule`]; status and metrics |
 //! | [`lease`], [`http`], [`shutdown`], [`telemetry`] | leader election and the write fence; the endpoints; signals; logs |
-//! | [`simulator`] | an in-memory Azure (ARM Container Apps, ACR, identity) served over HTTP; `/_sim/` faults and audit |
+//! | [`simulator`] | an in-memory Azure (ARM Container Apps, ACR, identity, Azure Monitor metrics, app ingress) served over HTTP; `/_sim/` faults and audit |
+//! | [`ingress`] | reaching apps', revisions' and labels' URLs (`--ingress-endpoint`) |
 //! | [`duration`], [`time`], [`hash`] | `30s` / `5m` / `7d`; RFC 3339 and the clock; a deterministic mixer |
 //!
 //! # Where a new capability plugs in
@@ -60,6 +61,7 @@ pub mod duration;
 pub mod fuzz;
 pub mod hash;
 pub mod http;
+pub mod ingress;
 pub mod lease;
 pub mod live;
 pub mod pass;

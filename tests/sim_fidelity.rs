@@ -390,6 +390,98 @@ async fn registry_data_plane_matches_the_examples() {
     );
 }
 
+/// One of the Azure Monitor examples this repository keeps (`tests/fixtures/azure-specs/monitor/`).
+fn monitor_example(name: &str) -> Value {
+    let path = common::root()
+        .join("tests/fixtures/azure-specs/monitor")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn metrics_match_the_examples() {
+    let (h, c, url) = with_example_app(LroMode::Sync).await;
+    h.sim.world().config.metrics_delay_ms = 0;
+    let r = c
+        .http
+        .post(format!("{}/_sim/traffic", c.base))
+        .json(&json!({"subscription": SUB, "resourceGroup": "rg", "app": "testcontainerapp0", "requestsPerSecond": 50}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let from = h.sim.clock.now() - 1_000;
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    let to = h.sim.clock.now() + 2_000;
+    let timespan = format!(
+        "{}/{}",
+        aca_reconciler::time::format_arm(from),
+        aca_reconciler::time::format_arm(to)
+    );
+    let get = |params: Vec<(&'static str, &'static str)>| {
+        let c = &c;
+        let url = format!("{url}/providers/Microsoft.Insights/metrics");
+        let timespan = timespan.clone();
+        async move {
+            let r = c
+                .http
+                .get(url)
+                .query(&params)
+                .query(&[("timespan", timespan), ("api-version", "2023-10-01".into())])
+                .bearer_auth(&c.token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    // Data split by a dimension, two metrics, three aggregations (GetMetric: FULL here, so
+    // that every point has data).
+    let body = get(vec![
+        ("metricnames", "Requests,Replicas"),
+        ("aggregation", "average,minimum,maximum"),
+        ("interval", "FULL"),
+        ("$filter", "revisionName eq '*'"),
+        ("top", "5"),
+        ("orderby", "average asc"),
+        ("metricnamespace", "Microsoft.App/containerApps"),
+    ])
+    .await;
+    assert_shape(
+        "GetMetric",
+        &monitor_example("GetMetric.json")["responses"]["200"]["body"],
+        &body,
+    );
+    // A metric that cannot be read beside one that can.
+    let body = get(vec![
+        ("metricnames", "Nonexistent,Requests"),
+        ("aggregation", "average"),
+        ("interval", "FULL"),
+        ("AutoAdjustTimegrain", "true"),
+        ("ValidateDimensions", "false"),
+    ])
+    .await;
+    assert_shape(
+        "GetMetricError",
+        &monitor_example("GetMetricError.json")["responses"]["200"]["body"],
+        &body,
+    );
+    // Dimension values only.
+    let body = get(vec![
+        ("metricnames", "Requests"),
+        ("$filter", "revisionName eq '*'"),
+        ("resultType", "metadata"),
+    ])
+    .await;
+    let expected = &monitor_example("GetMetricMetadata.json")["responses"]["200"]["body"];
+    assert_shape("GetMetricMetadata", expected, &body);
+    assert!(
+        body["value"][0]["timeseries"][0].get("data").is_none(),
+        "metadata has no data: {body}"
+    );
+}
+
 #[test]
 fn the_shape_check_itself_catches_differences() {
     let mut d = Vec::new();

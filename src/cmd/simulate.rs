@@ -28,6 +28,7 @@ pub async fn simulate(
         plural(world.registries.len(), "registry", "registries"),
     );
     let registries: Vec<String> = world.registries.keys().cloned().collect();
+    let domains = world.ingress_domains();
     let sim = if args.tls {
         Sim::new_tls(world, &args.identity_header)
     } else {
@@ -38,9 +39,14 @@ pub async fn simulate(
         tls: args.tls,
         tls_cert: args.tls_cert.clone(),
     };
-    let handle = simulator::serve(sim, &options)
+    let mut handle = simulator::serve(sim, &options)
         .await
         .map_err(|e| Error::Setup(e.to_string()))?;
+    if let Some(addr) = args.ingress_listen {
+        handle
+            .serve_ingress(addr)
+            .map_err(|e| Error::Setup(format!("--ingress-listen: {e}")))?;
+    }
     let base = &handle.base_url;
     // The banner is for people: a closed stdout (`simulate | head -1`) must not stop the server.
     // Listen before the banner: a script may send SIGTERM as soon as it reads it.
@@ -57,6 +63,10 @@ pub async fn simulate(
             out,
             "  registry:  --registry-endpoint {r}={base}/registries/{r}"
         );
+    }
+    let ingress = handle.ingress_url.as_ref().unwrap_or(base);
+    for d in &domains {
+        let _ = writeln!(out, "  ingress:   --ingress-endpoint {d}={ingress}");
     }
     if args.tls {
         let _ = writeln!(
@@ -103,11 +113,10 @@ fn seed_world(args: &SimulateArgs, common: &Common) -> Result<World, String> {
                     lines.join("\n")
                 ));
             }
-            simulator::seed::from_desired(
-                &loaded.state,
-                Config::default(),
-                crate::time::Clock::new().now(),
-            )
+            let now = crate::time::Clock::new().now();
+            let mut world = simulator::seed::from_desired(&loaded.state, Config::default(), now);
+            simulator::seed::apply_sidecar(&mut world, path, now)?;
+            world
         }
     };
     let c = &mut world.config;
@@ -126,6 +135,9 @@ fn seed_world(args: &SimulateArgs, common: &Common) -> Result<World, String> {
     }
     if args.no_throttling {
         c.throttling.enabled = false;
+    }
+    if let Some(d) = args.metrics_delay {
+        c.metrics_delay_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     }
     Ok(world)
 }

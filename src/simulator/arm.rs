@@ -67,6 +67,8 @@ pub enum Route {
         rev: String,
         replica: String,
     },
+    /// `.../containerApps/{name}/providers/Microsoft.Insights/metrics` (Azure Monitor)
+    Metrics { id: AppId },
     /// `/subscriptions/{sub}/providers/Microsoft.App/locations/{loc}/containerappOperationStatuses/{op}`
     OperationStatus { sub: String, op: String },
     /// `.../containerappOperationResults/{op}`
@@ -138,6 +140,7 @@ impl Route {
                 },
                 [_] => Route::App { id: app(7) },
                 [_, "listsecrets"] => Route::ListSecrets { id: app(7) },
+                [_, "providers", "microsoft.insights", "metrics"] => Route::Metrics { id: app(7) },
                 [_, "revisions"] => Route::Revisions { id: app(7) },
                 [_, "revisions", _] => Route::Revision {
                     id: app(7),
@@ -185,7 +188,8 @@ impl Route {
             | Route::Revision { id, .. }
             | Route::RevisionAction { id, .. }
             | Route::Replicas { id, .. }
-            | Route::Replica { id, .. } => Some(&id.subscription),
+            | Route::Replica { id, .. }
+            | Route::Metrics { id } => Some(&id.subscription),
         }
     }
 
@@ -212,6 +216,7 @@ impl Route {
             },
             (Route::Replicas { .. }, _) => "ContainerAppsRevisionReplicas_ListReplicas",
             (Route::Replica { .. }, _) => "ContainerAppsRevisionReplicas_GetReplica",
+            (Route::Metrics { .. }, _) => "Metrics_List",
             (Route::OperationStatus { .. }, _) => "ContainerAppOperationStatuses_Get",
             (Route::OperationResult { .. }, _) => "ContainerAppOperationResults_Get",
         }
@@ -333,6 +338,9 @@ fn check_api_version(route: &Route, q: &HashMap<String, String>) -> Result<(), A
             | Route::ResourceGroup { .. }
             | Route::Provider { .. }
     );
+    if let Route::Metrics { .. } = route {
+        return check_metrics_api_version(v);
+    }
     if generic || is_served_api_version(v) {
         Ok(())
     } else {
@@ -345,6 +353,40 @@ fn check_api_version(route: &Route, q: &HashMap<String, String>) -> Result<(), A
             ),
         ))
     }
+}
+
+// api-versions of microsoft.insights/metrics; any well-formed one from 2018-01-01 (the first
+// with dimensions in `$filter`) is answered, as SDKs move ahead of any list (metrics_API.json
+// exists for 2018-01-01 through 2023-10-01, the TypeSpec for 2024-02-01).
+const METRICS_API_VERSIONS: &[&str] = &[
+    "2018-01-01",
+    "2019-07-01",
+    "2021-05-01",
+    "2023-10-01",
+    "2024-02-01",
+];
+
+fn check_metrics_api_version(v: &str) -> Result<(), ArmError> {
+    let date = v.strip_suffix("-preview").unwrap_or(v);
+    let shaped = date.len() == 10
+        && date.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    if shaped && date >= "2018-01-01" {
+        return Ok(());
+    }
+    Err(ArmError::new(
+        400,
+        "NoRegisteredProviderFound",
+        format!(
+            "No registered resource provider found for location 'global' and API version '{v}' for type 'metrics'. The supported api-versions are '{}'.",
+            METRICS_API_VERSIONS.join(", ")
+        ),
+    ))
 }
 
 fn check_auth(sim: &Sim, headers: &HeaderMap) -> Result<(), Response> {
@@ -651,6 +693,21 @@ fn route_request(
                 },
                 |r| Ok(json_response(StatusCode::OK, &r)),
             )
+        }
+        Route::Metrics { id } if is_get => {
+            let query = super::metrics::parse(q, now)?;
+            let mut w = sim.world();
+            w.tick(now);
+            w.get_app(id)?;
+            let delay = w.config.metrics_delay_ms;
+            let rec = w.apps.get(id).ok_or_else(|| {
+                ArmError::new(
+                    404,
+                    "ResourceNotFound",
+                    format!("The app {id} was not found."),
+                )
+            })?;
+            ok(super::metrics::respond(rec, &query, now, delay)?)
         }
         Route::OperationStatus { sub, op } if is_get => operation_status(sim, sub, op, now),
         Route::OperationResult { op, .. } if is_get => operation_result(sim, base, path, op, now),

@@ -11,6 +11,8 @@
 //! | `GET/POST/DELETE /_sim/faults` | fault rules on HTTP requests |
 //! | `POST /_sim/inject`, `DELETE /_sim/inject` | app-level faults: revisions that fail, operations that fail; clear them |
 //! | `POST /_sim/token?audience=...` | an ARM token without the identity dance (for curl) |
+//! | `GET /_sim/traffic`, `POST /_sim/traffic` | each app's request rate and what it served; set an app's rate |
+//! | `GET/POST/DELETE /_sim/behaviours` | how revisions answer, by image or by revision name |
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -338,6 +340,13 @@ pub fn router() -> Router<Arc<Sim>> {
         )
         .route("/inject", post(inject).delete(clear_injections))
         .route("/token", post(token))
+        .route("/traffic", get(get_traffic).post(post_traffic))
+        .route(
+            "/behaviours",
+            get(get_behaviours)
+                .post(post_behaviour)
+                .delete(delete_behaviours),
+        )
         .route("/health", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(256 * 1024 * 1024))
 }
@@ -533,6 +542,127 @@ async fn clear_injections(State(sim): State<Arc<Sim>>) -> Response {
         rec.fail_next_revisions = 0;
         rec.fail_next_operations = 0;
     }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `POST /_sim/traffic` body.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SetTraffic {
+    subscription: String,
+    resource_group: String,
+    app: String,
+    requests_per_second: f64,
+}
+
+/// One app's traffic; times to the millisecond, so that `served` can be checked against
+/// `requestsPerSecond x (servedUntil - since)`.
+fn traffic_json(id: &AppId, rec: &super::store::AppRecord, now: Millis) -> Value {
+    json!({
+        "subscription": rec.subscription,
+        "resourceGroup": rec.resource_group,
+        "app": id.name,
+        "requestsPerSecond": rec.traffic.requests_per_second,
+        "since": rec.traffic.since.map(crate::time::format_acr),
+        "servedUntil": crate::time::format_acr(now),
+        "served": rec.traffic.totals(),
+    })
+}
+
+/// Every app with users or with requests served: its rate and what it answered, per
+/// revision and status (all kept counts, visible in the metrics or not yet).
+async fn get_traffic(State(sim): State<Arc<Sim>>) -> Response {
+    let now = sim.clock.now();
+    let mut w = sim.world();
+    w.tick(now);
+    let apps: Vec<Value> = w
+        .apps
+        .iter()
+        .filter(|(_, r)| r.traffic.requests_per_second > 0.0 || !r.traffic.requests.is_empty())
+        .map(|(id, r)| traffic_json(id, r, now))
+        .collect();
+    json_response(StatusCode::OK, &json!(apps))
+}
+
+async fn post_traffic(State(sim): State<Arc<Sim>>, body: axum::body::Bytes) -> Response {
+    let t: SetTraffic = match serde_json::from_slice(&body) {
+        Ok(t) => t,
+        Err(e) => {
+            return bad(format!(
+                "invalid traffic: {e} (write {{\"subscription\", \"resourceGroup\", \"app\", \"requestsPerSecond\"}})"
+            ));
+        }
+    };
+    if !(t.requests_per_second.is_finite() && (0.0..=1_000_000.0).contains(&t.requests_per_second))
+    {
+        return bad(format!(
+            "requestsPerSecond {} must be between 0 and 1000000",
+            t.requests_per_second
+        ));
+    }
+    let id = AppId::new(&t.subscription, &t.resource_group, &t.app);
+    let now = sim.clock.now();
+    let mut w = sim.world();
+    if w.set_request_rate(&id, t.requests_per_second, now).is_err() {
+        return bad(format!("no app {id}"));
+    }
+    match w.apps.get(&id) {
+        Some(rec) => json_response(StatusCode::OK, &traffic_json(&id, rec, now)),
+        None => bad(format!("no app {id}")),
+    }
+}
+
+/// `POST /_sim/behaviours` body: `image` or `revision`, and the behaviour's fields (none:
+/// forget the key).
+fn parse_behaviour(
+    body: &[u8],
+) -> Result<(Option<String>, Option<String>, super::traffic::Behaviour), String> {
+    let hint = "write {\"image\" or \"revision\", \"errorRate\", \"errorStatus\", \"healthPath\", \"healthStatus\", \"latencyMs\"}";
+    let mut fields = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => return Err(format!("invalid behaviour: not an object ({hint})")),
+        Err(e) => return Err(format!("invalid behaviour: {e} ({hint})")),
+    };
+    let mut key = |name: &str| match fields.remove(name) {
+        None => Ok(None),
+        Some(Value::String(s)) if !s.is_empty() => Ok(Some(s)),
+        Some(_) => Err(format!(
+            "invalid behaviour: `{name}` must be a non-empty string"
+        )),
+    };
+    let image = key("image")?;
+    let revision = key("revision")?;
+    let behaviour = serde_json::from_value(Value::Object(fields))
+        .map_err(|e| format!("invalid behaviour: {e} ({hint})"))?;
+    Ok((image, revision, behaviour))
+}
+
+async fn get_behaviours(State(sim): State<Arc<Sim>>) -> Response {
+    json_response(StatusCode::OK, &json!(sim.world().behaviours))
+}
+
+async fn post_behaviour(State(sim): State<Arc<Sim>>, body: axum::body::Bytes) -> Response {
+    let (image, revision, behaviour) = match parse_behaviour(&body) {
+        Ok(parsed) => parsed,
+        Err(e) => return bad(e),
+    };
+    if let Err(e) = behaviour.check() {
+        return bad(e);
+    }
+    let keep = (behaviour != super::traffic::Behaviour::default()).then_some(behaviour);
+    let now = sim.clock.now();
+    let mut w = sim.world();
+    match (image, revision) {
+        (Some(image), None) => w.set_image_behaviour(&image, keep, now),
+        (None, Some(revision)) => w.set_revision_behaviour(&revision, keep, now),
+        _ => return bad("name exactly one of \"image\" or \"revision\""),
+    }
+    json_response(StatusCode::OK, &json!(w.behaviours))
+}
+
+async fn delete_behaviours(State(sim): State<Arc<Sim>>) -> Response {
+    let now = sim.clock.now();
+    sim.world().clear_behaviours(now);
     StatusCode::NO_CONTENT.into_response()
 }
 

@@ -12,8 +12,12 @@
 //! - [`arm`]: ARM routes (`/subscriptions/...`), paging, LRO headers, the error envelope.
 //! - [`acr`]: the registry data plane (`/oauth2/...`, `/acr/v1/...`, `/v2/...`).
 //! - [`identity`]: the managed-identity and Entra token endpoints, and token checks.
-//! - [`control`]: `/_sim/` (not Azure): state, config, faults, request counts, outages.
+//! - [`control`]: `/_sim/` (not Azure): state, config, faults, request counts, outages,
+//!   traffic and behaviours.
 //! - [`seed`]: drifted live state built from a desired-state tree.
+//! - [`traffic`]: the requests users send, split by the traffic rules, answered as each
+//!   revision behaves; [`metrics`]: Azure Monitor's metrics API over them; [`ingress`]: the
+//!   apps', revisions' and labels' URLs, routed by `Host`.
 //!
 //! [`router`] builds the whole thing as one axum `Router`, usable in-process with `oneshot`
 //! or served with [`serve`] on a loopback listener.
@@ -23,8 +27,11 @@ pub mod arm;
 pub mod audit;
 pub mod control;
 pub mod identity;
+pub mod ingress;
+pub mod metrics;
 pub mod seed;
 pub mod store;
+pub mod traffic;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -151,16 +158,60 @@ pub(crate) fn base_url(sim: &Sim, headers: &HeaderMap) -> String {
     format!("{}://{host}", if sim.tls { "https" } else { "http" })
 }
 
-/// The whole simulator as one router.
+/// The whole simulator as one router. A request whose `Host` names an app goes to
+/// [`ingress`]; every other one to the simulator's routes, with repeated slashes in its path
+/// collapsed (clients send `//metadata/endpoints` when a base URL ends with `/`, and Azure
+/// answers them).
 pub fn router(sim: Arc<Sim>) -> Router {
-    Router::new()
+    let inner = Router::new()
         .route("/msi/token", get(identity::msi_token))
         .route("/metadata/endpoints", get(cloud_metadata))
         .route("/{tenant}/oauth2/v2.0/token", post(identity::entra_token))
         .nest("/_sim", control::router())
         .fallback(dispatch)
         .layer(middleware::from_fn_with_state(sim.clone(), intercept))
-        .with_state(sim)
+        .with_state(sim.clone());
+    Router::new().fallback(move |request: Request| front(sim.clone(), inner.clone(), request))
+}
+
+/// Only the apps' URLs, by `Host` (what `simulate --ingress-listen` serves).
+pub fn ingress_router(sim: Arc<Sim>) -> Router {
+    Router::new().fallback(move |request: Request| ingress::handle(sim.clone(), request))
+}
+
+async fn front(sim: Arc<Sim>, inner: Router, request: Request) -> Response {
+    use hyper::service::Service as _;
+    if ingress::is_for_an_app(&sim, request.headers()) {
+        return ingress::handle(sim, request).await;
+    }
+    let service = hyper_util::service::TowerToHyperService::new(inner);
+    match service.call(collapse_slashes(request)).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
+
+/// `//a///b` -> `/a/b`; the query is kept.
+fn collapse_slashes(mut request: Request) -> Request {
+    let path = request.uri().path();
+    if !path.contains("//") {
+        return request;
+    }
+    let mut collapsed = String::with_capacity(path.len());
+    for c in path.chars() {
+        if !(c == '/' && collapsed.ends_with('/')) {
+            collapsed.push(c);
+        }
+    }
+    if let Some(q) = request.uri().query() {
+        collapsed = format!("{collapsed}?{q}");
+    }
+    let mut parts = request.uri().clone().into_parts();
+    parts.path_and_query = collapsed.parse().ok();
+    if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
+    }
+    request
 }
 
 /// Every request that is not a token or `/_sim/` route: ARM, or the ACR data plane.
@@ -393,14 +444,54 @@ pub struct Handle {
     pub sim: Arc<Sim>,
     /// Cancel to stop serving.
     pub shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// `http://ADDR` (or https) of the ingress listener, once [`Handle::serve_ingress`] ran.
+    pub ingress_url: Option<String>,
+    tls: Option<Tls>,
+    tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// The listeners' TLS configuration (one certificate for all of them).
+#[derive(Clone)]
+struct Tls(axum_server::tls_rustls::RustlsConfig);
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tls(..)")
+    }
 }
 
 impl Handle {
     /// Stops the server and waits for it.
     pub async fn stop(self) -> std::io::Result<()> {
         self.shutdown.cancel();
-        self.task.await.unwrap_or(Ok(()))
+        let mut result = Ok(());
+        for task in self.tasks {
+            let r = task.await.unwrap_or(Ok(()));
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    }
+
+    /// Also serves the apps' URLs (and nothing else) on `listen`, over the same scheme and
+    /// certificate, until the simulator stops. Returns its URL.
+    ///
+    /// # Errors
+    /// The address cannot be bound.
+    pub fn serve_ingress(&mut self, listen: SocketAddr) -> Result<String, ServeError> {
+        let listener = bind(listen)?;
+        let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+            addr: listen,
+            source,
+        })?;
+        let app = ingress_router(self.sim.clone()).into_make_service();
+        let task = spawn_server(listener, self.tls.clone(), &self.shutdown, app)?;
+        self.tasks.push(task);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{addr}");
+        self.ingress_url = Some(url.clone());
+        Ok(url)
     }
 }
 
@@ -425,23 +516,48 @@ pub enum ServeError {
 /// # Errors
 /// The address cannot be bound, or the certificate cannot be made or written.
 pub async fn serve(sim: Arc<Sim>, options: &ServeOptions) -> Result<Handle, ServeError> {
-    let listener =
-        std::net::TcpListener::bind(options.listen).map_err(|source| ServeError::Bind {
-            addr: options.listen,
-            source,
-        })?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|source| ServeError::Bind {
-            addr: options.listen,
-            source,
-        })?;
+    let listener = bind(options.listen)?;
     let addr = listener.local_addr().map_err(|source| ServeError::Bind {
         addr: options.listen,
         source,
     })?;
     let shutdown = CancellationToken::new();
+    let tls = if options.tls {
+        Some(Tls(tls_config(&options.tls_cert).await?))
+    } else {
+        None
+    };
     let app = router(sim.clone()).into_make_service();
+    let task = spawn_server(listener, tls.clone(), &shutdown, app)?;
+    let scheme = if options.tls { "https" } else { "http" };
+    Ok(Handle {
+        base_url: format!("{scheme}://{addr}"),
+        addr,
+        sim,
+        shutdown,
+        ingress_url: None,
+        tls,
+        tasks: vec![task],
+    })
+}
+
+fn bind(listen: SocketAddr) -> Result<std::net::TcpListener, ServeError> {
+    let error = |source| ServeError::Bind {
+        addr: listen,
+        source,
+    };
+    let listener = std::net::TcpListener::bind(listen).map_err(error)?;
+    listener.set_nonblocking(true).map_err(error)?;
+    Ok(listener)
+}
+
+/// Serves `app` on `listener` until `shutdown` (then gracefully, for at most 2 s).
+fn spawn_server(
+    listener: std::net::TcpListener,
+    tls: Option<Tls>,
+    shutdown: &CancellationToken,
+    app: axum::routing::IntoMakeService<Router>,
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, ServeError> {
     let handle = axum_server::Handle::new();
     let stopper = handle.clone();
     let token = shutdown.clone();
@@ -449,25 +565,20 @@ pub async fn serve(sim: Arc<Sim>, options: &ServeOptions) -> Result<Handle, Serv
         token.cancelled().await;
         stopper.graceful_shutdown(Some(std::time::Duration::from_secs(2)));
     });
-    let scheme = if options.tls { "https" } else { "http" };
-    let task = if options.tls {
-        let config = tls_config(&options.tls_cert).await?;
-        let server = axum_server::from_tcp_rustls(listener, config)
-            .map_err(|e| ServeError::Tls(e.to_string()))?;
-        tokio::spawn(server.handle(handle).serve(app))
-    } else {
-        let server = axum_server::from_tcp(listener).map_err(|source| ServeError::Bind {
-            addr: options.listen,
-            source,
-        })?;
-        tokio::spawn(server.handle(handle).serve(app))
-    };
-    Ok(Handle {
-        base_url: format!("{scheme}://{addr}"),
-        addr,
-        sim,
-        shutdown,
-        task,
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+    Ok(match tls {
+        Some(Tls(config)) => {
+            let server = axum_server::from_tcp_rustls(listener, config)
+                .map_err(|e| ServeError::Tls(e.to_string()))?;
+            tokio::spawn(server.handle(handle).serve(app))
+        }
+        None => {
+            let server = axum_server::from_tcp(listener)
+                .map_err(|source| ServeError::Bind { addr, source })?;
+            tokio::spawn(server.handle(handle).serve(app))
+        }
     })
 }
 

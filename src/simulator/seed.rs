@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use super::store::{
     AppId, AppRecord, Config, Registry, Revision, Subscription, Tag, World, splitmix,
 };
+use super::traffic::Behaviour;
 use crate::spec::{AppSpec, DesiredState, ImageRef, Repositories, RevisionMode};
 use crate::time::Millis;
 
@@ -319,6 +320,7 @@ pub fn from_desired(desired: &DesiredState, config: Config, now: Millis) -> Worl
                 lock: None,
                 fail_next_revisions: 0,
                 fail_next_operations: 0,
+                traffic: Default::default(),
             },
         );
     }
@@ -355,6 +357,119 @@ pub fn from_desired(desired: &DesiredState, config: Config, now: Millis) -> Worl
         }
     }
     world
+}
+
+/// The file beside a seed tree that says what its apps' users do: `DIR/.simulator.yaml`. The
+/// desired-state loader skips dot-files, so it never counts as desired state.
+pub const SIDECAR: &str = ".simulator.yaml";
+
+/// `.simulator.yaml`: request rates, and how images and revisions answer.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Sidecar {
+    /// Requests per second to every app of the seed.
+    #[serde(default)]
+    requests_per_second: Option<f64>,
+    /// Per app name, overriding `requestsPerSecond`.
+    #[serde(default)]
+    apps: BTreeMap<String, SidecarApp>,
+    /// By full image reference.
+    #[serde(default)]
+    images: BTreeMap<String, Behaviour>,
+    /// By revision name.
+    #[serde(default)]
+    revisions: BTreeMap<String, Behaviour>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SidecarApp {
+    requests_per_second: f64,
+}
+
+/// Applies `DIR/.simulator.yaml`, if there is one, to a world seeded from `DIR`, as of `now`.
+/// Returns whether there was one.
+///
+/// # Errors
+/// The file cannot be read or parsed, or names an app the seed does not have, or a value out
+/// of range; the message names the file.
+pub fn apply_sidecar(
+    world: &mut World,
+    dir: &std::path::Path,
+    now: Millis,
+) -> Result<bool, String> {
+    let path = dir.join(SIDECAR);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let here = path.display();
+    let sidecar: Sidecar = if text.trim().is_empty() {
+        Sidecar::default()
+    } else {
+        serde_yaml::from_str(&text).map_err(|e| format!("{here}: {e}"))?
+    };
+    let names: BTreeSet<String> = world.apps.keys().map(|id| id.name.clone()).collect();
+    for name in sidecar.apps.keys() {
+        if !names.contains(&name.to_ascii_lowercase()) {
+            return Err(format!(
+                "{here}: apps.{name}: the seed has no app `{name}` (it has {})",
+                names.iter().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    let rate_ok = |r: f64| r.is_finite() && (0.0..=1_000_000.0).contains(&r);
+    if let Some(r) = sidecar.requests_per_second
+        && !rate_ok(r)
+    {
+        return Err(format!(
+            "{here}: requestsPerSecond {r} must be between 0 and 1000000"
+        ));
+    }
+    for (name, a) in &sidecar.apps {
+        if !rate_ok(a.requests_per_second) {
+            return Err(format!(
+                "{here}: apps.{name}.requestsPerSecond {} must be between 0 and 1000000",
+                a.requests_per_second
+            ));
+        }
+    }
+    for (kind, map) in [
+        ("images", &sidecar.images),
+        ("revisions", &sidecar.revisions),
+    ] {
+        for (key, b) in map {
+            b.check()
+                .map_err(|e| format!("{here}: {kind}.{key}: {e}"))?;
+        }
+    }
+    let lower: BTreeMap<String, f64> = sidecar
+        .apps
+        .iter()
+        .map(|(n, a)| (n.to_ascii_lowercase(), a.requests_per_second))
+        .collect();
+    let ids: Vec<AppId> = world.apps.keys().cloned().collect();
+    for id in ids {
+        let rate = lower
+            .get(&id.name)
+            .copied()
+            .or(sidecar.requests_per_second)
+            .unwrap_or(0.0);
+        if rate > 0.0 {
+            world
+                .set_request_rate(&id, rate, now)
+                .map_err(|e| e.message)?;
+        }
+    }
+    world.behaviours.images.extend(sidecar.images);
+    world.behaviours.revisions.extend(
+        sidecar
+            .revisions
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v)),
+    );
+    Ok(true)
 }
 
 fn scale_json(spec: &AppSpec) -> Value {

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use super::traffic::{Answer, Behaviour, Behaviours, Gauge, Routing, Target, Traffic};
 use crate::time::{self, Millis};
 
 /// The api-version this simulator speaks (N§1.1).
@@ -43,6 +44,10 @@ pub struct Config {
     pub revision_ready_ms: u64,
     /// ARM's per-subscription token buckets (N§7); `enabled: false` turns them off.
     pub throttling: Throttling,
+    /// How long served requests take to show in the metrics API: Azure Monitor's ingestion
+    /// delay ("platform metrics are available in under a minute" [doc: learn.microsoft.com
+    /// azure-monitor/logs/data-ingestion-time]).
+    pub metrics_delay_ms: u64,
 }
 
 /// ARM's token buckets: one for reads and one for writes per subscription (N§7).
@@ -82,6 +87,7 @@ impl Default for Config {
             lro_retry_after_s: 1,
             revision_ready_ms: 2_000,
             throttling: Throttling::default(),
+            metrics_delay_ms: 60_000,
         }
     }
 }
@@ -221,6 +227,9 @@ pub struct AppRecord {
     /// Asynchronous writes that should end `Failed` (fault injection), counted down.
     #[serde(default)]
     pub fail_next_operations: u32,
+    /// Its users' requests and what they got (the traffic model; empty at rate 0).
+    #[serde(default, skip_serializing_if = "Traffic::is_empty")]
+    pub traffic: Traffic,
 }
 
 /// A tag in a registry repository.
@@ -338,6 +347,9 @@ pub struct World {
     pub outages: Vec<Outage>,
     /// The restart log.
     pub restarts: Vec<Restart>,
+    /// How revisions answer requests, by image and by revision (`/_sim/behaviours`).
+    #[serde(skip_serializing_if = "Behaviours::is_empty")]
+    pub behaviours: Behaviours,
     /// Counter for ids and generated names.
     pub counter: u64,
     /// Mixed into generated ids so that two simulator runs do not hand out the same ones.
@@ -435,56 +447,203 @@ impl World {
     }
 
     /// Brings every time-driven state up to `now`: revisions that become ready or fail,
-    /// operations that end, Single mode's traffic switch. Idempotent.
+    /// operations that end, Single mode's traffic switch, and the requests users sent. Events
+    /// apply in time order, each app's traffic advanced to each event's moment first, so every
+    /// request is routed by the rules in force when it arrived. Idempotent.
     pub fn tick(&mut self, now: Millis) {
-        let ids: Vec<AppId> = self.apps.keys().cloned().collect();
-        for id in &ids {
-            self.tick_app(id, now);
-        }
-        let due: Vec<String> = self
-            .operations
-            .iter()
-            .filter(|(_, op)| !op.finished && op.done_at <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for op_id in due {
-            let Some(op) = self.operations.get_mut(&op_id) else {
-                continue;
-            };
-            op.finished = true;
-            let state = if op.fails_with.is_some() {
-                "Failed"
-            } else {
-                "Succeeded"
-            };
-            let app_id = op.app.clone();
-            let rollback = op.rollback.take().filter(|_| op.fails_with.is_some());
-            let created = op
-                .created_revision
-                .take()
-                .filter(|_| op.fails_with.is_some());
-            if let Some(rec) = self.apps.get_mut(&app_id) {
-                if rec.lock.as_deref() == Some(op_id.as_str()) {
-                    rec.lock = None;
+        // (when, revisions before operations, app, operation)
+        let mut events: Vec<(Millis, u8, AppId, Option<String>)> = Vec::new();
+        for (id, rec) in &self.apps {
+            for r in &rec.revisions {
+                if let Some(at) = r.ready_at
+                    && at <= now
+                {
+                    events.push((at, 0, id.clone(), None));
                 }
-                // A failed write leaves the app as it was, marked Failed [assumption: ARM
-                // reports the failure and the RP keeps the last good configuration].
-                if let Some(before) = rollback {
-                    rec.app = before;
-                }
-                if let Some(name) = created {
-                    rec.revisions.retain(|r| r.name != name);
-                }
-                set_path(
-                    &mut rec.app,
-                    &["properties", "provisioningState"],
-                    json!(state),
-                );
             }
         }
+        for (op_id, op) in &self.operations {
+            if !op.finished && op.done_at <= now {
+                events.push((op.done_at, 1, op.app.clone(), Some(op_id.clone())));
+            }
+        }
+        events.sort();
+        for (at, _, id, operation) in events {
+            self.advance_traffic(&id, at);
+            match operation {
+                None => self.tick_app(&id, at),
+                Some(op_id) => self.finish_operation(&op_id),
+            }
+            self.log_gauges(&id, at);
+        }
+        let ids: Vec<AppId> = self.apps.keys().cloned().collect();
         for id in ids {
+            self.advance_traffic(&id, now);
             self.check_traffic(&id, now);
         }
+    }
+
+    fn finish_operation(&mut self, op_id: &str) {
+        let Some(op) = self.operations.get_mut(op_id) else {
+            return;
+        };
+        op.finished = true;
+        let state = if op.fails_with.is_some() {
+            "Failed"
+        } else {
+            "Succeeded"
+        };
+        let app_id = op.app.clone();
+        let rollback = op.rollback.take().filter(|_| op.fails_with.is_some());
+        let created = op
+            .created_revision
+            .take()
+            .filter(|_| op.fails_with.is_some());
+        if let Some(rec) = self.apps.get_mut(&app_id) {
+            if rec.lock.as_deref() == Some(op_id) {
+                rec.lock = None;
+            }
+            // A failed write leaves the app as it was, marked Failed [assumption: ARM
+            // reports the failure and the RP keeps the last good configuration].
+            if let Some(before) = rollback {
+                rec.app = before;
+            }
+            if let Some(name) = created {
+                rec.revisions.retain(|r| r.name != name);
+            }
+            set_path(
+                &mut rec.app,
+                &["properties", "provisioningState"],
+                json!(state),
+            );
+        }
+    }
+
+    /// Serves the requests the app's users sent up to `to`, by the routing in force now.
+    fn advance_traffic(&mut self, id: &AppId, to: Millis) {
+        let detail_until =
+            to - self.config.metrics_delay_ms as i64 - super::traffic::SECOND_DETAIL_MS;
+        let Some(rec) = self.apps.get_mut(id) else {
+            return;
+        };
+        if !rec.traffic.has_gauges() {
+            // First sight of the app: its running revisions have run since they became
+            // active, as far as the metrics can tell.
+            let gauges = gauges_of(rec);
+            let since = rec
+                .revisions
+                .iter()
+                .filter(|r| r.is_running())
+                .map(|r| r.last_active)
+                .min()
+                .map_or(to, |t| t.min(to));
+            rec.traffic.log_gauges(since, gauges);
+        }
+        if !rec.traffic.is_sending() {
+            rec.traffic.skip_to(to);
+            return;
+        }
+        let routing = routing_of(rec, &self.behaviours);
+        rec.traffic.advance(&routing, to, detail_until);
+    }
+
+    /// Records the app's running revisions' replicas and restarts from `at` on.
+    fn log_gauges(&mut self, id: &AppId, at: Millis) {
+        if let Some(rec) = self.apps.get_mut(id) {
+            let gauges = gauges_of(rec);
+            rec.traffic.log_gauges(at, gauges);
+        }
+    }
+
+    /// Sets how many requests per second the app's users send, from `now` on.
+    ///
+    /// # Errors
+    /// The app does not exist.
+    pub fn set_request_rate(
+        &mut self,
+        id: &AppId,
+        requests_per_second: f64,
+        now: Millis,
+    ) -> Result<(), ArmError> {
+        self.tick(now);
+        let rec = self.apps.get_mut(id).ok_or_else(|| not_found_app(id))?;
+        rec.traffic.set_rate(requests_per_second, now);
+        Ok(())
+    }
+
+    /// Declares how the revisions running `image` behave from `now` on (`None` forgets it).
+    pub fn set_image_behaviour(&mut self, image: &str, b: Option<Behaviour>, now: Millis) {
+        self.tick(now);
+        match b {
+            Some(b) => self.behaviours.images.insert(image.to_owned(), b),
+            None => self.behaviours.images.remove(image),
+        };
+    }
+
+    /// Declares how the revision `name` behaves from `now` on (`None` forgets it).
+    pub fn set_revision_behaviour(&mut self, name: &str, b: Option<Behaviour>, now: Millis) {
+        self.tick(now);
+        let key = name.to_ascii_lowercase();
+        match b {
+            Some(b) => self.behaviours.revisions.insert(key, b),
+            None => self.behaviours.revisions.remove(&key),
+        };
+    }
+
+    /// Forgets every declared behaviour, from `now` on.
+    pub fn clear_behaviours(&mut self, now: Millis) {
+        self.tick(now);
+        self.behaviours = Behaviours::default();
+    }
+
+    /// Answers an HTTP request for `host` (an app's, revision's or label's URL) at `now`, and
+    /// counts it; `None` when no app has that host.
+    pub fn serve_ingress(&mut self, host: &str, path: &str, now: Millis) -> Option<IngressAnswer> {
+        self.tick(now);
+        let (id, target) = find_host(self, host)?;
+        let behaviours = &self.behaviours;
+        let rec = self.apps.get_mut(&id)?;
+        let routing = routing_of(rec, behaviours);
+        let revision = match &target {
+            HostTarget::App => match rec.traffic.pick(&routing) {
+                Some(t) => t.revision.clone(),
+                None => latest_revision_name(&rec.app)?,
+            },
+            HostTarget::Revision(name) => name.clone(),
+            HostTarget::Label(label) => label_revision(rec, label)?,
+        };
+        let serving = rec
+            .revisions
+            .iter()
+            .find(|r| r.name.eq_ignore_ascii_case(&revision))
+            .filter(|r| r.is_running())
+            .map(|r| behaviours.resolve(&r.name, &r.template));
+        let answer = rec
+            .traffic
+            .answer_one(now, &revision, serving.as_ref(), path);
+        let image = rec
+            .revisions
+            .iter()
+            .find(|r| r.name.eq_ignore_ascii_case(&revision))
+            .and_then(|r| r.template.pointer("/containers/0/image"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        Some(IngressAnswer {
+            app: id.name,
+            host: target,
+            image,
+            answer,
+        })
+    }
+
+    /// The environment default domains of the apps with ingress (`<app>.<domain>` is an app's
+    /// URL), for clients to map with `--ingress-endpoint`.
+    pub fn ingress_domains(&self) -> BTreeSet<String> {
+        self.apps
+            .values()
+            .filter_map(|r| app_domain(&r.app))
+            .map(|(_, d)| d.to_owned())
+            .collect()
     }
 
     fn tick_app(&mut self, id: &AppId, now: Millis) {
@@ -741,6 +900,7 @@ impl World {
             lock: None,
             fail_next_revisions: 0,
             fail_next_operations: 0,
+            traffic: Traffic::default(),
         });
         rec.secret_values.extend(new_secret_values);
         let asynchronous = self.config.lro_mode != LroMode::Sync && self.config.lro_ms > 0;
@@ -834,6 +994,7 @@ impl World {
                 ),
             });
         self.tick(now);
+        self.log_gauges(id, now);
         let app = self.apps.get(id).map(|r| r.app.clone()).unwrap_or(app);
         Ok(WriteResult {
             app,
@@ -939,6 +1100,7 @@ impl World {
             }
         }
         self.tick(now);
+        self.log_gauges(id, now);
         Ok(())
     }
 
@@ -1468,6 +1630,9 @@ fn has_ingress(app: &Value) -> bool {
         .is_some_and(Value::is_object)
 }
 
+/// The target of `latestRevision` while no revision is ready.
+const NO_READY_REVISION: &str = "(no ready revision)";
+
 /// Which revision gets how much traffic, with `latestRevision` resolved to the latest ready
 /// revision (N§4.3). With no traffic list (no ingress), every running revision counts as
 /// serving: weights are then reported as 0.
@@ -1498,7 +1663,7 @@ fn effective_weights(rec: &AppRecord) -> BTreeMap<String, i64> {
         let target = if t.get("latestRevision").and_then(Value::as_bool) == Some(true) {
             latest_ready
                 .map(str::to_owned)
-                .unwrap_or_else(|| "(no ready revision)".to_owned())
+                .unwrap_or_else(|| NO_READY_REVISION.to_owned())
         } else {
             match t.get("revisionName").and_then(Value::as_str) {
                 Some(n) => n.to_owned(),
@@ -1508,6 +1673,150 @@ fn effective_weights(rec: &AppRecord) -> BTreeMap<String, i64> {
         *out.entry(target).or_insert(0) += w;
     }
     out
+}
+
+/// Where the app's requests go now: the effective split, in a fixed order, each target with
+/// how it answers (`None`: not running). An app without ingress gets no requests.
+fn routing_of(rec: &AppRecord, behaviours: &Behaviours) -> Routing {
+    if !has_ingress(&rec.app) {
+        return Routing::default();
+    }
+    let latest = latest_revision_name(&rec.app);
+    let targets = effective_weights(rec)
+        .into_iter()
+        .filter(|(_, w)| *w > 0)
+        .filter_map(|(name, weight)| {
+            // `latestRevision` with no ready revision: its requests fail at the latest one
+            // [assumption: ACA answers 503 until a revision is ready; the docs do not say].
+            let name = if name == NO_READY_REVISION {
+                latest.clone()?
+            } else {
+                name
+            };
+            let revision = rec
+                .revisions
+                .iter()
+                .find(|r| r.name.eq_ignore_ascii_case(&name));
+            Some(Target {
+                revision: revision.map_or(name, |r| r.name.clone()),
+                weight: u64::try_from(weight).unwrap_or(0),
+                serving: revision
+                    .filter(|r| r.is_running())
+                    .map(|r| behaviours.resolve(&r.name, &r.template)),
+            })
+        })
+        .collect();
+    Routing { targets }
+}
+
+/// The running revisions' replicas and restarts.
+fn gauges_of(rec: &AppRecord) -> BTreeMap<String, Gauge> {
+    rec.revisions
+        .iter()
+        .filter(|r| r.is_running())
+        .map(|r| {
+            (
+                r.name.clone(),
+                Gauge {
+                    replicas: replica_count(rec, r),
+                    restarts: r.restarts,
+                },
+            )
+        })
+        .collect()
+}
+
+/// What a host names: the app (its requests split by the traffic rules), one revision, or the
+/// revision a label is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostTarget {
+    /// `<app>.<domain>`.
+    App,
+    /// `<revision>.<domain>` (`properties.fqdn`, `latestRevisionFqdn`).
+    Revision(String),
+    /// `<app>---<label>.<domain>`.
+    Label(String),
+}
+
+/// An HTTP request answered through ingress.
+#[derive(Debug, Clone)]
+pub struct IngressAnswer {
+    /// The app's name.
+    pub app: String,
+    /// What the host named.
+    pub host: HostTarget,
+    /// The first container's image of the revision that answered.
+    pub image: Option<String>,
+    /// Status, revision, latency.
+    pub answer: Answer,
+}
+
+/// `(app name, environment default domain)` from the app's ingress FQDN `<app>.<domain>`.
+fn app_domain(app: &Value) -> Option<(&str, &str)> {
+    app.pointer("/properties/configuration/ingress/fqdn")
+        .and_then(Value::as_str)
+        .and_then(|f| f.split_once('.'))
+}
+
+/// The app and target a host (lower case, no port) names, as Container Apps forms the URLs:
+/// `<app>.<domain>`, `<revision>.<domain>`, `<app>---<label>.<domain>` [doc:
+/// learn.microsoft.com container-apps/revisions "Labels" and blue-green-deployment].
+fn find_host(world: &World, host: &str) -> Option<(AppId, HostTarget)> {
+    let host = host.to_ascii_lowercase();
+    for (id, rec) in &world.apps {
+        let Some((app, domain)) = app_domain(&rec.app) else {
+            continue;
+        };
+        let Some(prefix) = host
+            .strip_suffix(&domain.to_ascii_lowercase())
+            .and_then(|p| p.strip_suffix('.'))
+        else {
+            continue;
+        };
+        if prefix.eq_ignore_ascii_case(app) {
+            return Some((id.clone(), HostTarget::App));
+        }
+        if let Some(label) = prefix.strip_prefix(&format!("{}---", app.to_ascii_lowercase())) {
+            return Some((id.clone(), HostTarget::Label(label.to_owned())));
+        }
+        if let Some(r) = rec
+            .revisions
+            .iter()
+            .find(|r| r.name.eq_ignore_ascii_case(prefix))
+        {
+            return Some((id.clone(), HostTarget::Revision(r.name.clone())));
+        }
+    }
+    None
+}
+
+/// Whether some app answers at `host`.
+pub fn is_app_host(world: &World, host: &str) -> bool {
+    find_host(world, host).is_some()
+}
+
+/// The revision a traffic label is on (`latestRevision` resolved to the latest ready one).
+fn label_revision(rec: &AppRecord, label: &str) -> Option<String> {
+    let traffic = rec
+        .app
+        .pointer("/properties/configuration/ingress/traffic")
+        .and_then(Value::as_array)?;
+    let entry = traffic.iter().find(|t| {
+        t.get("label")
+            .and_then(Value::as_str)
+            .is_some_and(|l| l.eq_ignore_ascii_case(label))
+    })?;
+    if entry.get("latestRevision").and_then(Value::as_bool) == Some(true) {
+        return rec
+            .app
+            .pointer("/properties/latestReadyRevisionName")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+    }
+    entry
+        .get("revisionName")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
 }
 
 fn images_missing(template: &Value, registries: &BTreeMap<String, Registry>) -> bool {

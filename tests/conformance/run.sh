@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Conformance: Azure's own Python SDK (azure-mgmt-appcontainers + azure-identity) against the
+# Conformance: Azure's own Python SDK (azure-mgmt-appcontainers, azure-mgmt-monitor, azure-identity) against the
 # simulator over HTTPS. Proves the simulator speaks ARM to a client we did not write.
 # Installs the SDK into a venv under target/ (from PyPI), starts `aca-reconciler simulate --tls`
 # on a free loopback port, runs tests/conformance/test_sdk.py, stops the simulator.

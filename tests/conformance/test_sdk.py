@@ -1,13 +1,16 @@
 """Azure's Python SDK against the aca-reconciler simulator.
 
 Every check uses the SDK as a user would: ManagedIdentityCredential (IDENTITY_ENDPOINT /
-IDENTITY_HEADER), ContainerAppsAPIClient pointed at the simulator, its pagers and LRO pollers.
+IDENTITY_HEADER), ContainerAppsAPIClient pointed at the simulator, its pagers and LRO pollers,
+and MonitorManagementClient for the Azure Monitor metrics of an app.
 Prints one line per check and a closing `N passed, N failed` line.
 """
 
+import datetime
 import json
 import os
 import sys
+import time
 import traceback
 import urllib.request
 import ssl
@@ -16,6 +19,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.identity import ManagedIdentityCredential
 from azure.mgmt.appcontainers import ContainerAppsAPIClient
 from azure.mgmt.appcontainers.models import ContainerApp
+from azure.mgmt.monitor import MonitorManagementClient
 
 BASE = os.environ["SIM_BASE"]
 CERT = os.environ["SIM_CERT"]
@@ -30,6 +34,13 @@ client = ContainerAppsAPIClient(
     credential_scopes=["https://management.azure.com/.default"],
     connection_verify=CERT,
     polling_interval=0.2,
+)
+monitor = MonitorManagementClient(
+    credential,
+    SUB,
+    base_url=BASE,
+    credential_scopes=["https://management.azure.com/.default"],
+    connection_verify=CERT,
 )
 tls = ssl.create_default_context(cafile=CERT)
 
@@ -158,6 +169,40 @@ def a_bad_traffic_split_is_a_400_with_the_arm_error():
         assert e.status_code == 400 and e.error.code == "ContainerAppInvalidTrafficWeight", (e.status_code, e.error.code)
     else:
         raise AssertionError("accepted weights that sum to 60")
+
+
+@check
+def monitor_reads_requests_per_revision_and_status_code_category():
+    app = client.container_apps.get(RG, "ca-order-service")
+    serving = app.latest_ready_revision_name
+    image = app.template.containers[0].image
+    sim("PATCH", "config", {"metricsDelayMs": 0})
+    sim("POST", "behaviours", {"image": image, "errorRate": 0.25})
+    start = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=1)
+    sim("POST", "traffic", {"subscription": SUB, "resourceGroup": RG, "app": "ca-order-service", "requestsPerSecond": 200})
+    time.sleep(2.5)
+    end = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=1)
+    result = monitor.metrics.list(
+        app.id,
+        timespan=f"{start:%Y-%m-%dT%H:%M:%SZ}/{end:%Y-%m-%dT%H:%M:%SZ}",
+        interval="PT1M",
+        metricnames="Requests",
+        aggregation="Total",
+        filter="revisionName eq '*' and statusCodeCategory eq '*'",
+        metricnamespace="Microsoft.App/containerApps",
+    )
+    assert result.namespace == "microsoft.app/containerapps", result.namespace
+    (requests,) = result.value
+    assert requests.name.value == "Requests" and requests.error_code == "Success", requests.error_code
+    totals = {}
+    for series in requests.timeseries:
+        dims = {m.name.value: m.value for m in series.metadatavalues}
+        totals[(dims["revisionname"], dims["statuscodecategory"])] = sum(p.total or 0 for p in series.data)
+    assert set(totals) == {(serving, "2xx"), (serving, "5xx")}, totals
+    failed, ok = totals[(serving, "5xx")], totals[(serving, "2xx")]
+    assert ok + failed >= 300, totals
+    assert abs(failed / (ok + failed) - 0.25) <= 0.02, totals
+    sim("POST", "traffic", {"subscription": SUB, "resourceGroup": RG, "app": "ca-order-service", "requestsPerSecond": 0})
 
 
 def main():
