@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,31 +14,7 @@ use serde_json::Value;
 
 /// `simulate` seeded from `desired`, returning its base URL.
 fn simulator(desired: &Path, extra: &[&str]) -> (Proc, String) {
-    let mut child = bin(&root())
-        .args([
-            "simulate",
-            "--listen",
-            "127.0.0.1:0",
-            "--identity-header",
-            "ctl-test",
-            "--seed",
-        ])
-        .arg(desired)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let base = first
-        .split_whitespace()
-        .nth(3)
-        .unwrap()
-        .trim_end_matches(':')
-        .to_owned();
-    std::thread::spawn(move || lines.for_each(drop));
-    (Proc(child), base)
+    common::spawn_simulator(desired, "ctl-test", extra)
 }
 
 /// `run` against the simulator at `base`, with the managed-identity credential.

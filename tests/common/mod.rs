@@ -376,3 +376,34 @@ pub fn tokens(base_url: &str) -> aca_reconciler::auth::TokenSource {
     )
     .expect("a loopback identity endpoint")
 }
+
+/// `aca-reconciler simulate` as its own process, seeded from `desired` and answering tokens for
+/// `identity_header`; returns it and its base URL.
+pub fn spawn_simulator(desired: &Path, identity_header: &str, extra: &[&str]) -> (Proc, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = bin(&root())
+        .args([
+            "simulate",
+            "--listen",
+            "127.0.0.1:0",
+            "--identity-header",
+            identity_header,
+            "--seed",
+        ])
+        .arg(desired)
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let base = first
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_owned();
+    std::thread::spawn(move || lines.for_each(drop));
+    (Proc(child), base)
+}
