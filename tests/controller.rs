@@ -742,3 +742,220 @@ fn an_app_waiting_on_azure_holds_up_only_itself() {
     );
     assert_eq!(sim_json(&base, "outages"), serde_json::json!([]));
 }
+
+/// Changes `from` to `to` in `prod/NAME.yaml` of the scratch tree.
+fn edit_prod(dir: &Path, name: &str, from: &str, to: &str) {
+    let file = dir.join(format!("prod/{name}.yaml"));
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains(from), "{text}");
+    std::fs::write(&file, text.replace(from, to)).unwrap();
+}
+
+/// An app's entry in `/status` (prod).
+fn app_status(ep: &str, app: &str) -> Value {
+    let status: Value = serde_json::from_str(&get(&format!("{ep}/status")).1).unwrap();
+    status["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == app && a["resourceGroup"] == "rg-xshopai-prod")
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn an_app_waiting_for_its_revision_frees_its_slot_even_at_concurrency_1() {
+    let s = Scratch::new();
+    copy_tree(&root().join("desired-state"), s.path());
+    let (_sim, base) = simulator(s.path(), &["--revision-ready", "1s", "--lro", "sync"]);
+    let port = free_port();
+    let ep = format!("http://127.0.0.1:{port}");
+    let _ctl = controller_with(
+        s.path(),
+        &base,
+        port,
+        "1h",
+        &["--concurrency", "1"],
+        Stdio::null(),
+    );
+    wait_for("readyz", Duration::from_secs(90), || {
+        get(&format!("{ep}/readyz")).0 == 200
+    });
+    // From now on a new revision takes 20 s to run.
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PATCH"])
+        .args(["-d", r#"{"revisionReadyMs": 20000}"#])
+        .arg(format!("{base}/_sim/config"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    // One git pull changes two apps of one group: they go into one pass, ca-user-service
+    // first (the queue is in name order), and its new revision takes 20 s.
+    let user_writes = writes_to(&base, "ca-user-service");
+    let bff_writes = writes_to(&base, "ca-web-bff");
+    edit_prod(
+        s.path(),
+        "ca-user-service",
+        "min: 2, max: 10",
+        "min: 4, max: 10",
+    );
+    edit_prod(s.path(), "ca-web-bff", "min: 2, max: 10", "min: 3, max: 10");
+    let edited = Instant::now();
+    wait_for(
+        "ca-user-service's new revision",
+        Duration::from_secs(10),
+        || writes_to(&base, "ca-user-service") > user_writes,
+    );
+    // With the only slot, the other app's write still goes out at once.
+    wait_for("the write to ca-web-bff", Duration::from_secs(30), || {
+        writes_to(&base, "ca-web-bff") > bff_writes
+    });
+    let took = edited.elapsed();
+    assert_eq!(
+        app_status(&ep, "ca-user-service")["state"],
+        "applying",
+        "ca-user-service was still waiting for its revision"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "ca-web-bff's first write {took:?} after the edit"
+    );
+    wait_for("ca-user-service in sync", Duration::from_secs(60), || {
+        app_status(&ep, "ca-user-service")["state"] == "inSync"
+    });
+    assert_eq!(sim_json(&base, "outages"), serde_json::json!([]));
+}
+
+#[test]
+fn a_blocked_spec_waits_for_a_change_instead_of_backing_off() {
+    let s = Scratch::new();
+    copy_tree(&root().join("desired-state"), s.path());
+    let (_sim, base) = simulator(s.path(), &["--revision-ready", "1s", "--lro", "sync"]);
+    let port = free_port();
+    let ep = format!("http://127.0.0.1:{port}");
+    let _ctl = controller_with(s.path(), &base, port, "1h", &[], Stdio::null());
+    wait_for("readyz", Duration::from_secs(60), || {
+        get(&format!("{ep}/readyz")).0 == 200
+    });
+    // A container the app does not have: valid YAML, unreachable in Azure.
+    edit_prod(
+        s.path(),
+        "ca-cart-service",
+        "cart-service: crxshopaiprod",
+        "cart-sidecar: crxshopaiprod",
+    );
+    wait_for("blocked", Duration::from_secs(10), || {
+        app_status(&ep, "ca-cart-service")["state"] == "blocked"
+    });
+    let blocked = app_status(&ep, "ca-cart-service");
+    assert!(
+        blocked["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("`cart-sidecar`, which the app does not have")),
+        "{blocked}"
+    );
+    // A failure would be retried in 5 s, 10 s, ...: a blocked spec is not retried at all.
+    std::thread::sleep(Duration::from_secs(8));
+    let later = app_status(&ep, "ca-cart-service");
+    assert_eq!(later["failures"], 0, "{later}");
+    assert_eq!(later["reconciles"], blocked["reconciles"], "{later}");
+    // The fix is picked up at once.
+    edit_prod(
+        s.path(),
+        "ca-cart-service",
+        "cart-sidecar: crxshopaiprod",
+        "cart-service: crxshopaiprod",
+    );
+    wait_for("in sync again", Duration::from_secs(10), || {
+        app_status(&ep, "ca-cart-service")["state"] == "inSync"
+    });
+}
+
+/// The metrics the README documents, by family name.
+const DOCUMENTED_METRICS: &[&str] = &[
+    "acar_passes",
+    "acar_pass_duration_seconds",
+    "acar_actions",
+    "acar_apps",
+    "acar_queue_depth",
+    "acar_last_successful_pass_timestamp_seconds",
+    "acar_desired_state_errors",
+    "acar_registry_tags_deleted",
+    "acar_arm_requests",
+    "acar_arm_ratelimit_remaining",
+    "acar_leader",
+];
+
+#[test]
+fn every_documented_metric_moves_when_its_event_happens() {
+    // The README's list and this one are the same.
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let row = readme
+        .lines()
+        .find(|l| l.starts_with("| `GET /metrics`"))
+        .unwrap();
+    let documented: Vec<String> = row
+        .split('`')
+        .filter(|t| t.starts_with("acar_"))
+        .map(|t| {
+            let name = t.split('{').next().unwrap_or(t);
+            name.strip_suffix("_total").unwrap_or(name).to_owned()
+        })
+        .collect();
+    assert_eq!(documented, DOCUMENTED_METRICS, "{row}");
+
+    let s = Scratch::new();
+    copy_tree(&root().join("desired-state"), s.path());
+    let (_sim, base) = simulator(s.path(), &["--revision-ready", "1s", "--lro", "sync"]);
+    let port = free_port();
+    let ep = format!("http://127.0.0.1:{port}");
+    let _ctl = controller_with(s.path(), &base, port, "1h", &[], Stdio::null());
+    wait_for("readyz", Duration::from_secs(60), || {
+        get(&format!("{ep}/readyz")).0 == 200
+    });
+    // A broken edit, for the desired-state gauge.
+    edit_prod(
+        s.path(),
+        "ca-cart-service",
+        "min: 2, max: 10",
+        "min: 30, max: 10",
+    );
+    let scrape = || {
+        let (_, text) = get(&format!("{ep}/metrics"));
+        let lines: Vec<std::io::Result<String>> = text.lines().map(|l| Ok(l.to_owned())).collect();
+        prometheus_parse::Scrape::parse(lines.into_iter()).unwrap()
+    };
+    // Each family's largest sample (a histogram: its count).
+    let moved = |scrape: &prometheus_parse::Scrape, family: &str| -> f64 {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| {
+                s.metric == family
+                    || s.metric == format!("{family}_total")
+                    || s.metric == format!("{family}_count")
+            })
+            .map(|s| match &s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => *v,
+                prometheus_parse::Value::Histogram(h) => {
+                    h.iter().map(|b| b.count).fold(0.0, f64::max)
+                }
+                prometheus_parse::Value::Summary(_) => 0.0,
+            })
+            .fold(0.0, f64::max)
+    };
+    let mut last = scrape();
+    wait_for(
+        "every documented metric to move",
+        Duration::from_secs(60),
+        || {
+            last = scrape();
+            DOCUMENTED_METRICS.iter().all(|f| moved(&last, f) > 0.0)
+        },
+    );
+    for f in DOCUMENTED_METRICS {
+        assert!(moved(&last, f) > 0.0, "{f} never moved");
+    }
+}
