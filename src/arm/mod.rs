@@ -1,7 +1,7 @@
 //! The ARM client: every Container Apps call the controller makes, and nothing else.
 //!
 //! # Guarantees
-//! - One function, [`ArmClient::send`], sends every request. It waits for the client-side
+//! - One function, `ArmClient::send`, sends every request. It waits for the client-side
 //!   bucket ([`limiter`]), adds the token, `User-Agent` and a fresh `x-ms-client-request-id`,
 //!   reads the whole body, and retries what is safe to retry: for reads 408, 429, 5xx,
 //!   write-lock 409s and broken connections; for writes only 429s. Backoff is exponential with
@@ -920,7 +920,7 @@ impl ArmClient {
     }
 
     /// Activate, deactivate or restart a revision. None is sent again after a lost answer
-    /// (a restart might have happened; see [`ArmClient::write`]): the result says so, and the
+    /// (a restart might have happened; see `ArmClient::write`): the result says so, and the
     /// caller decides again from a fresh read.
     ///
     /// # Errors

@@ -9,7 +9,7 @@
 //! | `validate`, `schema`, `permissions` | [`desired`] (no Azure access) |
 //! | `plan` | [`plan`] |
 //! | `apply` | [`apply`] |
-//! | `run` | [`run`] |
+//! | `run` | [`mod@run`] |
 //! | `status` | [`status`] |
 //! | `simulate` | [`simulate`] |
 

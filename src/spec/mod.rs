@@ -2,7 +2,7 @@
 //!
 //! Data flows one way through three steps:
 //!
-//! 1. [`load`] finds the `*.yaml`/`*.yml` files under each path (sorted, hidden entries
+//! 1. [`mod@load`] finds the `*.yaml`/`*.yml` files under each path (sorted, hidden entries
 //!    skipped), refuses files that are too large or not UTF-8, splits them into documents and
 //!    deserializes each into the [`raw`] types. Positions come from [`index`].
 //! 2. [`validate`] applies `Defaults` inheritance and every rule of the contract, collecting
