@@ -36,14 +36,14 @@ use crate::time::{Clock, Millis};
 
 /// What a full verification found an app to be, remembered by `run` so that, while the app's
 /// [`live::fingerprint`] holds, the verdict holds without reading its revisions again.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Verdict {
     /// The fingerprint it was verified with.
     pub fingerprint: u64,
     /// In sync, or blocked.
     pub state: AppState,
     /// Why, for a blocked app.
-    pub error: Option<String>,
+    pub error: Option<apply::Failure>,
 }
 
 /// One app a pass takes on.
@@ -258,10 +258,7 @@ pub async fn converge(
             if now.duration_since(since) > options.revision_timeout * 3 {
                 r.state = AppState::Failing;
                 r.requeue = None;
-                r.error = Some(format!(
-                    "still not settled after {:?}; is someone else writing to this app?",
-                    options.revision_timeout * 3
-                ));
+                r.error = Some(apply::Failure::Unsettled(options.revision_timeout * 3));
             } else {
                 let work = Reconcile {
                     spec: spec.clone(),

@@ -634,7 +634,9 @@ async fn a_failing_image_leaves_traffic_where_it_was_and_is_reported() {
         .clone()
         .unwrap();
     let report = pass(&e, &d).await.remove(0);
-    let (AppState::Failing, Some(error)) = (report.state, &report.error) else {
+    let (AppState::Failing, Some(error)) =
+        (report.state, report.error.as_ref().map(ToString::to_string))
+    else {
         panic!("{report:?}")
     };
     assert!(

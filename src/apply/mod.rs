@@ -31,6 +31,73 @@ use crate::spec::{AppKey, AppSpec};
 use crate::state::AppState;
 use crate::time::Clock;
 
+/// Why an app did not come to rest in sync: the executor's error, above the Azure layer's.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Failure {
+    /// Azure refused, failed or timed out (retryable or not, as [`Error::is_retryable`] says;
+    /// the schedule retries with backoff either way, since Azure's state may change).
+    #[error(transparent)]
+    Azure(Arc<Error>),
+    /// The spec cannot be reached as written; nothing was done. Not retried: it waits for the
+    /// spec or the live app to change.
+    #[error(transparent)]
+    Blocked(#[from] plan::Blocked),
+    /// The app does not exist in Azure.
+    #[error(
+        "the app does not exist in Azure (aca-reconciler never creates apps): check its name, resourceGroup and subscription"
+    )]
+    Missing,
+    /// The app could not be read (its group's list failed).
+    #[error("cannot read the app: {0}")]
+    Unreadable(String),
+    /// The `--max-actions` budget of the pass ran out before this app's next write.
+    #[error("the --max-actions budget of this pass is spent; the rest waits for the next pass")]
+    Deferred,
+    /// The plan kept changing under the executor (someone else writes to the app).
+    #[error(
+        "did not converge within {0} steps; the plan keeps changing (is someone else writing to this app?)"
+    )]
+    Endless(usize),
+    /// `apply` looked again and again, and the app never came to rest.
+    #[error("still not settled after {0:?}; is someone else writing to this app?")]
+    Unsettled(Duration),
+    /// The pass that held the app ended without reporting it (a defect).
+    #[error("internal error: the pass working on this app ended without finishing it; retrying")]
+    Abandoned,
+}
+
+impl Failure {
+    /// Whether trying again, unchanged, may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Failure::Azure(e) => e.is_retryable(),
+            Failure::Blocked(_) | Failure::Missing => false,
+            Failure::Unreadable(_)
+            | Failure::Deferred
+            | Failure::Endless(_)
+            | Failure::Unsettled(_)
+            | Failure::Abandoned => true,
+        }
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Azure(Arc::new(e))
+    }
+}
+
+/// Serializes a value by its `Display`.
+fn display<T: std::fmt::Display, S: serde::Serializer>(
+    value: &Option<T>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) => serializer.collect_str(v),
+        None => serializer.serialize_none(),
+    }
+}
+
 /// How apps are reconciled.
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
@@ -148,9 +215,9 @@ pub struct AppReport {
     pub app: AppKey,
     /// Where it stands.
     pub state: AppState,
-    /// Why, when it is failing, blocked or missing: what went wrong and what to do.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    /// Why, when it is failing, blocked, missing or deferred: what went wrong and what to do.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "display")]
+    pub error: Option<Failure>,
     /// The actions carried out, in order.
     pub actions: Vec<ActionRecord>,
     /// When to look again, and at what (`None`: at the next resync).
@@ -180,7 +247,7 @@ impl AppReport {
     }
 
     /// The same, with a reason.
-    pub fn because(mut self, error: impl Into<String>) -> Self {
+    pub fn because(mut self, error: impl Into<Failure>) -> Self {
         self.error = Some(error.into());
         self
     }
@@ -311,7 +378,7 @@ enum Next {
     /// Look again later.
     Requeue(Requeue),
     /// Stop here with this report.
-    Stop(AppState, Option<String>),
+    Stop(AppState, Option<Failure>),
 }
 
 /// One reconcile of one app.
@@ -348,7 +415,12 @@ impl<'a> Run<'a> {
         &self.spec.key
     }
 
-    fn report(self, state: AppState, error: Option<String>, requeue: Option<Requeue>) -> AppReport {
+    fn report(
+        self,
+        state: AppState,
+        error: Option<Failure>,
+        requeue: Option<Requeue>,
+    ) -> AppReport {
         AppReport {
             app: self.spec.key.clone(),
             state,
@@ -377,33 +449,27 @@ impl<'a> Run<'a> {
             Start::Resume(wait) => match self.resume(wait).await {
                 Ok(None) => match self.observe().await {
                     Ok(o) => o,
-                    Err(e) => return self.failed(&e),
+                    Err(e) => return self.failed(e),
                 },
                 Ok(Some(next)) => return self.finish(next),
-                Err(e) => return self.failed(&e),
+                Err(e) => return self.failed(e),
             },
         };
         for _ in 0..self.options.max_steps {
             let next = match self.step(observed).await {
                 Ok(next) => next,
-                Err(e) => return self.failed(&e),
+                Err(e) => return self.failed(e),
             };
             if !matches!(next, Next::Reread) {
                 return self.finish(next);
             }
             observed = match self.observe().await {
                 Ok(o) => o,
-                Err(e) => return self.failed(&e),
+                Err(e) => return self.failed(e),
             };
         }
         let steps = self.options.max_steps;
-        self.report(
-            AppState::Failing,
-            Some(format!(
-                "did not converge within {steps} steps; the plan keeps changing (is someone else writing to this app?)"
-            )),
-            None,
-        )
+        self.report(AppState::Failing, Some(Failure::Endless(steps)), None)
     }
 
     fn finish(self, next: Next) -> AppReport {
@@ -421,12 +487,12 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn failed(mut self, e: &Error) -> AppReport {
+    fn failed(mut self, e: Error) -> AppReport {
         if matches!(e, Error::NotLeader(_)) {
             self.standby = true;
             return self.report(AppState::Pending, None, None);
         }
-        self.report(AppState::Failing, Some(e.to_string()), None)
+        self.report(AppState::Failing, Some(e.into()), None)
     }
 
     /// Looks once at what `wait` awaits: `None` when it is over (read the app and go on),
@@ -524,15 +590,12 @@ impl<'a> Run<'a> {
         let (app, revisions) = match &observed {
             Observation::Found { app, revisions } => (app, revisions),
             Observation::Missing => {
-                return Ok(Next::Stop(
-                    AppState::Missing,
-                    Some("the app does not exist in Azure (aca-reconciler never creates apps): check its name, resourceGroup and subscription".to_owned()),
-                ));
+                return Ok(Next::Stop(AppState::Missing, Some(Failure::Missing)));
             }
             Observation::Unreadable(e) => {
                 return Ok(Next::Stop(
                     AppState::Failing,
-                    Some(format!("cannot read the app: {e}")),
+                    Some(Failure::Unreadable(e.clone())),
                 ));
             }
         };
@@ -548,7 +611,7 @@ impl<'a> Run<'a> {
             Outcome::InSync => return Ok(Next::Stop(AppState::InSync, None)),
             Outcome::Suspended => return Ok(Next::Stop(AppState::Suspended, None)),
             Outcome::Blocked { reason } => {
-                return Ok(Next::Stop(AppState::Blocked, Some(reason.to_string())));
+                return Ok(Next::Stop(AppState::Blocked, Some(reason.into())));
             }
             Outcome::Busy => {
                 // Another write (someone's) is in flight: look again once it may have ended.
@@ -563,10 +626,7 @@ impl<'a> Run<'a> {
         };
         let writes = step.iter().filter(|a| a.is_write()).count();
         if writes > 0 && !take_budget_n(self.budget, writes) {
-            return Ok(Next::Stop(
-                AppState::Drifted,
-                Some("the --max-actions budget of this pass is spent; the rest waits for the next pass".to_owned()),
-            ));
+            return Ok(Next::Stop(AppState::Drifted, Some(Failure::Deferred)));
         }
         let mut step = step.into_iter().peekable();
         while let Some(action) = step.next() {

@@ -87,7 +87,11 @@ pub async fn apply(
 
 /// What became of one app, in a few words.
 fn headline(r: &AppReport) -> String {
-    let why = r.error.as_deref().unwrap_or("");
+    let why = r
+        .error
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default();
     match r.state {
         AppState::InSync if r.actions.is_empty() => "= in sync".to_owned(),
         AppState::InSync => format!("✓ converged ({} actions)", r.actions.len()),

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::apply::{AppReport, Verification, Wait};
+use crate::apply::{AppReport, Failure, Verification, Wait};
 use crate::pass::Verdict;
 use crate::spec::AppKey;
 use crate::state::AppState;
@@ -269,11 +269,7 @@ impl Schedule {
         let lost: Vec<AppReport> = apps
             .iter()
             .filter(|a| self.in_flight.contains(*a))
-            .map(|a| {
-                AppReport::new(a.clone(), AppState::Failing).because(
-                    "internal error: the pass working on this app ended without finishing it; retrying",
-                )
-            })
+            .map(|a| AppReport::new(a.clone(), AppState::Failing).because(Failure::Abandoned))
             .collect();
         for r in &lost {
             self.record(r, true, now);
@@ -394,7 +390,10 @@ mod tests {
         let a = key("rg", "a");
         s.due_at(&a, Instant::now());
         s.take_ready(Instant::now());
-        let mut r = report(&a, AppState::Blocked).because("spec.images names container `x`");
+        let mut r = report(&a, AppState::Blocked).because(crate::plan::Blocked::UnknownContainer {
+            container: "x".into(),
+            have: "app".into(),
+        });
         r.verified = Verification::Full(42);
         let next = s.record(&r, true, Instant::now());
         assert_eq!(s.failures(&a), 0);

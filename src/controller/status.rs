@@ -260,7 +260,9 @@ impl Status {
         entry.state = report.state;
         entry.failures = failures;
         entry.last_error = match report.state {
-            AppState::Failing | AppState::Blocked | AppState::Missing => report.error.clone(),
+            AppState::Failing | AppState::Blocked | AppState::Missing => {
+                report.error.as_ref().map(ToString::to_string)
+            }
             _ => None,
         };
         entry.next_at = next_at;
