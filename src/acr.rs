@@ -263,6 +263,8 @@ impl AcrClient {
         loop {
             let result = with_retries(&self.retry, Error::is_retryable, &what, || async {
                 self.limiter.acquire(&registry, kind).await;
+                // The token exchange talks to the registry too: not while it is closed.
+                self.limiter.wait_open(&registry, kind).await;
                 let token = self.access_token(login, scope).await?;
                 // Checked again right before the request leaves (see `arm::limiter`).
                 self.limiter.wait_open(&registry, kind).await;
@@ -285,9 +287,8 @@ impl AcrClient {
                 let headers = resp.headers().clone();
                 let body = resp.bytes().await.map_err(transport)?;
                 tracing::debug!(method = %method, path = %path, status, "ACR");
-                if status == 429
-                    && let Some(wait) = arm::retry_after(&headers)
-                {
+                if status == 429 {
+                    let wait = arm::retry_after(&headers).unwrap_or(arm::DEFAULT_RETRY_AFTER);
                     self.limiter.observe_throttled(&registry, kind, wait);
                 }
                 if status >= 400 && status != 404 {

@@ -29,7 +29,9 @@
 //! | [`pass`] | one composition of a pass (apps, then retention) for `plan`, `apply`, `status` and `run` |
 //! | [`retention`] | registry tag retention: the protected set from a complete read, a pure plan, a cap |
 //! | [`controller`] | `run`: the loop turns inputs into calls on its [`controller::schedule::Schedule`]; status and metrics |
-//! | [`lease`], [`http`], [`shutdown`], [`telemetry`] | leader election and the write fence; the endpoints; signals; logs |
+//! | [`lease`], [`http`], [`shutdown`], [`telemetry`] | leader election and the write fence; the endpoints; signals (two tiers); logs |
+//! | [`permissions`] | the least-privilege custom roles for a desired state (`permissions`) |
+//! | `fuzz` (hidden) | the parsers' entry points shared by the property tests and the cargo-fuzz targets |
 //! | [`simulator`] | an in-memory Azure (ARM Container Apps, ACR, identity, Azure Monitor metrics, app ingress) served over HTTP; `/_sim/` faults and audit |
 //! | [`ingress`] | reaching apps', revisions' and labels' URLs (`--ingress-endpoint`) |
 //! | [`duration`], [`time`], [`hash`] | `30s` / `5m` / `7d`; RFC 3339 and the clock; a deterministic mixer |

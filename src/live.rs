@@ -235,8 +235,8 @@ pub async fn observe_app(
 }
 
 /// Reads the replicas of each active revision, for an app whose restart was begun but maybe not
-/// finished ([`crate::plan::pending_restart`]). Rare: only after the controller stopped in the
-/// middle of a restart.
+/// finished ([`crate::plan::pending_restart`]): during a restart generation (the pending tag is
+/// written first) and after a controller stopped in the middle of one.
 async fn read_replicas(
     client: &ArmClient,
     key: &AppKey,

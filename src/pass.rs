@@ -187,7 +187,14 @@ pub async fn reconcile_apps(
             |mut q| async move { q.recv().await.map(|w| (w, q)) },
         )
         .map(|w| -> BoxFuture<'_, AppReport> {
-            Box::pin(apply::reconcile(client, w, options, budget, Clock::new()))
+            Box::pin(async move {
+                // Held while the app is reconciled (never while it waits: that is a requeue).
+                let _slot = match &options.slots {
+                    Some(slots) => slots.acquire().await.ok(),
+                    None => None,
+                };
+                apply::reconcile(client, w, options, budget, Clock::new()).await
+            })
         })
         .buffer_unordered(concurrency);
     let mut summary = PassSummary::default();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use aca_reconciler::acr::AcrClient;
 use aca_reconciler::arm::limiter::Limits;
-use aca_reconciler::arm::{ArmClient, ArmConfig, RetryPolicy, RevisionAction};
+use aca_reconciler::arm::{ArmClient, ArmConfig, Landed, RetryPolicy, RevisionAction};
 use aca_reconciler::auth::TokenSource;
 use aca_reconciler::simulator::seed;
 use aca_reconciler::simulator::store::{Config, LroMode, Registry, Repository, Tag, World};
@@ -322,18 +322,17 @@ async fn a_lock_conflict_waits_and_a_restart_is_never_repeated_blindly() {
     .await;
     let c = client(&h, |_| {});
     fault(&h, json!({"operation": "ContainerAppsRevisions_RestartRevision", "fault": {"kind": "lockConflict"}, "count": 1})).await;
-    c.revision_action(
-        &key("ca-user-service"),
-        "ca-user-service--v119",
-        RevisionAction::Restart,
-    )
-    .await
-    .unwrap();
+    let user = key("ca-user-service");
+    let restart = || c.revision_action(&user, "ca-user-service--v119", RevisionAction::Restart);
+    let refused = restart().await.unwrap();
+    assert_eq!(refused.landed, Landed::No, "409 lock: not processed");
     assert_eq!(
         count(&h, "ContainerAppsRevisions_RestartRevision").await,
-        2,
-        "409 lock: not processed, so retried"
+        1,
+        "and not sent again by the client: the caller decides from a fresh read"
     );
+    assert_eq!(restart().await.unwrap().landed, Landed::Yes);
+    assert_eq!(count(&h, "ContainerAppsRevisions_RestartRevision").await, 2);
 
     fault(&h, json!({"operation": "ContainerAppsRevisions_RestartRevision", "fault": {"kind": "status", "status": 503}, "count": 1})).await;
     let err = c
@@ -393,7 +392,11 @@ async fn a_lost_answer_is_followed_by_a_read_and_never_by_the_same_write() {
     .await;
     let body = json!({"properties": {"template": {"scale": {"minReplicas": 3, "maxReplicas": 9}, "revisionSuffix": "lost1"}}});
     let written = c.patch_app(&key("ca-cart-service"), &body).await.unwrap();
-    assert!(written.lost_answer, "the caller is told: {written:?}");
+    assert_eq!(
+        written.landed,
+        Landed::Unknown,
+        "the caller is told: {written:?}"
+    );
     assert_eq!(
         count(&h, "ContainerApps_Update").await,
         1,
@@ -416,7 +419,8 @@ async fn a_lost_answer_is_followed_by_a_read_and_never_by_the_same_write() {
         h.sim.audit().into_operation()
     );
 
-    // A lock conflict on the app's own operation: wait for it by reading, then write.
+    // A lock conflict: the write is not sent again (it was planned before that operation,
+    // whose changes it could undo); the caller is told, once the operation has ended.
     let hand = common::ArmTestClient::new(&h);
     let url = hand.app_url(PROD_SUB, PROD_RG, "ca-cart-service");
     let r = hand
@@ -428,7 +432,17 @@ async fn a_lost_answer_is_followed_by_a_read_and_never_by_the_same_write() {
     assert_eq!(r.status(), 202, "someone else's operation now runs");
     let body = json!({"properties": {"template": {"scale": {"minReplicas": 5, "maxReplicas": 9}, "revisionSuffix": "lock1"}}});
     let written = c.patch_app(&key("ca-cart-service"), &body).await.unwrap();
-    assert!(!written.lost_answer);
+    assert_eq!(written.landed, Landed::No);
+    let app = c.get_app(&key("ca-cart-service")).await.unwrap();
+    assert_eq!(
+        app.properties.provisioning_state.as_deref(),
+        Some("Succeeded")
+    );
+    assert_eq!(
+        app.properties.template.scale.min_replicas,
+        Some(4),
+        "theirs stands"
+    );
     let audit = h.sim.audit().to_json();
     assert!(
         audit["intoOperation"].as_array().unwrap().is_empty(),
@@ -436,8 +450,8 @@ async fn a_lost_answer_is_followed_by_a_read_and_never_by_the_same_write() {
     );
     assert_eq!(
         count(&h, "ContainerApps_Update").await,
-        4,
-        "ours, the hand edit's, ours refused with 409, ours again"
+        3,
+        "ours, the hand edit's, ours refused with 409 and not sent again"
     );
 }
 
@@ -780,7 +794,9 @@ async fn a_fenced_client_sends_no_write_without_the_lease_and_ends_each_write_be
         "gave up after {took:?}: {timed_out:?}"
     );
     assert!(
-        timed_out.as_ref().is_ok_and(|w| w.lost_answer),
+        timed_out
+            .as_ref()
+            .is_ok_and(|w| w.landed == Landed::Unknown),
         "{timed_out:?}"
     );
     assert_eq!(count(&h, "ContainerApps_Update").await, 1, "not sent again");

@@ -181,7 +181,7 @@ fn apply_converges_the_apps_then_carries_out_registry_retention_and_the_next_pla
         rows.as_array()
             .unwrap()
             .iter()
-            .all(|r| r["state"] == "in sync"),
+            .all(|r| r["state"] == "inSync" && r["detail"] == "in sync"),
         "{rows}"
     );
 }

@@ -24,7 +24,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::arm::{ArmClient, Error, Operation, Progress, RevisionAction, Written};
+use crate::arm::{ArmClient, Error, Landed, Operation, Progress, RevisionAction, Written};
 use crate::live::{Observation, observe_app};
 use crate::plan::{self, Action, Outcome, render};
 use crate::spec::{AppKey, AppSpec};
@@ -98,6 +98,10 @@ fn display<T: std::fmt::Display, S: serde::Serializer>(
     }
 }
 
+fn landed_yes(landed: &Landed) -> bool {
+    *landed == Landed::Yes
+}
+
 /// How apps are reconciled.
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
@@ -115,6 +119,9 @@ pub struct ApplyOptions {
     pub max_steps: usize,
     /// Writes left, shared by the reconciles of one pass (`None`: from `max_actions`).
     pub budget: Option<Arc<AtomicUsize>>,
+    /// Slots shared by every pass of a process (`run` starts a pass while others still run):
+    /// `concurrency` reconciles at once in all. `None`: each pass has its own `concurrency`.
+    pub slots: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl Default for ApplyOptions {
@@ -126,6 +133,7 @@ impl Default for ApplyOptions {
             poll_interval: Duration::from_secs(2),
             max_steps: 64,
             budget: None,
+            slots: None,
         }
     }
 }
@@ -143,9 +151,10 @@ pub struct ActionRecord {
     /// Azure's `x-ms-request-id` of the write, to quote to Azure support.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
-    /// The write's answer was lost: the app was read again to see whether it landed.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub lost_answer: bool,
+    /// Whether the write landed: `unknown` when its answer was lost, `no` when another
+    /// operation held the app; either way the app was read again and the plan made anew.
+    #[serde(skip_serializing_if = "landed_yes")]
+    pub landed: Landed,
     /// How long it took.
     pub ms: u64,
 }
@@ -303,9 +312,8 @@ fn take_budget_n(budget: &AtomicUsize, n: usize) -> bool {
 }
 
 /// The actions carried out before the app is read again: the first one, with these exceptions.
-/// - A template change goes with the wait for its revision, and a revision-mode change with the
-///   template change that follows it (the template does not depend on the mode, so re-reading
-///   in between would cost two reads for the same plan).
+/// - A template change goes with the wait for its revision (a revision-mode change rides in
+///   the template's PATCH already, [`plan::Change::RevisionMode`]).
 /// - A set of restarts goes with the tag that records it after: re-planning between them would
 ///   restart the same revisions again, since the generation is recorded only after the last
 ///   restart.
@@ -331,10 +339,7 @@ fn step_of(actions: Vec<Action>) -> Vec<Action> {
         (Some(Action::UpdateTemplate { .. }), _) => 1,
         _ => 0,
     };
-    let first_with_wait = match actions.first() {
-        Some(Action::SetRevisionMode { .. }) => 1 + template_at(1),
-        _ => template_at(0).max(1),
-    };
+    let first_with_wait = template_at(0).max(1);
     let n = if restarts > 0 {
         restarts
     } else if deactivations > 0 {
@@ -628,6 +633,20 @@ impl<'a> Run<'a> {
         if writes > 0 && !take_budget_n(self.budget, writes) {
             return Ok(Next::Stop(AppState::Drifted, Some(Failure::Deferred)));
         }
+        // Nothing after the pending-restart tag before its time: only what is created from
+        // then on (replicas of the restarts, the revision of a template change) may show a
+        // later time (plan::pending_restart).
+        if let Some((_, since)) = plan::pending_restart(app) {
+            let early = since - self.clock.now();
+            if early > 0 {
+                return Ok(self.requeue(
+                    Awaited::Busy,
+                    Instant::now(),
+                    true,
+                    Duration::from_millis(u64::try_from(early).unwrap_or(0)),
+                ));
+            }
+        }
         let mut step = step.into_iter().peekable();
         while let Some(action) = step.next() {
             if let Action::WaitUntilRunning { revision } = &action {
@@ -644,9 +663,20 @@ impl<'a> Run<'a> {
                 Some(Action::WaitUntilRunning { revision }) => Some(revision.clone()),
                 _ => None,
             };
+            let restart = matches!(action, Action::Restart { .. });
             match self.execute(action).await? {
                 Executed::Done => {}
-                Executed::LostAnswer => return Ok(Next::Reread),
+                Executed::NotLanded(landed) => {
+                    // Read again, and plan anew, once any operation it may have started ended.
+                    // A restart whose answer was lost is given time to show in its replicas
+                    // before the plan can judge whether it happened.
+                    let after = if restart && landed == Landed::Unknown {
+                        self.options.poll_interval * 10
+                    } else {
+                        self.options.poll_interval
+                    };
+                    return Ok(self.requeue(Awaited::Busy, Instant::now(), true, after));
+                }
                 Executed::Started(operation) => {
                     let after = operation.first_look();
                     return Ok(self.requeue(
@@ -677,12 +707,9 @@ impl<'a> Run<'a> {
                     "done"
                 );
                 let executed = match operation {
-                    _ if w.lost_answer => {
-                        // It may or may not have landed: the rest of the step was planned
-                        // assuming it did, so decide again from what Azure shows now.
-                        tracing::warn!(action = %description, "the answer was lost; reading the app again before anything else");
-                        Executed::LostAnswer
-                    }
+                    // It may not have landed: the rest of the step was planned assuming it
+                    // did, so decide again from what Azure shows.
+                    _ if w.landed != Landed::Yes => Executed::NotLanded(w.landed),
                     Some(op) => Executed::Started(op.clone()),
                     None => Executed::Done,
                 };
@@ -700,7 +727,7 @@ impl<'a> Run<'a> {
             action,
             error: result.as_ref().err().map(ToString::to_string),
             request_id: written.request_id,
-            lost_answer: written.lost_answer,
+            landed: written.landed,
             ms,
         });
         result.map(|_| executed)
@@ -715,23 +742,9 @@ impl<'a> Run<'a> {
             }
             Action::UpdateTemplate { body, .. }
             | Action::SetTraffic { body, .. }
+            | Action::MarkRestartPending { body, .. }
             | Action::RecordRestartGeneration { body, .. }
             | Action::ClearRestartPending { body, .. } => client.start_patch(key, body).await,
-            Action::MarkRestartPending { body, since, .. } => {
-                let (written, operation) = client.start_patch(key, body).await?;
-                // No restart before `since`, so that only replicas of the restarts show a later
-                // time (plan::pending_restart). The tag's write finishes first: restarts are not
-                // sent into its operation.
-                if let Some(mut operation) = operation {
-                    self.until_done(&mut operation).await?;
-                }
-                let since = crate::time::parse(since).unwrap_or(0);
-                let wait = u64::try_from(since - self.clock.now())
-                    .unwrap_or(0)
-                    .min(2_000);
-                tokio::time::sleep(Duration::from_millis(wait)).await;
-                Ok((written, None))
-            }
             Action::Activate { revision } => client
                 .revision_action(key, revision, RevisionAction::Activate)
                 .await
@@ -747,23 +760,6 @@ impl<'a> Run<'a> {
             Action::WaitUntilRunning { .. } => Ok((Written::default(), None)),
         }
     }
-
-    /// Polls a short operation to its end in place (a tag write inside a set of restarts,
-    /// which must not be split across reconciles).
-    async fn until_done(&self, operation: &mut Operation) -> Result<(), Error> {
-        let started = Instant::now();
-        let mut wait = operation.first_look();
-        loop {
-            if started.elapsed() + wait > self.options.revision_timeout {
-                return Err(operation.timed_out(self.key(), self.options.revision_timeout));
-            }
-            tokio::time::sleep(wait).await;
-            match self.client.poll_operation(self.key(), operation).await? {
-                Progress::Running(next) => wait = next,
-                Progress::Done => return Ok(()),
-            }
-        }
-    }
 }
 
 /// What carrying out one write led to.
@@ -772,8 +768,8 @@ enum Executed {
     Done,
     /// Azure accepted it and works on it: look at this operation later.
     Started(Operation),
-    /// Its answer was lost (the app was read until no operation ran): re-read and re-plan.
-    LostAnswer,
+    /// It may not have landed: read again, once no operation runs, and re-plan.
+    NotLanded(Landed),
 }
 
 fn timed_out(key: &AppKey, on: &Awaited, after: Duration) -> Error {
@@ -843,18 +839,7 @@ mod tests {
             to: Vec::new(),
             body: json!({}),
         };
-        // Mode, template and its wait go together; what follows waits for a fresh read.
-        let step = step_of(vec![
-            mode.clone(),
-            template("a--1"),
-            wait("a--1"),
-            traffic.clone(),
-            deactivate("a--0"),
-        ]);
-        assert_eq!(
-            kinds(&step),
-            ["setRevisionMode", "updateTemplate", "waitUntilRunning"]
-        );
+        // A template and its wait go together; what follows waits for a fresh read.
         assert_eq!(
             kinds(&step_of(vec![mode.clone(), traffic.clone()])),
             ["setRevisionMode"]

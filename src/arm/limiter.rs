@@ -150,9 +150,12 @@ impl Limiter {
         }
     }
 
-    /// Waits while a 429's `Retry-After` keeps `scope` closed to `kind`, without taking a
-    /// token: called right before a request that already holds one leaves.
+    /// Waits while a 429's `Retry-After` keeps `scope` closed to `kind`: called right before
+    /// a request that already holds a token leaves. A request that had to wait takes a token
+    /// again (the bucket restarted empty), so those held back leave at the refill rate, not
+    /// together.
     pub async fn wait_open(&self, scope: &str, kind: Kind) {
+        let mut waited = false;
         loop {
             let now = Instant::now();
             let until = self
@@ -161,7 +164,11 @@ impl Limiter {
                 .and_then(|b| b.blocked_until)
                 .filter(|until| *until > now);
             match until {
-                Some(until) => tokio::time::sleep_until(until).await,
+                Some(until) => {
+                    waited = true;
+                    tokio::time::sleep_until(until).await;
+                }
+                None if waited => return self.acquire(scope, kind).await,
                 None => return,
             }
         }

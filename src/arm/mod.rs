@@ -7,9 +7,9 @@
 //!   write-lock 409s and broken connections; for writes only 429s. Backoff is exponential with
 //!   jitter and a cap (backon); `Retry-After` is a floor, never shortened, and closes the
 //!   subscription to that kind of request for everyone ([`limiter`]).
-//! - A write whose answer was lost is never sent again blindly: the app is read, and its
-//!   operation waited for, and the caller re-plans. A lock conflict waits for the app's
-//!   operation to end (by reading the app) before the write goes again.
+//! - A write is never sent again blindly. One whose answer was lost may have landed, and one
+//!   refused by a lock conflict was planned before the operation that holds the app: both come
+//!   back as [`Landed`], and the caller reads the app (once its operation ends) and plans anew.
 //! - Lists follow `nextLink` to the end and return everything, or an error: never a part.
 //! - Writes wait for their long-running operation: `Azure-AsyncOperation`, else `Location`,
 //!   else (or when the operation URL is forbidden, as for identities scoped to one resource
@@ -247,8 +247,18 @@ struct Reply {
 /// `Retry-After` in seconds (ARM's form) or an HTTP date.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let v = headers.get("retry-after")?.to_str().ok()?.trim();
-    v.parse::<u64>().ok().map(Duration::from_secs)
+    v.parse::<u64>()
+        .ok()
+        .map(|s| Duration::from_secs(s.min(MAX_RETRY_AFTER_S)))
 }
+
+/// The wait after a 429 that names none (ARM always does; assumed from ARM's throttling
+/// documentation, N§7, which describes `Retry-After` on every 429).
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// The longest `Retry-After` believed, in seconds: a larger one (hostile or broken) is taken as
+/// an hour, so no wait can overflow a clock.
+pub const MAX_RETRY_AFTER_S: u64 = 3_600;
 
 pub(crate) fn header(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
@@ -487,9 +497,10 @@ impl ArmClient {
             }
             let result = self.attempt(call, &path, kind).await;
             if let (Err(e), Some(sub)) = (&result, call.subscription)
-                && let (Some(429), Some(ra)) = (e.status(), e.retry_after())
+                && e.status() == Some(429)
             {
-                self.limiter.observe_throttled(sub, kind, ra);
+                let wait = e.retry_after().unwrap_or(DEFAULT_RETRY_AFTER);
+                self.limiter.observe_throttled(sub, kind, wait);
             }
             result
         })
@@ -691,17 +702,20 @@ impl ArmClient {
         })
     }
 
-    /// PATCH an app (JSON merge patch) and wait for the operation. The caller reads the app
-    /// again when it needs it (the executor re-plans from a fresh read anyway).
+    /// PATCH an app (JSON merge patch) and wait for the operation (a convenience for callers
+    /// that can hold a task while Azure works; the executor uses [`ArmClient::start_patch`]).
     ///
-    /// A PATCH whose answer was lost is not sent again: the app is read (and its operation
-    /// waited for) instead, and the result says so ([`Written::lost_answer`]), so that the
-    /// caller decides again from what Azure now shows.
+    /// A PATCH that may not have landed ([`Landed::Unknown`], [`Landed::No`]) is not sent
+    /// again: the app is read until no operation runs on it, and the result says so, so that
+    /// the caller decides again from what Azure now shows.
     ///
     /// # Errors
     /// The write or its operation failed or timed out.
     pub async fn patch_app(&self, key: &AppKey, body: &Value) -> Result<Written, Error> {
         let (written, operation) = self.start_patch(key, body).await?;
+        if written.landed != Landed::Yes {
+            self.settle(key).await?;
+        }
         if let Some(mut operation) = operation {
             let started = Instant::now();
             let mut wait = operation.first_look();
@@ -721,8 +735,8 @@ impl ArmClient {
 
     /// PATCH an app (JSON merge patch) without waiting: the operation it started, if any, is
     /// returned to be polled with [`ArmClient::poll_operation`] (the executor requeues the app
-    /// instead of holding a slot while Azure works). A lost answer is handled as in
-    /// [`ArmClient::patch_app`].
+    /// instead of holding a slot while Azure works). See [`Landed`] for a write that may not
+    /// have landed.
     ///
     /// # Errors
     /// The write failed.
@@ -739,8 +753,9 @@ impl ArmClient {
             subscription: Some(&key.subscription),
             repeat: Repeat::Write,
         };
-        let Some(reply) = self.write(key, &call).await? else {
-            return Ok((Written::lost(), None));
+        let reply = match self.write(key, &call).await? {
+            Ok(reply) => reply,
+            Err(landed) => return Ok((Written::not_answered(landed), None)),
         };
         let operation = if matches!(reply.status, 201 | 202) {
             Some(Operation::from_headers(
@@ -753,61 +768,49 @@ impl ArmClient {
         Ok((Written::from(&reply), operation))
     }
 
-    /// Sends a write; `None` when its answer was lost (contract section 3: "a write whose
-    /// answer was lost is followed by a read, not by the same write again").
+    /// Sends a write once (a 429 is retried by `send` after its `Retry-After`). What a retry
+    /// cannot settle comes back as `Err(landed)`, for the caller to decide again from a fresh
+    /// read, never by sending the same write into a state it was not planned for (contract
+    /// section 3: "a write whose answer was lost is followed by a read, not by the same write
+    /// again"):
     ///
-    /// - A lost answer (connection dropped, timeout): the write may have landed and started an
-    ///   operation, so the app is read until no operation runs on it, and `None` is returned.
-    /// - A lock conflict (409, another operation holds the app): waits until the app's
-    ///   operation has ended (reading the app, not writing), then sends the write again, at
-    ///   most as often as the retry policy allows.
-    /// - A 429 was retried by `send` after its `Retry-After`; anything else is returned.
-    async fn write(&self, key: &AppKey, call: &Call<'_>) -> Result<Option<Reply>, Error> {
-        let mut delays = self.config.retry.delays();
-        loop {
-            match self.send(call).await {
-                Ok(reply) => return Ok(Some(reply)),
-                Err(e @ Error::Transport { .. }) => {
-                    tracing::warn!(app = %key, error = %e, "the answer to a write was lost: reading the app to see whether it landed, not sending it again");
-                    self.settle(key).await?;
-                    return Ok(None);
-                }
-                Err(e) if e.is_lock_conflict() => {
-                    let Some(delay) = delays.next() else {
-                        return Err(e);
-                    };
-                    tracing::info!(app = %key, error = %e, "another operation holds the app: waiting for it to end before writing");
-                    if !self.settle(key).await? {
-                        // The lock is not the app's own operation (its environment's, say).
-                        tokio::time::sleep(e.retry_after().map_or(delay, |ra| ra.max(delay))).await;
-                    }
-                }
-                Err(e) => return Err(e),
+    /// - a lost answer (connection dropped, timeout): the write may have landed and started an
+    ///   operation ([`Landed::Unknown`]);
+    /// - a lock conflict (409, another operation holds the app): nothing landed, and the body,
+    ///   planned before that other operation, may undo what it changes ([`Landed::No`]).
+    async fn write(&self, key: &AppKey, call: &Call<'_>) -> Result<Result<Reply, Landed>, Error> {
+        match self.send(call).await {
+            Ok(reply) => Ok(Ok(reply)),
+            Err(e @ Error::Transport { .. }) => {
+                tracing::warn!(app = %key, error = %e, "the answer to a write was lost: the app is read again before anything else, the write is not sent again");
+                Ok(Err(Landed::Unknown))
             }
+            Err(e) if e.is_lock_conflict() => {
+                tracing::info!(app = %key, error = %e, "another operation holds the app: the app is read again once it ends, and the write planned anew");
+                Ok(Err(Landed::No))
+            }
+            Err(e) => Err(e),
         }
     }
 
-    /// Reads the app until no operation runs on it (`provisioningState` is not `InProgress`);
-    /// says whether it had to wait.
+    /// Reads the app until no operation runs on it (`provisioningState` is not `InProgress`).
     ///
     /// # Errors
     /// A read failed, or the operation outlasted the operation timeout.
-    async fn settle(&self, key: &AppKey) -> Result<bool, Error> {
+    async fn settle(&self, key: &AppKey) -> Result<(), Error> {
+        let mut operation = Operation::app_state(self.config.poll_interval);
         let started = Instant::now();
-        let mut waited = false;
         loop {
-            if !self.get_app(key).await?.is_busy() {
-                return Ok(waited);
+            match self.poll_operation(key, &mut operation).await {
+                Ok(Progress::Done) | Err(Error::OperationFailed { .. }) => return Ok(()),
+                Ok(Progress::Running(wait)) => {
+                    if started.elapsed() + wait > self.config.operation_timeout {
+                        return Err(operation.timed_out(key, self.config.operation_timeout));
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => return Err(e),
             }
-            if started.elapsed() + self.config.poll_interval > self.config.operation_timeout {
-                return Err(Error::Timeout {
-                    resource: key.resource_id(),
-                    what: "the app's operation in progress".to_owned(),
-                    after: self.config.operation_timeout,
-                });
-            }
-            waited = true;
-            tokio::time::sleep(self.config.poll_interval).await;
         }
     }
 
@@ -919,9 +922,9 @@ impl ArmClient {
         Self::decode(&path, &reply.body)
     }
 
-    /// Activate, deactivate or restart a revision. None is sent again after a lost answer
-    /// (a restart might have happened; see `ArmClient::write`): the result says so, and the
-    /// caller decides again from a fresh read.
+    /// Activate, deactivate or restart a revision. None is sent again when it may not have
+    /// landed (see [`Landed`]): the result says so, and the caller decides again from a fresh
+    /// read (a restart that happened shows in its replicas).
     ///
     /// # Errors
     /// The call failed.
@@ -943,10 +946,10 @@ impl ArmClient {
             subscription: Some(&key.subscription),
             repeat: Repeat::Write,
         };
-        Ok(self
-            .write(key, &call)
-            .await?
-            .map_or_else(Written::lost, |r| Written::from(&r)))
+        Ok(match self.write(key, &call).await? {
+            Ok(reply) => Written::from(&reply),
+            Err(landed) => Written::not_answered(landed),
+        })
     }
 }
 
@@ -967,6 +970,15 @@ pub struct Operation {
 }
 
 impl Operation {
+    /// Following the app's `provisioningState` alone (no operation URL).
+    fn app_state(poll_interval: Duration) -> Self {
+        Self {
+            protocol: OperationProtocol::AppState,
+            url: String::new(),
+            first: poll_interval,
+        }
+    }
+
     fn from_headers(headers: &HeaderMap, poll_interval: Duration) -> Result<Self, Error> {
         let (protocol, url) = match (
             header(headers, "azure-asyncoperation"),
@@ -1011,22 +1023,34 @@ pub enum Progress {
     Done,
 }
 
-/// What Azure says of a write it accepted: the ids to quote to Azure support.
+/// Whether a write landed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Landed {
+    /// Azure answered and took it.
+    #[default]
+    Yes,
+    /// Its answer was lost: it may or may not have landed (and started an operation).
+    Unknown,
+    /// Another operation held the app (409): it did not land.
+    No,
+}
+
+/// What Azure says of a write: the ids to quote to Azure support, and whether it landed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Written {
     /// `x-ms-request-id`.
     pub request_id: Option<String>,
     /// `x-ms-correlation-request-id`.
     pub correlation_id: Option<String>,
-    /// The answer was lost: the write may or may not have landed (the app was read until no
-    /// operation ran on it). Decide again from a fresh read.
-    pub lost_answer: bool,
+    /// Whether it landed; anything but [`Landed::Yes`] means: read again and decide anew.
+    pub landed: Landed,
 }
 
 impl Written {
-    fn lost() -> Self {
+    fn not_answered(landed: Landed) -> Self {
         Self {
-            lost_answer: true,
+            landed,
             ..Self::default()
         }
     }
@@ -1037,7 +1061,7 @@ impl From<&Reply> for Written {
         Self {
             request_id: header(&reply.headers, "x-ms-request-id"),
             correlation_id: header(&reply.headers, "x-ms-correlation-request-id"),
-            lost_answer: false,
+            landed: Landed::Yes,
         }
     }
 }

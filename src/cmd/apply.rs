@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::{Error, Exit};
 use crate::apply::{AppReport, ApplyOptions};
+use crate::arm::Landed;
 use crate::cli::{Common, Output, PassArgs};
 use crate::pass::{self, RetentionOutcome};
 use crate::state::AppState;
@@ -46,14 +47,21 @@ pub async fn apply(
             for r in &report.apps {
                 writeln!(out, "{}: {}", r.app, headline(r))?;
                 for d in &r.actions {
-                    match (&d.error, d.lost_answer) {
+                    match (&d.error, d.landed) {
                         (Some(e), _) => writeln!(out, "    {}  FAILED: {e}", d.description)?,
-                        (None, true) => writeln!(
+                        (None, Landed::Unknown) => writeln!(
                             out,
                             "    {}  [answer lost: the app was read again]",
                             d.description
                         )?,
-                        (None, false) => writeln!(out, "    {}  [{} ms]", d.description, d.ms)?,
+                        (None, Landed::No) => writeln!(
+                            out,
+                            "    {}  [another operation held the app: planned again]",
+                            d.description
+                        )?,
+                        (None, Landed::Yes) => {
+                            writeln!(out, "    {}  [{} ms]", d.description, d.ms)?;
+                        }
                     }
                 }
             }

@@ -36,11 +36,7 @@ pub async fn status(
         let Some(body) = body else {
             return Err(Error::Setup(format!("{url} did not answer JSON")));
         };
-        let apps: Vec<Value> = body["apps"]
-            .as_object()
-            .map(|m| m.values().cloned().collect())
-            .or_else(|| body["apps"].as_array().cloned())
-            .unwrap_or_default();
+        let apps: Vec<Value> = body["apps"].as_array().cloned().unwrap_or_default();
         let unhealthy = apps
             .iter()
             .filter(|a| {
@@ -125,7 +121,7 @@ pub async fn status(
                 r["active"].as_str().unwrap_or("-"),
                 r["traffic"].as_str().unwrap_or("-"),
                 r["running"].as_str().unwrap_or("-"),
-                r["state"].as_str().unwrap_or("")
+                r["detail"].as_str().unwrap_or("")
             )?;
         }
     }
@@ -141,7 +137,7 @@ fn status_row(a: &PlannedApp<'_>) -> (Value, bool) {
     let key = &a.spec.key;
     let spec = a.spec;
     let (Observation::Found { app, revisions }, Some(planned)) = (&a.observed, &a.plan) else {
-        let state = if a.state == AppState::Missing {
+        let detail = if a.state == AppState::Missing {
             "missing in Azure".to_owned()
         } else {
             format!(
@@ -149,7 +145,10 @@ fn status_row(a: &PlannedApp<'_>) -> (Value, bool) {
                 a.reason.as_deref().unwrap_or("not observed")
             )
         };
-        return (json!({"app": key.to_string(), "state": state}), false);
+        return (
+            json!({"app": key.to_string(), "state": a.state, "detail": detail}),
+            false,
+        );
     };
     let image = app
         .properties
@@ -196,7 +195,7 @@ fn status_row(a: &PlannedApp<'_>) -> (Value, bool) {
         })
         .collect::<Vec<_>>()
         .join(", ");
-    let (state, ok) = match &planned.outcome {
+    let (detail, ok) = match &planned.outcome {
         Outcome::InSync => ("in sync".to_owned(), true),
         Outcome::Suspended => (
             format!("suspended ({} drifted)", planned.actions.len()),
@@ -220,7 +219,8 @@ fn status_row(a: &PlannedApp<'_>) -> (Value, bool) {
     (
         json!({
             "app": key.to_string(), "mode": if app.is_multiple_mode() { "Multiple" } else { "Single" }, "image": image,
-            "replicas": replicas, "active": active, "traffic": traffic, "running": running, "state": state,
+            "replicas": replicas, "active": active, "traffic": traffic, "running": running,
+            "state": a.state, "detail": detail,
         }),
         ok && healthy,
     )

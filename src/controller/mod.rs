@@ -156,6 +156,8 @@ pub async fn run(
     let revision_images = Arc::new(crate::retention::RevisionImages::default());
     let mut retention_task: JoinSet<pass::RetentionOutcome> = JoinSet::new();
     let mut pending_change: Option<(Instant, desired::Fingerprint)> = None;
+    // `--concurrency` reconciles at once across every running pass.
+    let slots = Arc::new(tokio::sync::Semaphore::new(config.concurrency.max(1)));
     tracing::info!(
         apps = store.state.apps.len(),
         interval_s = config.interval.as_secs(),
@@ -163,6 +165,13 @@ pub async fn run(
     );
 
     loop {
+        // The lease can lapse without a change on its channel (time passed): look every turn.
+        if fence.is_leader() != leading {
+            leading = on_leadership(&fence, leading, &store, &mut schedule, &board);
+            if leading {
+                next_retention = Instant::now();
+            }
+        }
         // Start a pass over every app the schedule says is due.
         if leading && !token.is_cancelled() {
             let batch = schedule.take_ready(Instant::now());
@@ -197,6 +206,7 @@ pub async fn run(
                     max_actions: config.max_actions,
                     revision_timeout: config.revision_timeout,
                     poll_interval: config.poll_interval,
+                    slots: Some(slots.clone()),
                     ..ApplyOptions::default()
                 };
                 let span = tracing::info_span!("pass", apps = items.len());
@@ -222,9 +232,9 @@ pub async fn run(
                 holding.insert(task.id(), held);
             }
         }
-        // Registry retention after full resyncs, when no pass is running.
+        // Registry retention every `reverify_after` resyncs (images of revisions a running pass
+        // creates are desired images, protected anyway).
         if retention_task.is_empty()
-            && passes.is_empty()
             && Instant::now() >= next_retention
             && !store.state.registries.is_empty()
             && leading
@@ -251,24 +261,22 @@ pub async fn run(
         board.metrics.queue_depth.set(schedule.queue_depth() as i64);
 
         let now = Instant::now();
-        let next_due = schedule.next_due().unwrap_or(now + config.interval);
+        // A standby has nothing due: it watches the files and the lease.
+        let next_due = match schedule.next_due() {
+            Some(at) if leading => at,
+            _ => now + config.interval,
+        };
         let wake = next_due.min(now + config.file_poll);
         tokio::select! {
             () = token.cancelled(), if !token.is_cancelled() => {
                 tracing::info!(running = schedule.in_flight(), "stopping: no new passes; letting running ones finish");
             }
             () = fence.changed() => {
-                let now_leading = fence.is_leader();
-                if now_leading && !leading {
-                    // Whatever the last leader left is ours now: look at everything.
-                    let now = Instant::now();
-                    for k in store.state.apps.keys() {
-                        schedule.due_at(k, now);
-                    }
-                    next_retention = now;
+                let was = leading;
+                leading = on_leadership(&fence, leading, &store, &mut schedule, &board);
+                if leading && !was {
+                    next_retention = Instant::now();
                 }
-                leading = now_leading;
-                publish_leadership(&fence, leading, &board);
             }
             () = board.trigger.notified() => {
                 tracing::info!("reconcile requested over HTTP: verifying every app in full");
@@ -280,11 +288,13 @@ pub async fn run(
                 next_retention = now;
             }
             Some(report) = report_rx.recv() => {
+                release(&mut holding, &report.app);
                 on_report(&report, &mut schedule, &store, &board, &clock);
             }
             Some(done) = passes.join_next_with_id() => {
                 // Its reports were sent before it ended; take any still queued first.
                 while let Ok(report) = report_rx.try_recv() {
+                    release(&mut holding, &report.app);
                     on_report(&report, &mut schedule, &store, &board, &clock);
                 }
                 let id = match &done {
@@ -363,6 +373,34 @@ pub async fn run(
         }
     }
     tracing::info!("controller stopped");
+}
+
+/// A reported app is no longer its pass's to free, should that pass end abnormally (another
+/// pass may take it on next).
+fn release(holding: &mut BTreeMap<tokio::task::Id, Vec<AppKey>>, app: &AppKey) {
+    for held in holding.values_mut() {
+        held.retain(|k| k != app);
+    }
+}
+
+/// This replica's leadership is now `fence.is_leader()`: publish it, and, on gaining it, make
+/// every app due at once (whatever the last leader left is ours now). Returns it.
+fn on_leadership(
+    fence: &Fence,
+    was: bool,
+    store: &DesiredStore,
+    schedule: &mut Schedule,
+    board: &StatusBoard,
+) -> bool {
+    let now_leading = fence.is_leader();
+    if now_leading && !was {
+        let now = Instant::now();
+        for k in store.state.apps.keys() {
+            schedule.due_at(k, now);
+        }
+    }
+    publish_leadership(fence, now_leading, board);
+    now_leading
 }
 
 /// An app's report: the schedule frees and reschedules it, `/status` and `/metrics` show it.

@@ -206,11 +206,15 @@ impl Schedule {
     }
 
     /// How long to wait after `failures` failures in a row: base * 2^(n-1), jittered, capped.
-    pub fn error_policy(&self, failures: u32) -> Duration {
+    /// A failure that trying again cannot cure by itself (Azure refused: a 403, a 400) starts
+    /// four steps further on: its cause is fixed by a person, so hammering it helps no one, yet
+    /// it is still looked at again (permissions do get granted).
+    pub fn error_policy(&self, failures: u32, retryable: bool) -> Duration {
+        let steps = failures.saturating_sub(1) + if retryable { 0 } else { 4 };
         let exp = self
             .config
             .backoff_base
-            .saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+            .saturating_mul(1u32 << steps.min(16));
         jittered(exp.min(self.config.backoff_cap))
     }
 
@@ -239,7 +243,8 @@ impl Schedule {
                     let n = self.failures.entry(report.app.clone()).or_insert(0);
                     *n += 1;
                     let n = *n;
-                    (now + self.error_policy(n), None)
+                    let retryable = report.error.as_ref().is_none_or(Failure::is_retryable);
+                    (now + self.error_policy(n, retryable), None)
                 }
             }
         };
@@ -372,6 +377,11 @@ mod tests {
         for (d, e) in delays.iter().zip(expected) {
             assert!((e * 0.9..=e * 1.1).contains(d), "{delays:?}");
         }
+        let refused = s.error_policy(1, false).as_secs_f64();
+        assert!(
+            (54.0..=66.0).contains(&refused),
+            "a refusal starts further on: {refused}"
+        );
         assert_eq!(s.failures(&a), 6);
         s.take_ready(Instant::now());
         let next = s.record(&report(&a, AppState::InSync), true, Instant::now());

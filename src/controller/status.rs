@@ -68,7 +68,8 @@ impl AppStatus {
 pub struct ActionLabels {
     /// Action kind (`updateTemplate`, ...).
     pub kind: String,
-    /// `ok`, `error`, or `unknown` (the answer was lost).
+    /// `ok`, `error`, `unknown` (the answer was lost) or `conflict` (another operation held the
+    /// app; planned again).
     pub result: String,
 }
 
@@ -243,10 +244,11 @@ impl Status {
                 .ok()
                 .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned))
                 .unwrap_or_default();
-            let result = match (&d.error, d.lost_answer) {
+            let result = match (&d.error, d.landed) {
                 (Some(_), _) => "error",
-                (None, true) => "unknown",
-                (None, false) => "ok",
+                (None, crate::arm::Landed::Unknown) => "unknown",
+                (None, crate::arm::Landed::No) => "conflict",
+                (None, crate::arm::Landed::Yes) => "ok",
             };
             metrics
                 .actions

@@ -463,10 +463,12 @@ pub fn retention(ctx: &Ctx<'_>, draft: &mut Draft) {
 /// 6. Restart, for a raised generation, every revision active before the restarts began (one
 ///    created since runs with the rotated secrets already; one whose replicas all started since
 ///    has restarted already), then record the generation and remove the pending tag in one
-///    PATCH. A pending tag left over from a recorded generation is removed.
+///    PATCH. A pending tag that no restart of the spec's is under way for is removed.
 pub fn restarts(ctx: &Ctx<'_>, draft: &mut Draft) {
     let (Some(generation), Some(since)) = (ctx.raised_generation(), draft.restart_since) else {
-        if ctx.tags.stale_pending() {
+        // No restart is under way for the spec: a pending tag is left over (its generation is
+        // recorded, or the spec no longer asks for it, or it does not parse).
+        if ctx.tags.restart_pending.is_some() {
             let value = ctx
                 .app
                 .tags

@@ -73,12 +73,6 @@ impl OwnedTags {
             .filter(|(generation, _)| *generation > self.restart_generation)
     }
 
-    /// Whether the app carries a pending-restart tag that no longer means anything: its
-    /// generation is recorded already, or it does not parse.
-    pub fn stale_pending(&self) -> bool {
-        self.restart_pending.is_some() && self.unfinished_restart().is_none()
-    }
-
     /// The body that marks the restarts of `generation` as begun at `since` (RFC 3339).
     pub fn mark_pending_body(generation: u64, since: &str) -> Value {
         json!({"tags": {RESTART_PENDING_TAG: format!("{generation}@{since}")}})
@@ -109,7 +103,6 @@ mod tests {
     fn tags_read_and_judged() {
         let none = OwnedTags::of(&app(json!({})));
         assert_eq!(none, OwnedTags::default());
-        assert!(!none.stale_pending());
 
         let begun = OwnedTags::of(&app(json!({
             RESTART_TAG: "2",
@@ -117,17 +110,17 @@ mod tests {
         })));
         assert_eq!(begun.restart_generation, 2);
         assert!(begun.unfinished_restart().is_some_and(|(g, _)| g == 3));
-        assert!(!begun.stale_pending());
 
         let done = OwnedTags::of(&app(json!({
             RESTART_TAG: "3",
             RESTART_PENDING_TAG: "3@2026-11-27T06:10:01Z",
         })));
         assert!(done.unfinished_restart().is_none());
-        assert!(done.stale_pending(), "recorded already: litter");
+        assert!(done.restart_pending.is_some(), "recorded already: litter");
 
         let garbage = OwnedTags::of(&app(json!({RESTART_PENDING_TAG: "soon"})));
-        assert!(garbage.stale_pending());
+        assert_eq!(garbage.restart_pending, Some(None));
+        assert!(garbage.unfinished_restart().is_none());
     }
 
     #[test]
