@@ -5,9 +5,11 @@
 //!   the file system's listing order.
 //! - Entries whose name starts with `.` (`.git`, `.github`) are skipped: a desired-state repo's
 //!   CI workflows are YAML too, and are not desired state.
-//! - No input makes this panic or use unbounded memory: files over [`MAX_FILE_BYTES`] are
-//!   refused before they are read whole, YAML alias expansion and nesting depth are bounded by
-//!   the YAML parser's limits, and position indexing is iterative.
+//! - No input makes this panic, use unbounded memory or stall: files over [`MAX_FILE_BYTES`]
+//!   are refused before they are read whole, nesting deeper than
+//!   [`nesting::MAX_DEPTH`](super::nesting::MAX_DEPTH) is refused by a linear pre-scan before
+//!   any YAML parser sees the text, YAML alias expansion is bounded by the YAML parser's limit,
+//!   and position indexing is iterative.
 //!
 //! # Errors
 //! Problems are returned as [`Diagnostic`]s, never as a panic or an early return, so one call
@@ -22,6 +24,7 @@ use serde::Deserialize;
 use serde_yaml::Value;
 
 use super::index::{self, DocIndex, Pos, SourceIndex};
+use super::nesting;
 use super::raw::{API_VERSION, ContainerAppDocument, DefaultsDocument, RegistryRetentionDocument};
 use super::validate;
 use super::{DesiredState, Diagnostic};
@@ -241,6 +244,12 @@ pub fn parse_bytes(path: &Path, root: &Path, bytes: &[u8]) -> ParsedFile {
         }
     };
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    // Before any YAML parser: both scan deep nesting in quadratic time.
+    if let Err(refusal) = nesting::check(text) {
+        file.diagnostics
+            .push(Diagnostic::new(path, refusal.pos, refusal.message));
+        return file;
+    }
     let source_index = index::index(text);
     for (n, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let positions = doc_index(&source_index, n);
@@ -271,6 +280,14 @@ pub fn parse_bytes(path: &Path, root: &Path, bytes: &[u8]) -> ParsedFile {
             continue; // an empty document, or one of comments only
         }
         file.documents += 1;
+        if value_depth(&value) > nesting::MAX_DEPTH {
+            file.diagnostics.push(Diagnostic::new(
+                path,
+                positions.start,
+                nesting::too_deep_message(ALIASED),
+            ));
+            continue;
+        }
         match parse_document(value, &positions) {
             Ok(doc) => file.docs.push(ParsedDoc {
                 doc,
@@ -284,6 +301,26 @@ pub fn parse_bytes(path: &Path, root: &Path, bytes: &[u8]) -> ParsedFile {
         }
     }
     file
+}
+
+/// How a document can nest deeper than the pre-scan saw: through what its aliases stand for.
+const ALIASED: &str = " once its aliases are expanded";
+
+/// How many collections deep a value goes. (Recursion is bounded: `yaml_serde` builds no
+/// value deeper than 128 levels.)
+fn value_depth(value: &Value) -> usize {
+    match value {
+        Value::Sequence(items) => 1 + items.iter().map(value_depth).max().unwrap_or(0),
+        Value::Mapping(map) => {
+            1 + map
+                .iter()
+                .map(|(k, v)| value_depth(k).max(value_depth(v)))
+                .max()
+                .unwrap_or(0)
+        }
+        Value::Tagged(tagged) => value_depth(&tagged.value),
+        _ => 0,
+    }
 }
 
 fn doc_index(source_index: &SourceIndex, n: usize) -> DocIndex {
@@ -315,8 +352,9 @@ fn yaml_error(path: &Path, text: &str, positions: &DocIndex, e: &serde_yaml::Err
         );
     }
     if message.contains("recursion limit exceeded") {
+        // The pre-scan has refused deep text, so only aliases can nest this deep.
         let pos = e.location().map_or(positions.start, located);
-        return Diagnostic::new(path, pos, "YAML nested too deeply (over 128 levels)");
+        return Diagnostic::new(path, pos, nesting::too_deep_message(ALIASED));
     }
     let pos = e.location().map_or(positions.start, located);
     let hint = if message.contains("cannot start any token") && message.contains("column") {

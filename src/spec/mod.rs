@@ -16,6 +16,7 @@
 
 pub mod index;
 pub mod load;
+pub mod nesting;
 pub mod raw;
 pub mod schema;
 pub mod validate;
