@@ -13,7 +13,7 @@
 //!
 //! # Errors
 //! Problems are returned as [`Diagnostic`]s, never as a panic or an early return, so one call
-//! reports every problem of the tree.
+//! reports every problem of the tree, and every problem of each document (see [`typed`]).
 
 use std::collections::HashSet;
 use std::fs;
@@ -397,7 +397,7 @@ fn position_of_byte(bytes: &[u8], offset: usize) -> Pos {
 type Problems = Vec<(Pos, String)>;
 
 /// Checks apiVersion and kind, then deserializes into the kind's raw type.
-fn parse_document(value: Value, positions: &DocIndex) -> Result<RawDocument, Problems> {
+fn parse_document(mut value: Value, positions: &DocIndex) -> Result<RawDocument, Problems> {
     let Value::Mapping(map) = &value else {
         return Err(vec![(
             positions.start,
@@ -445,15 +445,30 @@ fn parse_document(value: Value, positions: &DocIndex) -> Result<RawDocument, Pro
             None
         }
     };
-    let Some(kind) = kind.filter(|_| problems.is_empty()) else {
+    let Some(kind) = kind else {
         return Err(problems);
     };
+    if !problems.is_empty()
+        && let Value::Mapping(map) = &mut value
+    {
+        // The apiVersion is reported; check the rest as this release reads it.
+        map.insert("apiVersion".into(), API_VERSION.into());
+    }
     let typed = match kind.as_str() {
-        "Defaults" => typed(value, positions).map(RawDocument::Defaults),
-        "ContainerApp" => typed(value, positions).map(|d| RawDocument::ContainerApp(Box::new(d))),
-        _ => typed(value, positions).map(RawDocument::RegistryRetention),
+        "Defaults" => typed(&mut value, positions).map(RawDocument::Defaults),
+        "ContainerApp" => {
+            typed(&mut value, positions).map(|d| RawDocument::ContainerApp(Box::new(d)))
+        }
+        _ => typed(&mut value, positions).map(RawDocument::RegistryRetention),
     };
-    typed.map_err(|p| vec![p])
+    match typed {
+        Ok(doc) if problems.is_empty() => Ok(doc),
+        Ok(_) => Err(problems),
+        Err(more) => {
+            problems.extend(more);
+            Err(problems)
+        }
+    }
 }
 
 fn scalar_text(value: &Value) -> String {
@@ -466,24 +481,186 @@ fn scalar_text(value: &Value) -> String {
     }
 }
 
-/// Deserializes a whole document into `T`, turning serde's error into a located message
-/// that starts with the field's path.
+/// At most this many problems are listed for one document; a last line says there are more.
+/// (Each further problem costs one more pass over the document.)
+const MAX_PROBLEMS: usize = 100;
+
+/// Every pass reads the whole document, so a document gets at most this many node visits in
+/// all (and at most 1,000 passes), which keeps a hostile one to a fraction of a second.
+const VISIT_BUDGET: usize = 4_000_000;
+
+/// One step of a path into a YAML value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// What can stand in for a wrong or missing value so that deserializing can go on past it.
+const STAND_INS: [fn() -> Option<Value>; 7] = [
+    || None, // remove it: right for an optional field
+    || Some(Value::from(0)),
+    || Some(Value::from("")),
+    || Some(Value::from(false)),
+    || Some(Value::Sequence(Vec::new())),
+    || Some(Value::Mapping(serde_yaml::Mapping::new())),
+    || Some(Value::Null),
+];
+
+/// Deserializes a whole document into `T` and reports every problem of it, each at its own
+/// field, as `path: message`.
+///
+/// serde stops at the first error, so this loops: it records the error at path P, then takes
+/// the value at P out of the way (an unknown field is removed; a wrong or missing value is
+/// replaced by the first stand-in that gets deserializing past P) and deserializes again.
+/// Errors at or below a path already handled (the "missing field" that a removal causes, a
+/// stand-in's own shortcomings) are consequences, not problems, and are not reported. Each pass
+/// handles one path or tries one more stand-in, so the passes are bounded by the size of the
+/// document, and further by [`MAX_PROBLEMS`] and [`VISIT_BUDGET`].
 fn typed<T: serde::de::DeserializeOwned>(
-    value: Value,
+    value: &mut Value,
     positions: &DocIndex,
-) -> Result<T, (Pos, String)> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        // The path ends at the offending key, an unknown field included.
-        let path = render_path(e.path());
-        let inner = e.into_inner().to_string();
-        let pos = positions.locate(&path);
-        let shown = if path.is_empty() {
-            "document".to_owned()
-        } else {
-            path
+) -> Result<T, Problems> {
+    let mut problems = Problems::new();
+    // Paths handled so far, with how many stand-ins each has had.
+    let mut handled: Vec<(Vec<Step>, usize)> = Vec::new();
+    let passes = (VISIT_BUDGET / node_count(value).max(1)).clamp(10, 1000);
+    for _ in 0..passes {
+        let error = match serde_path_to_error::deserialize::<_, T>(&*value) {
+            Ok(doc) if problems.is_empty() => return Ok(doc),
+            Ok(_) => return Err(problems),
+            Err(e) => e,
         };
-        (pos, format!("{shown}: {}", humanize(&inner)))
-    })
+        let path = steps(error.path());
+        let message = error.into_inner().to_string();
+        let unknown = message.starts_with("unknown field `");
+        // The node the error is about: a missing field is below the path serde names.
+        let mut target = path.clone();
+        if let Some(field) = missing_field(&message) {
+            target.push(Step::Key(field.to_owned()));
+        }
+        let consequence = handled.iter().any(|(p, _)| target.starts_with(p));
+        if !consequence {
+            if problems.len() == MAX_PROBLEMS {
+                return Err(more(problems, positions));
+            }
+            problems.push(located(&path, &message, positions));
+        }
+        let tries = match handled.iter_mut().find(|(p, _)| *p == target) {
+            Some((_, tries)) => tries,
+            None => {
+                handled.push((target.clone(), 0));
+                match handled.last_mut() {
+                    Some((_, tries)) => tries,
+                    None => return Err(problems),
+                }
+            }
+        };
+        // The stand-ins in order, each tried once; removing (the first) is right for an
+        // unknown or optional field, and does nothing for a list item or a missing field.
+        loop {
+            let Some(make) = STAND_INS.get(*tries) else {
+                return Err(problems); // nothing gets past this one
+            };
+            *tries += 1;
+            let stand_in = make();
+            if unknown && stand_in.is_some() {
+                return Err(problems);
+            }
+            if put(value, &target, stand_in) {
+                break;
+            }
+        }
+    }
+    Err(more(problems, positions))
+}
+
+/// The problems found, and a last line saying that the check stopped before the end.
+fn more(mut problems: Problems, positions: &DocIndex) -> Problems {
+    let n = problems.len();
+    problems.push((
+        positions.start,
+        format!("this document may have more problems than the {n} listed here; fix these and validate again"),
+    ));
+    problems
+}
+
+/// How many values a document holds, counted without recursion.
+fn node_count(value: &Value) -> usize {
+    let mut count = 0;
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        count += 1;
+        match v {
+            Value::Sequence(items) => stack.extend(items),
+            Value::Mapping(map) => stack.extend(map.iter().flat_map(|(k, v)| [k, v])),
+            Value::Tagged(tagged) => stack.push(&tagged.value),
+            _ => {}
+        }
+    }
+    count
+}
+
+/// The problem serde reported at `path`, located there and worded for an operator.
+fn located(path: &[Step], message: &str, positions: &DocIndex) -> (Pos, String) {
+    let path = render_path(path);
+    let pos = positions.locate(&path);
+    let shown = if path.is_empty() {
+        "document".to_owned()
+    } else {
+        path
+    };
+    (pos, format!("{shown}: {}", humanize(message)))
+}
+
+/// The field that serde's "missing field `x`" names.
+fn missing_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(field, _)| field)
+}
+
+/// Replaces the node at `path` with `stand_in`, or removes it (`None`); creates a missing
+/// field. False when the path leads nowhere.
+fn put(value: &mut Value, path: &[Step], stand_in: Option<Value>) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false; // the document itself: nothing can stand in for it
+    };
+    let mut node = value;
+    for step in parents {
+        let next = match (unwrap_tagged(node), step) {
+            (Value::Mapping(map), Step::Key(k)) => map.get_mut(k.as_str()),
+            (Value::Sequence(items), Step::Index(i)) => items.get_mut(*i),
+            _ => None,
+        };
+        match next {
+            Some(next) => node = next,
+            None => return false,
+        }
+    }
+    match (unwrap_tagged(node), last, stand_in) {
+        (Value::Mapping(map), Step::Key(k), None) => map.shift_remove(k.as_str()).is_some(),
+        (Value::Mapping(map), Step::Key(k), Some(v)) => {
+            map.insert(Value::String(k.clone()), v);
+            true
+        }
+        (Value::Sequence(items), Step::Index(i), Some(v)) => match items.get_mut(*i) {
+            Some(item) => {
+                *item = v;
+                true
+            }
+            None => false,
+        },
+        _ => false,
+    }
+}
+
+fn unwrap_tagged(value: &mut Value) -> &mut Value {
+    match value {
+        Value::Tagged(tagged) => unwrap_tagged(&mut tagged.value),
+        other => other,
+    }
 }
 
 /// Makes serde's wording operator-friendly without losing information: Rust type names become
@@ -544,15 +721,26 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-fn render_path(path: &serde_path_to_error::Path) -> String {
+/// serde's path as steps into the YAML value.
+fn steps(path: &serde_path_to_error::Path) -> Vec<Step> {
     use serde_path_to_error::Segment;
+    path.iter()
+        .filter_map(|segment| match segment {
+            Segment::Seq { index } => Some(Step::Index(*index)),
+            Segment::Map { key } => Some(Step::Key(key.clone())),
+            Segment::Enum { variant } => Some(Step::Key(variant.clone())),
+            Segment::Unknown => None,
+        })
+        .collect()
+}
+
+/// `spec.traffic[1].weight`.
+fn render_path(path: &[Step]) -> String {
     let mut out = String::new();
-    for segment in path.iter() {
-        match segment {
-            Segment::Seq { index } => out = index::join_index(&out, *index),
-            Segment::Map { key } => out = index::join_key(&out, key),
-            Segment::Enum { variant } => out = index::join_key(&out, variant),
-            Segment::Unknown => {}
+    for step in path {
+        match step {
+            Step::Index(i) => out = index::join_index(&out, *i),
+            Step::Key(k) => out = index::join_key(&out, k),
         }
     }
     out
@@ -591,6 +779,39 @@ mod tests {
             messages(&f),
             [
                 "t.yaml:6:5: spec.replicas.min: invalid type: string \"two\", expected a whole number (0 or more)"
+            ]
+        );
+    }
+
+    #[test]
+    fn every_type_error_of_a_document_is_reported_at_its_own_field() {
+        let f = parse(
+            "apiVersion: aca-reconciler/v1\nkind: ContainerApp\nmetadata: {name: ca-a}\nspec:\n  replicas:\n    min: \"1\"\n    max: 3\n  revisionRetention:\n    keepActive: five\n  suspend: yes\n  color: blue\n",
+        );
+        assert_eq!(
+            messages(&f),
+            [
+                "t.yaml:6:5: spec.replicas.min: invalid type: string \"1\", expected a whole number (0 or more)",
+                "t.yaml:9:5: spec.revisionRetention.keepActive: invalid type: string \"five\", expected a whole number (0 or more)",
+                "t.yaml:10:3: spec.suspend: invalid type: string \"yes\", expected a boolean",
+                "t.yaml:11:3: spec.color: unknown field `color` (allowed here: `suspend`, `revisionMode`, `images`, `replicas`, `activeRevision`, `traffic`, `revisionRetention`, `restartGeneration`)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missing_field_and_a_wrong_one_are_both_reported() {
+        let f = parse(
+            "apiVersion: aca-reconciler/v2\nkind: RegistryRetention\nmetadata: {}\nspec:\n  registry: cr.example.io\n  repositories: [a, 7, [b]]\n",
+        );
+        assert_eq!(
+            messages(&f),
+            [
+                "t.yaml:1:1: apiVersion: `aca-reconciler/v2` is not supported; this release reads `aca-reconciler/v1`",
+                "t.yaml:3:1: metadata: missing field `name`",
+                "t.yaml:6:21: spec.repositories[1]: invalid type: integer `7`, expected a string",
+                "t.yaml:6:24: spec.repositories[2]: invalid type: sequence, expected a string",
+                "t.yaml:4:1: spec: missing field `keepLast`",
             ]
         );
     }
