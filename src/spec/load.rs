@@ -205,17 +205,18 @@ pub fn parse_file(path: &Path, root: &Path) -> ParsedFile {
 }
 
 fn read_limited(path: &Path) -> Result<Vec<u8>, Diagnostic> {
-    let file =
-        fs::File::open(path).map_err(|e| Diagnostic::whole(path, format!("cannot read: {e}")))?;
+    let file = fs::File::open(path)
+        .map_err(|e| Diagnostic::new(path, Pos::START, format!("cannot read: {e}")))?;
     let mut bytes = Vec::new();
     // Read at most one byte past the limit: enough to know it is too large, without reading
     // a multi-gigabyte file into memory.
     file.take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| Diagnostic::whole(path, format!("cannot read: {e}")))?;
+        .map_err(|e| Diagnostic::new(path, Pos::START, format!("cannot read: {e}")))?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(Diagnostic::whole(
+        return Err(Diagnostic::new(
             path,
+            Pos::START,
             "file is larger than 1 MiB, the limit for one desired-state file; split it into several files",
         ));
     }

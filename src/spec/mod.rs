@@ -35,7 +35,9 @@ pub use raw::RevisionMode;
 pub struct Diagnostic {
     /// The file, as it was reached from the path given on the command line.
     pub file: PathBuf,
-    /// Where in the file; None for a problem with the file or path as a whole.
+    /// Where in the file. A problem with a file as a whole (unreadable, too large) is at
+    /// 1:1, so that every line about a file keeps the `FILE:LINE:COLUMN: message` shape; None
+    /// only for what has no lines: a directory, a path that does not exist, `--subscription`.
     #[serde(flatten)]
     pub pos: Option<Pos>,
     /// What is wrong, naming the field, and what to do where that helps.
@@ -52,7 +54,9 @@ impl Diagnostic {
         }
     }
 
-    /// A problem with a whole file or path (unreadable, too large, missing).
+    /// A problem with something that has no lines: a directory, a path that does not exist,
+    /// a command-line option. (A problem with a whole file is [`Diagnostic::new`] at
+    /// [`Pos::START`].)
     pub fn whole(file: impl Into<PathBuf>, message: impl Into<String>) -> Self {
         Self {
             file: file.into(),
