@@ -683,14 +683,35 @@ fn humanize(message: &str) -> String {
             return format!("unknown field `{field}`; nothing may be written here");
         }
     }
+    if let Some(rest) = message.strip_prefix("unknown variant `")
+        && let Some((value, expected)) = rest.split_once("`, expected ")
+    {
+        let names: Vec<&str> = expected
+            .split(['`', ',', ' '])
+            .filter(|w| !w.is_empty() && *w != "or" && *w != "one" && *w != "of")
+            .collect();
+        let hint = closest(value, &names)
+            .map(|n| format!("; did you mean `{n}`?"))
+            .unwrap_or_default();
+        return format!("unknown value `{value}`, expected {expected}{hint}");
+    }
     message
         .replace("expected u8", "expected a whole number from 0 to 255")
         .replace("expected u32", "expected a whole number (0 or more)")
         .replace("expected u64", "expected a whole number (0 or more)")
 }
 
-/// The allowed name nearest to a misspelt one, if it is near enough to be a typo.
+/// The allowed name nearest to a misspelt one, if it is near enough to be a typo (or the
+/// typo is the start of it, such as `multi` for `multiple`).
 fn closest<'a>(typo: &str, names: &[&'a str]) -> Option<&'a str> {
+    let lower = typo.to_ascii_lowercase();
+    if lower.len() >= 4
+        && let Some(n) = names
+            .iter()
+            .find(|n| n.to_ascii_lowercase().starts_with(&lower))
+    {
+        return Some(n);
+    }
     names
         .iter()
         .map(|n| {
@@ -841,6 +862,7 @@ mod tests {
             Some("resourceGroup")
         );
         assert_eq!(closest("region", &["subscription", "resourceGroup"]), None);
+        assert_eq!(closest("multi", &["single", "multiple"]), Some("multiple"));
         assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 
