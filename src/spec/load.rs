@@ -7,13 +7,13 @@
 //!   CI workflows are YAML too, and are not desired state.
 //! - No input makes this panic, use unbounded memory or stall: files over [`MAX_FILE_BYTES`]
 //!   are refused before they are read whole, nesting deeper than
-//!   [`nesting::MAX_DEPTH`](super::nesting::MAX_DEPTH) is refused by a linear pre-scan before
+//!   [`nesting::MAX_DEPTH`] is refused by a linear pre-scan before
 //!   any YAML parser sees the text, YAML alias expansion is bounded by the YAML parser's limit,
 //!   and position indexing is iterative.
 //!
 //! # Errors
 //! Problems are returned as [`Diagnostic`]s, never as a panic or an early return, so one call
-//! reports every problem of the tree, and every problem of each document (see [`typed`]).
+//! reports every problem of the tree, and every problem of each document (see `typed`).
 
 use std::collections::HashSet;
 use std::fs;
@@ -285,7 +285,7 @@ pub fn parse_bytes(path: &Path, root: &Path, bytes: &[u8]) -> ParsedFile {
             file.diagnostics.push(Diagnostic::new(
                 path,
                 positions.start,
-                nesting::too_deep_message(ALIASED),
+                nesting::too_deep_message(true),
             ));
             continue;
         }
@@ -303,9 +303,6 @@ pub fn parse_bytes(path: &Path, root: &Path, bytes: &[u8]) -> ParsedFile {
     }
     file
 }
-
-/// How a document can nest deeper than the pre-scan saw: through what its aliases stand for.
-const ALIASED: &str = " once its aliases are expanded";
 
 /// How many collections deep a value goes. (Recursion is bounded: `yaml_serde` builds no
 /// value deeper than 128 levels.)
@@ -353,9 +350,9 @@ fn yaml_error(path: &Path, text: &str, positions: &DocIndex, e: &serde_yaml::Err
         );
     }
     if message.contains("recursion limit exceeded") {
-        // The pre-scan has refused deep text, so only aliases can nest this deep.
+        // The pre-scan has refused deep text, so only what aliases stand for nests this deep.
         let pos = e.location().map_or(positions.start, located);
-        return Diagnostic::new(path, pos, nesting::too_deep_message(ALIASED));
+        return Diagnostic::new(path, pos, nesting::too_deep_message(true));
     }
     let pos = e.location().map_or(positions.start, located);
     let hint = if message.contains("cannot start any token") && message.contains("column") {

@@ -3,8 +3,9 @@
 //! Data flows one way through three steps:
 //!
 //! 1. [`load`] finds the `*.yaml`/`*.yml` files under each path (sorted, hidden entries
-//!    skipped), refuses files that are too large or not UTF-8, splits them into documents and
-//!    deserializes each into the [`raw`] types. Positions come from [`index`].
+//!    skipped), refuses files that are too large, not UTF-8 or nested too deeply ([`nesting`],
+//!    before any YAML parser reads them), splits them into documents and deserializes each
+//!    into the [`raw`] types, reporting every problem of each. Positions come from [`index`].
 //! 2. [`validate`] applies `Defaults` inheritance and every rule of the contract, collecting
 //!    *all* problems as [`Diagnostic`]s (`FILE:LINE:COLUMN: message`), and turns the raw
 //!    documents into the checked types below.

@@ -25,7 +25,7 @@
 //! brackets are indicators when no space follows, which characters anchors and tags may hold,
 //! how far back a key may start, and the indentation of a top-level block scalar. A text can be
 //! built to look shallow to one and deep to the other, so the scan runs once in each parser's
-//! [`Dialect`] and refuses the text if either reading is too deep. Where a parser would stop on
+//! dialect and refuses the text if either reading is too deep. Where a parser would stop on
 //! a syntax error the scan goes on, which can only find more depth, never less.
 //!
 //! The characters on which the parsers disagree too much to follow both (U+0085, U+2028 and
@@ -48,12 +48,23 @@ pub struct Refusal {
 }
 
 /// The message for text nested deeper than [`MAX_DEPTH`], shared by the pre-scan and the
-/// parsers' own limits so that every layer says the same. `how` says how the depth arises.
-pub fn too_deep_message(how: &str) -> String {
+/// parsers' own limits so that every layer says the same. `aliased`: the depth comes from what
+/// aliases stand for, which only the parsers see.
+pub fn too_deep_message(aliased: bool) -> String {
+    let (how, fix) = if aliased {
+        (
+            " once its aliases are expanded",
+            "write the values out instead of nesting aliases in aliases",
+        )
+    } else {
+        (
+            "",
+            "look here for an unclosed `[` or `{`, or for indentation that keeps growing",
+        )
+    };
     format!(
         "nesting deeper than {MAX_DEPTH} levels{how}; a desired-state document needs only a few \
-         (spec.traffic[0].weight is 4), so look here for an unclosed `[` or `{{`, or for \
-         indentation that keeps growing"
+         (spec.traffic[0].weight is 4), so {fix}"
     )
 }
 
@@ -89,7 +100,7 @@ pub fn check(text: &str) -> Result<(), Refusal> {
         None => Ok(()),
         Some(at) => Err(Refusal {
             pos: position(&chars, at),
-            message: too_deep_message(""),
+            message: too_deep_message(false),
         }),
     }
 }
