@@ -109,7 +109,7 @@ const SCHEMA_REJECTS: &[&str] = &[
     "missing-metadata-name",
     "app-name-uppercase",
     "subscription-not-a-guid",
-    "revision-mode-capitalized",
+    "revision-mode-typo",
     "keep-active-zero",
     "restart-generation-negative",
     "suspend-yes-is-not-a-boolean",
@@ -133,5 +133,26 @@ fn schema_rejects_the_invalid_shapes() {
             docs.iter().any(|d| !v.is_valid(d)),
             "the schema accepts {name}"
         );
+    }
+}
+
+/// Azure compares enum values without regard to case and writes `Single` / `Multiple` itself;
+/// the schema accepts what `validate` accepts, so editors do not flag it.
+#[test]
+fn schema_accepts_revision_mode_in_any_case_and_rejects_a_typo() {
+    let v = validator();
+    let doc = |mode: &str| {
+        serde_json::json!({
+            "apiVersion": "aca-reconciler/v1",
+            "kind": "ContainerApp",
+            "metadata": {"name": "ca-demo"},
+            "spec": {"revisionMode": mode}
+        })
+    };
+    for mode in ["single", "multiple", "Single", "Multiple", "MULTIPLE"] {
+        assert!(v.is_valid(&doc(mode)), "{mode} is refused");
+    }
+    for mode in ["multi", "Multiples", ""] {
+        assert!(!v.is_valid(&doc(mode)), "{mode} is accepted");
     }
 }

@@ -5,13 +5,15 @@
 //!   the file system's listing order.
 //! - Entries whose name starts with `.` (`.git`, `.github`) are skipped: a desired-state repo's
 //!   CI workflows are YAML too, and are not desired state.
-//! - No input makes this panic or use unbounded memory: files over [`MAX_FILE_BYTES`] are
-//!   refused before they are read whole, YAML alias expansion and nesting depth are bounded by
-//!   the YAML parser's limits, and position indexing is iterative.
+//! - No input makes this panic, use unbounded memory or stall: files over [`MAX_FILE_BYTES`]
+//!   are refused before they are read whole, nesting deeper than
+//!   [`nesting::MAX_DEPTH`] is refused by a linear pre-scan before
+//!   any YAML parser sees the text, YAML alias expansion is bounded by the YAML parser's limit,
+//!   and position indexing is iterative.
 //!
 //! # Errors
 //! Problems are returned as [`Diagnostic`]s, never as a panic or an early return, so one call
-//! reports every problem of the tree.
+//! reports every problem of the tree, and every problem of each document (see `typed`).
 
 use std::collections::HashSet;
 use std::fs;
@@ -22,6 +24,7 @@ use serde::Deserialize;
 use serde_yaml::Value;
 
 use super::index::{self, DocIndex, Pos, SourceIndex};
+use super::nesting;
 use super::raw::{API_VERSION, ContainerAppDocument, DefaultsDocument, RegistryRetentionDocument};
 use super::validate;
 use super::{DesiredState, Diagnostic};
@@ -202,17 +205,18 @@ pub fn parse_file(path: &Path, root: &Path) -> ParsedFile {
 }
 
 fn read_limited(path: &Path) -> Result<Vec<u8>, Diagnostic> {
-    let file =
-        fs::File::open(path).map_err(|e| Diagnostic::whole(path, format!("cannot read: {e}")))?;
+    let file = fs::File::open(path)
+        .map_err(|e| Diagnostic::new(path, Pos::START, format!("cannot read: {e}")))?;
     let mut bytes = Vec::new();
     // Read at most one byte past the limit: enough to know it is too large, without reading
     // a multi-gigabyte file into memory.
     file.take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| Diagnostic::whole(path, format!("cannot read: {e}")))?;
+        .map_err(|e| Diagnostic::new(path, Pos::START, format!("cannot read: {e}")))?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(Diagnostic::whole(
+        return Err(Diagnostic::new(
             path,
+            Pos::START,
             "file is larger than 1 MiB, the limit for one desired-state file; split it into several files",
         ));
     }
@@ -241,6 +245,12 @@ pub fn parse_bytes(path: &Path, root: &Path, bytes: &[u8]) -> ParsedFile {
         }
     };
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    // Before any YAML parser: both scan deep nesting in quadratic time.
+    if let Err(refusal) = nesting::check(text) {
+        file.diagnostics
+            .push(Diagnostic::new(path, refusal.pos, refusal.message));
+        return file;
+    }
     let source_index = index::index(text);
     for (n, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let positions = doc_index(&source_index, n);
@@ -271,6 +281,14 @@ pub fn parse_bytes(path: &Path, root: &Path, bytes: &[u8]) -> ParsedFile {
             continue; // an empty document, or one of comments only
         }
         file.documents += 1;
+        if value_depth(&value) > nesting::MAX_DEPTH {
+            file.diagnostics.push(Diagnostic::new(
+                path,
+                positions.start,
+                nesting::too_deep_message(true),
+            ));
+            continue;
+        }
         match parse_document(value, &positions) {
             Ok(doc) => file.docs.push(ParsedDoc {
                 doc,
@@ -284,6 +302,23 @@ pub fn parse_bytes(path: &Path, root: &Path, bytes: &[u8]) -> ParsedFile {
         }
     }
     file
+}
+
+/// How many collections deep a value goes. (Recursion is bounded: `yaml_serde` builds no
+/// value deeper than 128 levels.)
+fn value_depth(value: &Value) -> usize {
+    match value {
+        Value::Sequence(items) => 1 + items.iter().map(value_depth).max().unwrap_or(0),
+        Value::Mapping(map) => {
+            1 + map
+                .iter()
+                .map(|(k, v)| value_depth(k).max(value_depth(v)))
+                .max()
+                .unwrap_or(0)
+        }
+        Value::Tagged(tagged) => value_depth(&tagged.value),
+        _ => 0,
+    }
 }
 
 fn doc_index(source_index: &SourceIndex, n: usize) -> DocIndex {
@@ -315,8 +350,9 @@ fn yaml_error(path: &Path, text: &str, positions: &DocIndex, e: &serde_yaml::Err
         );
     }
     if message.contains("recursion limit exceeded") {
+        // The pre-scan has refused deep text, so only what aliases stand for nests this deep.
         let pos = e.location().map_or(positions.start, located);
-        return Diagnostic::new(path, pos, "YAML nested too deeply (over 128 levels)");
+        return Diagnostic::new(path, pos, nesting::too_deep_message(true));
     }
     let pos = e.location().map_or(positions.start, located);
     let hint = if message.contains("cannot start any token") && message.contains("column") {
@@ -359,7 +395,7 @@ fn position_of_byte(bytes: &[u8], offset: usize) -> Pos {
 type Problems = Vec<(Pos, String)>;
 
 /// Checks apiVersion and kind, then deserializes into the kind's raw type.
-fn parse_document(value: Value, positions: &DocIndex) -> Result<RawDocument, Problems> {
+fn parse_document(mut value: Value, positions: &DocIndex) -> Result<RawDocument, Problems> {
     let Value::Mapping(map) = &value else {
         return Err(vec![(
             positions.start,
@@ -407,15 +443,30 @@ fn parse_document(value: Value, positions: &DocIndex) -> Result<RawDocument, Pro
             None
         }
     };
-    let Some(kind) = kind.filter(|_| problems.is_empty()) else {
+    let Some(kind) = kind else {
         return Err(problems);
     };
+    if !problems.is_empty()
+        && let Value::Mapping(map) = &mut value
+    {
+        // The apiVersion is reported; check the rest as this release reads it.
+        map.insert("apiVersion".into(), API_VERSION.into());
+    }
     let typed = match kind.as_str() {
-        "Defaults" => typed(value, positions).map(RawDocument::Defaults),
-        "ContainerApp" => typed(value, positions).map(|d| RawDocument::ContainerApp(Box::new(d))),
-        _ => typed(value, positions).map(RawDocument::RegistryRetention),
+        "Defaults" => typed(&mut value, positions).map(RawDocument::Defaults),
+        "ContainerApp" => {
+            typed(&mut value, positions).map(|d| RawDocument::ContainerApp(Box::new(d)))
+        }
+        _ => typed(&mut value, positions).map(RawDocument::RegistryRetention),
     };
-    typed.map_err(|p| vec![p])
+    match typed {
+        Ok(doc) if problems.is_empty() => Ok(doc),
+        Ok(_) => Err(problems),
+        Err(more) => {
+            problems.extend(more);
+            Err(problems)
+        }
+    }
 }
 
 fn scalar_text(value: &Value) -> String {
@@ -428,24 +479,186 @@ fn scalar_text(value: &Value) -> String {
     }
 }
 
-/// Deserializes a whole document into `T`, turning serde's error into a located message
-/// that starts with the field's path.
+/// At most this many problems are listed for one document; a last line says there are more.
+/// (Each further problem costs one more pass over the document.)
+const MAX_PROBLEMS: usize = 100;
+
+/// Every pass reads the whole document, so a document gets at most this many node visits in
+/// all (and at most 1,000 passes), which keeps a hostile one to a fraction of a second.
+const VISIT_BUDGET: usize = 4_000_000;
+
+/// One step of a path into a YAML value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// What can stand in for a wrong or missing value so that deserializing can go on past it.
+const STAND_INS: [fn() -> Option<Value>; 7] = [
+    || None, // remove it: right for an optional field
+    || Some(Value::from(0)),
+    || Some(Value::from("")),
+    || Some(Value::from(false)),
+    || Some(Value::Sequence(Vec::new())),
+    || Some(Value::Mapping(serde_yaml::Mapping::new())),
+    || Some(Value::Null),
+];
+
+/// Deserializes a whole document into `T` and reports every problem of it, each at its own
+/// field, as `path: message`.
+///
+/// serde stops at the first error, so this loops: it records the error at path P, then takes
+/// the value at P out of the way (an unknown field is removed; a wrong or missing value is
+/// replaced by the first stand-in that gets deserializing past P) and deserializes again.
+/// Errors at or below a path already handled (the "missing field" that a removal causes, a
+/// stand-in's own shortcomings) are consequences, not problems, and are not reported. Each pass
+/// handles one path or tries one more stand-in, so the passes are bounded by the size of the
+/// document, and further by [`MAX_PROBLEMS`] and [`VISIT_BUDGET`].
 fn typed<T: serde::de::DeserializeOwned>(
-    value: Value,
+    value: &mut Value,
     positions: &DocIndex,
-) -> Result<T, (Pos, String)> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        // The path ends at the offending key, an unknown field included.
-        let path = render_path(e.path());
-        let inner = e.into_inner().to_string();
-        let pos = positions.locate(&path);
-        let shown = if path.is_empty() {
-            "document".to_owned()
-        } else {
-            path
+) -> Result<T, Problems> {
+    let mut problems = Problems::new();
+    // Paths handled so far, with how many stand-ins each has had.
+    let mut handled: Vec<(Vec<Step>, usize)> = Vec::new();
+    let passes = (VISIT_BUDGET / node_count(value).max(1)).clamp(10, 1000);
+    for _ in 0..passes {
+        let error = match serde_path_to_error::deserialize::<_, T>(&*value) {
+            Ok(doc) if problems.is_empty() => return Ok(doc),
+            Ok(_) => return Err(problems),
+            Err(e) => e,
         };
-        (pos, format!("{shown}: {}", humanize(&inner)))
-    })
+        let path = steps(error.path());
+        let message = error.into_inner().to_string();
+        let unknown = message.starts_with("unknown field `");
+        // The node the error is about: a missing field is below the path serde names.
+        let mut target = path.clone();
+        if let Some(field) = missing_field(&message) {
+            target.push(Step::Key(field.to_owned()));
+        }
+        let consequence = handled.iter().any(|(p, _)| target.starts_with(p));
+        if !consequence {
+            if problems.len() == MAX_PROBLEMS {
+                return Err(more(problems, positions));
+            }
+            problems.push(located(&path, &message, positions));
+        }
+        let tries = match handled.iter_mut().find(|(p, _)| *p == target) {
+            Some((_, tries)) => tries,
+            None => {
+                handled.push((target.clone(), 0));
+                match handled.last_mut() {
+                    Some((_, tries)) => tries,
+                    None => return Err(problems),
+                }
+            }
+        };
+        // The stand-ins in order, each tried once; removing (the first) is right for an
+        // unknown or optional field, and does nothing for a list item or a missing field.
+        loop {
+            let Some(make) = STAND_INS.get(*tries) else {
+                return Err(problems); // nothing gets past this one
+            };
+            *tries += 1;
+            let stand_in = make();
+            if unknown && stand_in.is_some() {
+                return Err(problems);
+            }
+            if put(value, &target, stand_in) {
+                break;
+            }
+        }
+    }
+    Err(more(problems, positions))
+}
+
+/// The problems found, and a last line saying that the check stopped before the end.
+fn more(mut problems: Problems, positions: &DocIndex) -> Problems {
+    let n = problems.len();
+    problems.push((
+        positions.start,
+        format!("this document may have more problems than the {n} listed here; fix these and validate again"),
+    ));
+    problems
+}
+
+/// How many values a document holds, counted without recursion.
+fn node_count(value: &Value) -> usize {
+    let mut count = 0;
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        count += 1;
+        match v {
+            Value::Sequence(items) => stack.extend(items),
+            Value::Mapping(map) => stack.extend(map.iter().flat_map(|(k, v)| [k, v])),
+            Value::Tagged(tagged) => stack.push(&tagged.value),
+            _ => {}
+        }
+    }
+    count
+}
+
+/// The problem serde reported at `path`, located there and worded for an operator.
+fn located(path: &[Step], message: &str, positions: &DocIndex) -> (Pos, String) {
+    let path = render_path(path);
+    let pos = positions.locate(&path);
+    let shown = if path.is_empty() {
+        "document".to_owned()
+    } else {
+        path
+    };
+    (pos, format!("{shown}: {}", humanize(message)))
+}
+
+/// The field that serde's "missing field `x`" names.
+fn missing_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(field, _)| field)
+}
+
+/// Replaces the node at `path` with `stand_in`, or removes it (`None`); creates a missing
+/// field. False when the path leads nowhere.
+fn put(value: &mut Value, path: &[Step], stand_in: Option<Value>) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false; // the document itself: nothing can stand in for it
+    };
+    let mut node = value;
+    for step in parents {
+        let next = match (unwrap_tagged(node), step) {
+            (Value::Mapping(map), Step::Key(k)) => map.get_mut(k.as_str()),
+            (Value::Sequence(items), Step::Index(i)) => items.get_mut(*i),
+            _ => None,
+        };
+        match next {
+            Some(next) => node = next,
+            None => return false,
+        }
+    }
+    match (unwrap_tagged(node), last, stand_in) {
+        (Value::Mapping(map), Step::Key(k), None) => map.shift_remove(k.as_str()).is_some(),
+        (Value::Mapping(map), Step::Key(k), Some(v)) => {
+            map.insert(Value::String(k.clone()), v);
+            true
+        }
+        (Value::Sequence(items), Step::Index(i), Some(v)) => match items.get_mut(*i) {
+            Some(item) => {
+                *item = v;
+                true
+            }
+            None => false,
+        },
+        _ => false,
+    }
+}
+
+fn unwrap_tagged(value: &mut Value) -> &mut Value {
+    match value {
+        Value::Tagged(tagged) => unwrap_tagged(&mut tagged.value),
+        other => other,
+    }
 }
 
 /// Makes serde's wording operator-friendly without losing information: Rust type names become
@@ -467,14 +680,35 @@ fn humanize(message: &str) -> String {
             return format!("unknown field `{field}`; nothing may be written here");
         }
     }
+    if let Some(rest) = message.strip_prefix("unknown variant `")
+        && let Some((value, expected)) = rest.split_once("`, expected ")
+    {
+        let names: Vec<&str> = expected
+            .split(['`', ',', ' '])
+            .filter(|w| !w.is_empty() && *w != "or" && *w != "one" && *w != "of")
+            .collect();
+        let hint = closest(value, &names)
+            .map(|n| format!("; did you mean `{n}`?"))
+            .unwrap_or_default();
+        return format!("unknown value `{value}`, expected {expected}{hint}");
+    }
     message
         .replace("expected u8", "expected a whole number from 0 to 255")
         .replace("expected u32", "expected a whole number (0 or more)")
         .replace("expected u64", "expected a whole number (0 or more)")
 }
 
-/// The allowed name nearest to a misspelt one, if it is near enough to be a typo.
+/// The allowed name nearest to a misspelt one, if it is near enough to be a typo (or the
+/// typo is the start of it, such as `multi` for `multiple`).
 fn closest<'a>(typo: &str, names: &[&'a str]) -> Option<&'a str> {
+    let lower = typo.to_ascii_lowercase();
+    if lower.len() >= 4
+        && let Some(n) = names
+            .iter()
+            .find(|n| n.to_ascii_lowercase().starts_with(&lower))
+    {
+        return Some(n);
+    }
     names
         .iter()
         .map(|n| {
@@ -506,15 +740,26 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-fn render_path(path: &serde_path_to_error::Path) -> String {
+/// serde's path as steps into the YAML value.
+fn steps(path: &serde_path_to_error::Path) -> Vec<Step> {
     use serde_path_to_error::Segment;
+    path.iter()
+        .filter_map(|segment| match segment {
+            Segment::Seq { index } => Some(Step::Index(*index)),
+            Segment::Map { key } => Some(Step::Key(key.clone())),
+            Segment::Enum { variant } => Some(Step::Key(variant.clone())),
+            Segment::Unknown => None,
+        })
+        .collect()
+}
+
+/// `spec.traffic[1].weight`.
+fn render_path(path: &[Step]) -> String {
     let mut out = String::new();
-    for segment in path.iter() {
-        match segment {
-            Segment::Seq { index } => out = index::join_index(&out, *index),
-            Segment::Map { key } => out = index::join_key(&out, key),
-            Segment::Enum { variant } => out = index::join_key(&out, variant),
-            Segment::Unknown => {}
+    for step in path {
+        match step {
+            Step::Index(i) => out = index::join_index(&out, *i),
+            Step::Key(k) => out = index::join_key(&out, k),
         }
     }
     out
@@ -558,6 +803,39 @@ mod tests {
     }
 
     #[test]
+    fn every_type_error_of_a_document_is_reported_at_its_own_field() {
+        let f = parse(
+            "apiVersion: aca-reconciler/v1\nkind: ContainerApp\nmetadata: {name: ca-a}\nspec:\n  replicas:\n    min: \"1\"\n    max: 3\n  revisionRetention:\n    keepActive: five\n  suspend: yes\n  color: blue\n",
+        );
+        assert_eq!(
+            messages(&f),
+            [
+                "t.yaml:6:5: spec.replicas.min: invalid type: string \"1\", expected a whole number (0 or more)",
+                "t.yaml:9:5: spec.revisionRetention.keepActive: invalid type: string \"five\", expected a whole number (0 or more)",
+                "t.yaml:10:3: spec.suspend: invalid type: string \"yes\", expected a boolean",
+                "t.yaml:11:3: spec.color: unknown field `color` (allowed here: `suspend`, `revisionMode`, `images`, `replicas`, `activeRevision`, `traffic`, `revisionRetention`, `restartGeneration`)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missing_field_and_a_wrong_one_are_both_reported() {
+        let f = parse(
+            "apiVersion: aca-reconciler/v2\nkind: RegistryRetention\nmetadata: {}\nspec:\n  registry: cr.example.io\n  repositories: [a, 7, [b]]\n",
+        );
+        assert_eq!(
+            messages(&f),
+            [
+                "t.yaml:1:1: apiVersion: `aca-reconciler/v2` is not supported; this release reads `aca-reconciler/v1`",
+                "t.yaml:3:1: metadata: missing field `name`",
+                "t.yaml:6:21: spec.repositories[1]: invalid type: integer `7`, expected a string",
+                "t.yaml:6:24: spec.repositories[2]: invalid type: sequence, expected a string",
+                "t.yaml:4:1: spec: missing field `keepLast`",
+            ]
+        );
+    }
+
+    #[test]
     fn unknown_field_points_at_the_field() {
         let f = parse(
             "apiVersion: aca-reconciler/v1\nkind: Defaults\nmetadata: {name: d}\nspec:\n  resourceGroup: rg\n  region: uksouth\n",
@@ -581,6 +859,7 @@ mod tests {
             Some("resourceGroup")
         );
         assert_eq!(closest("region", &["subscription", "resourceGroup"]), None);
+        assert_eq!(closest("multi", &["single", "multiple"]), Some("multiple"));
         assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 

@@ -3,8 +3,9 @@
 //! Data flows one way through three steps:
 //!
 //! 1. [`mod@load`] finds the `*.yaml`/`*.yml` files under each path (sorted, hidden entries
-//!    skipped), refuses files that are too large or not UTF-8, splits them into documents and
-//!    deserializes each into the [`raw`] types. Positions come from [`index`].
+//!    skipped), refuses files that are too large, not UTF-8 or nested too deeply ([`nesting`],
+//!    before any YAML parser reads them), splits them into documents and deserializes each
+//!    into the [`raw`] types, reporting every problem of each. Positions come from [`index`].
 //! 2. [`validate`] applies `Defaults` inheritance and every rule of the contract, collecting
 //!    *all* problems as [`Diagnostic`]s (`FILE:LINE:COLUMN: message`), and turns the raw
 //!    documents into the checked types below.
@@ -16,6 +17,7 @@
 
 pub mod index;
 pub mod load;
+pub mod nesting;
 pub mod raw;
 pub mod schema;
 pub mod validate;
@@ -34,7 +36,9 @@ pub use raw::RevisionMode;
 pub struct Diagnostic {
     /// The file, as it was reached from the path given on the command line.
     pub file: PathBuf,
-    /// Where in the file; None for a problem with the file or path as a whole.
+    /// Where in the file. A problem with a file as a whole (unreadable, too large) is at
+    /// 1:1, so that every line about a file keeps the `FILE:LINE:COLUMN: message` shape; None
+    /// only for what has no lines: a directory, a path that does not exist, `--subscription`.
     #[serde(flatten)]
     pub pos: Option<Pos>,
     /// What is wrong, naming the field, and what to do where that helps.
@@ -51,7 +55,9 @@ impl Diagnostic {
         }
     }
 
-    /// A problem with a whole file or path (unreadable, too large, missing).
+    /// A problem with something that has no lines: a directory, a path that does not exist,
+    /// a command-line option. (A problem with a whole file is [`Diagnostic::new`] at
+    /// [`Pos::START`].)
     pub fn whole(file: impl Into<PathBuf>, message: impl Into<String>) -> Self {
         Self {
             file: file.into(),

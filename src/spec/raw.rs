@@ -125,7 +125,8 @@ pub struct ContainerAppSpec {
     /// a suspended app.
     pub suspend: Option<bool>,
     /// `configuration.activeRevisionsMode`: `single` keeps one revision active and moves
-    /// traffic itself; `multiple` lets this spec choose traffic and retention.
+    /// traffic itself; `multiple` lets this spec choose traffic and retention. Compared
+    /// without regard to case, as Azure does (Azure's own documents write `Single`/`Multiple`).
     pub revision_mode: Option<RevisionMode>,
     /// Container name -> full image reference with a tag or `@sha256:` digest. Changing one
     /// makes Azure create a new revision; all template changes of an app go out together.
@@ -152,13 +153,70 @@ pub struct ContainerAppSpec {
 }
 
 /// `configuration.activeRevisionsMode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RevisionMode {
     /// One revision is active; Azure moves all traffic to a new revision once it is ready.
     Single,
     /// Several revisions may be active; traffic goes where `traffic`/`activeRevision` says.
     Multiple,
+}
+
+impl RevisionMode {
+    /// The spellings this release writes, in the order messages list them.
+    pub const NAMES: [&str; 2] = ["single", "multiple"];
+}
+
+impl<'de> Deserialize<'de> for RevisionMode {
+    /// Any case: ARM's enums are strings compared without regard to case (the Container Apps
+    /// REST spec has `Multiple | Single` with `modelAsString`, its docs write `"multiple"`), and
+    /// Bicep and the REST documents spell them `Single` / `Multiple`.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RevisionMode;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("`single` or `multiple`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RevisionMode, E> {
+                if v.eq_ignore_ascii_case("single") {
+                    Ok(RevisionMode::Single)
+                } else if v.eq_ignore_ascii_case("multiple") {
+                    Ok(RevisionMode::Multiple)
+                } else {
+                    Err(E::unknown_variant(v, &RevisionMode::NAMES))
+                }
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
+impl JsonSchema for RevisionMode {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "RevisionMode".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "`configuration.activeRevisionsMode`, compared without regard to case as Azure does.",
+            "anyOf": [
+                {
+                    "const": "single",
+                    "description": "One revision is active; Azure moves all traffic to a new revision once it is ready."
+                },
+                {
+                    "const": "multiple",
+                    "description": "Several revisions may be active; traffic goes where `traffic`/`activeRevision` says."
+                },
+                {
+                    "type": "string",
+                    "pattern": "^([Ss][Ii][Nn][Gg][Ll][Ee]|[Mm][Uu][Ll][Tt][Ii][Pp][Ll][Ee])$",
+                    "description": "The same in any case, such as Azure's own `Single` and `Multiple`."
+                }
+            ]
+        })
+    }
 }
 
 /// `template.scale.minReplicas` / `maxReplicas`.
