@@ -501,6 +501,7 @@ fn fleet_run(exe: &Path, args: &Args, buckets: bool, with_steady: bool) -> Resul
 
     // 2. Steady state: a short interval; counted after the first full pass.
     eprintln!("== steady state, resync every {}", args.steady_interval);
+    let tags_before = op(&counts(&base)?, "ACR_GetTags");
     let port = free_port()?;
     let ep = format!("http://127.0.0.1:{port}");
     let ctl = controller(
@@ -526,6 +527,19 @@ fn fleet_run(exe: &Path, args: &Args, buckets: bool, with_steady: bool) -> Resul
     }
     let interval = aca_reconciler::duration::parse(&args.steady_interval)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // A new controller runs registry retention once at start (every app's revisions listed):
+    // part of its first minutes, not of the steady state. Wait until it has listed the tags.
+    let listed = Instant::now();
+    loop {
+        let tags = op(&counts(&base)?, "ACR_GetTags");
+        std::thread::sleep(Duration::from_secs(2));
+        if tags > tags_before && op(&counts(&base)?, "ACR_GetTags") == tags {
+            break;
+        }
+        if listed.elapsed() > Duration::from_secs(args.timeout_s) {
+            bail!("the steady-state controller never ran registry retention");
+        }
+    }
     // The restart verifies every app in full once (a revision list each, paced by the read
     // bucket): wait until a resync reads the revisions of at most a third of the apps.
     let settle = Instant::now();

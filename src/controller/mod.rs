@@ -232,10 +232,16 @@ pub async fn run(
                 holding.insert(task.id(), held);
             }
         }
-        // Registry retention every `reverify_after` resyncs (images of revisions a running pass
-        // creates are desired images, protected anyway).
+        // Registry retention every `reverify_after` resyncs, while no app is being converged
+        // (none waits on Azure), so that it does not take ARM's read bucket from them: between
+        // passes, or, as resyncs of many groups overlap, an interval after it was due. Work that
+        // never stops (long rollouts) cannot starve it: three intervals overdue, it runs anyway.
+        let now = Instant::now();
+        let converging = schedule.waiting() > 0;
         if retention_task.is_empty()
-            && Instant::now() >= next_retention
+            && now >= next_retention
+            && ((!converging && (passes.is_empty() || now >= next_retention + config.interval))
+                || now >= next_retention + config.interval * 3)
             && !store.state.registries.is_empty()
             && leading
             && !token.is_cancelled()

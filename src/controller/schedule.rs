@@ -145,6 +145,11 @@ impl Schedule {
         self.due.len()
     }
 
+    /// Apps waiting on Azure between two reconciles (a requeue with a wait).
+    pub fn waiting(&self) -> usize {
+        self.due.values().filter(|d| d.wait.is_some()).count()
+    }
+
     /// Apps being worked on.
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
