@@ -456,6 +456,56 @@ async fn a_lost_answer_is_followed_by_a_read_and_never_by_the_same_write() {
 }
 
 #[tokio::test]
+async fn a_revision_action_whose_answer_was_lost_is_not_sent_again() {
+    let h = start_sim(world(Config {
+        lro_mode: LroMode::Sync,
+        ..Config::default()
+    }))
+    .await;
+    let c = client(&h, |_| {});
+    for (operation, revision, action) in [
+        (
+            "ContainerAppsRevisions_ActivateRevision",
+            "ca-user-service--v112",
+            RevisionAction::Activate,
+        ),
+        (
+            "ContainerAppsRevisions_DeactivateRevision",
+            "ca-user-service--v112",
+            RevisionAction::Deactivate,
+        ),
+        (
+            "ContainerAppsRevisions_RestartRevision",
+            "ca-user-service--v119",
+            RevisionAction::Restart,
+        ),
+    ] {
+        fault(
+            &h,
+            json!({"operation": operation, "fault": {"kind": "lostAnswer"}, "count": 1}),
+        )
+        .await;
+        let written = c
+            .revision_action(&key("ca-user-service"), revision, action)
+            .await
+            .unwrap();
+        assert_eq!(written.landed, Landed::Unknown, "{operation}");
+        assert_eq!(
+            count(&h, operation).await,
+            1,
+            "{operation} was not sent again"
+        );
+    }
+    let restarts: Value = reqwest::get(format!("{}/_sim/restarts", h.base_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(restarts.as_array().unwrap().len(), 1, "it had landed, once");
+}
+
+#[tokio::test]
 async fn after_a_429_no_request_of_that_kind_leaves_until_retry_after() {
     // A registry: one listing is throttled for 2 s; a second listing asked for meanwhile (of
     // another repository) waits too, and reads of the ARM subscription are not held up.
