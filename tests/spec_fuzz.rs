@@ -296,3 +296,12 @@ fn hostile_shapes_are_answered_in_time() {
     }
     assert!(slow.is_empty(), "grossly slow (over {bound:?}): {slow:#?}");
 }
+
+/// Found by `mutated_valid_files` in CI: a file that ends in `? ` (an explicit key, no value,
+/// no newline) was reported one line past its end.
+#[test]
+fn a_problem_at_the_end_of_the_stream_is_located_inside_the_file() {
+    let text = "apiVersion: aca-reconciler/v1\nkind: Defaults\n1e999metadata: {name: prod}\nspec:\n  resourceGroup: rg\n? ";
+    let problems = check(text.as_bytes());
+    assert!(!problems.is_empty());
+}

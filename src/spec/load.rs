@@ -301,6 +301,20 @@ pub fn parse_bytes(path: &Path, root: &Path, bytes: &[u8]) -> ParsedFile {
             ),
         }
     }
+    // A parser's mark at the end of the stream can lie past the last line (a file that ends in
+    // `? ` with no newline): point at the end of the last line instead.
+    let lines = text.split('\n').count();
+    let last_end = text.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    for d in &mut file.diagnostics {
+        if let Some(pos) = d.pos.as_mut()
+            && pos.line > lines
+        {
+            *pos = index::Pos {
+                line: lines,
+                column: last_end,
+            };
+        }
+    }
     file
 }
 
