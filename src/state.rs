@@ -62,21 +62,6 @@ impl AppState {
         }
     }
 
-    /// Words for people (`status`'s table, `apply`'s report).
-    pub fn words(self) -> &'static str {
-        match self {
-            AppState::Pending => "pending",
-            AppState::InSync => "in sync",
-            AppState::Drifted => "drifted",
-            AppState::Applying => "applying",
-            AppState::Waiting => "waiting",
-            AppState::Failing => "failing",
-            AppState::Blocked => "blocked",
-            AppState::Suspended => "suspended",
-            AppState::Missing => "missing",
-        }
-    }
-
     /// Whether the app needs no one's attention: in sync, or suspended on purpose. `status`
     /// exits 2 when any app is not.
     pub fn is_settled(self) -> bool {

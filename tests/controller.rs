@@ -743,6 +743,35 @@ fn an_app_waiting_on_azure_holds_up_only_itself() {
     assert_eq!(sim_json(&base, "outages"), serde_json::json!([]));
 }
 
+/// The example platform in a scratch tree, its simulator, and a controller (`--interval 1h`,
+/// with `extra`) that has converged it.
+struct Converged {
+    s: Scratch,
+    base: String,
+    ep: String,
+    _sim: Proc,
+    _ctl: Proc,
+}
+
+fn converged(extra: &[&str]) -> Converged {
+    let s = Scratch::new();
+    copy_tree(&root().join("desired-state"), s.path());
+    let (sim, base) = simulator(s.path(), &["--revision-ready", "1s", "--lro", "sync"]);
+    let port = free_port();
+    let ep = format!("http://127.0.0.1:{port}");
+    let ctl = controller_with(s.path(), &base, port, "1h", extra, Stdio::null());
+    wait_for("readyz", Duration::from_secs(90), || {
+        get(&format!("{ep}/readyz")).0 == 200
+    });
+    Converged {
+        s,
+        base,
+        ep,
+        _sim: sim,
+        _ctl: ctl,
+    }
+}
+
 /// Changes `from` to `to` in `prod/NAME.yaml` of the scratch tree.
 fn edit_prod(dir: &Path, name: &str, from: &str, to: &str) {
     let file = dir.join(format!("prod/{name}.yaml"));
@@ -765,22 +794,13 @@ fn app_status(ep: &str, app: &str) -> Value {
 
 #[test]
 fn an_app_waiting_for_its_revision_frees_its_slot_even_at_concurrency_1() {
-    let s = Scratch::new();
-    copy_tree(&root().join("desired-state"), s.path());
-    let (_sim, base) = simulator(s.path(), &["--revision-ready", "1s", "--lro", "sync"]);
-    let port = free_port();
-    let ep = format!("http://127.0.0.1:{port}");
-    let _ctl = controller_with(
-        s.path(),
-        &base,
-        port,
-        "1h",
-        &["--concurrency", "1"],
-        Stdio::null(),
-    );
-    wait_for("readyz", Duration::from_secs(90), || {
-        get(&format!("{ep}/readyz")).0 == 200
-    });
+    let Converged {
+        s,
+        base,
+        ep,
+        _sim,
+        _ctl,
+    } = converged(&["--concurrency", "1"]);
     // From now on a new revision takes 20 s to run.
     let out = Command::new("curl")
         .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PATCH"])
@@ -828,15 +848,9 @@ fn an_app_waiting_for_its_revision_frees_its_slot_even_at_concurrency_1() {
 
 #[test]
 fn a_blocked_spec_waits_for_a_change_instead_of_backing_off() {
-    let s = Scratch::new();
-    copy_tree(&root().join("desired-state"), s.path());
-    let (_sim, base) = simulator(s.path(), &["--revision-ready", "1s", "--lro", "sync"]);
-    let port = free_port();
-    let ep = format!("http://127.0.0.1:{port}");
-    let _ctl = controller_with(s.path(), &base, port, "1h", &[], Stdio::null());
-    wait_for("readyz", Duration::from_secs(60), || {
-        get(&format!("{ep}/readyz")).0 == 200
-    });
+    let Converged {
+        s, ep, _sim, _ctl, ..
+    } = converged(&[]);
     // A container the app does not have: valid YAML, unreachable in Azure.
     edit_prod(
         s.path(),
@@ -904,15 +918,9 @@ fn every_documented_metric_moves_when_its_event_happens() {
         .collect();
     assert_eq!(documented, DOCUMENTED_METRICS, "{row}");
 
-    let s = Scratch::new();
-    copy_tree(&root().join("desired-state"), s.path());
-    let (_sim, base) = simulator(s.path(), &["--revision-ready", "1s", "--lro", "sync"]);
-    let port = free_port();
-    let ep = format!("http://127.0.0.1:{port}");
-    let _ctl = controller_with(s.path(), &base, port, "1h", &[], Stdio::null());
-    wait_for("readyz", Duration::from_secs(60), || {
-        get(&format!("{ep}/readyz")).0 == 200
-    });
+    let Converged {
+        s, ep, _sim, _ctl, ..
+    } = converged(&[]);
     // A broken edit, for the desired-state gauge.
     edit_prod(
         s.path(),

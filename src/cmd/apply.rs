@@ -110,7 +110,7 @@ fn headline(r: &AppReport) -> String {
         AppState::Blocked => format!("✗ blocked: {why}"),
         AppState::Failing => format!("✗ failed: {why}"),
         AppState::Applying | AppState::Waiting => {
-            format!("… still {}: {why}", r.state.words())
+            format!("… still {}: {why}", r.state)
         }
     }
 }
