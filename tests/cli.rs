@@ -163,12 +163,7 @@ fn simulate_serves_the_seed_and_stops_cleanly_on_sigterm() {
                 && l.ends_with("IDENTITY_HEADER=simulator")),
         "{rest:?}"
     );
-    let base = first
-        .split_whitespace()
-        .nth(3)
-        .unwrap()
-        .trim_end_matches(':')
-        .to_owned();
+    let base = common::banner_base(&first);
 
     // Dump its state to a file, and serve that dump from a second simulator.
     let dump = s.path().join("state.json");

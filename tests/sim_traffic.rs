@@ -735,12 +735,7 @@ fn simulate_serves_the_seeds_traffic_its_metrics_and_its_urls() {
         .take_while(|l| !l.starts_with("Serving"))
         .collect();
     let mut sim = common::Proc(child);
-    let base = banner[0]
-        .split_whitespace()
-        .nth(3)
-        .unwrap()
-        .trim_end_matches(':')
-        .to_owned();
+    let base = common::banner_base(&banner[0]);
     let mapping = format!("--ingress-endpoint {DOMAIN}=");
     let ingress = banner
         .iter()

@@ -261,11 +261,6 @@ impl AppReport {
         self
     }
 
-    /// When to look again, if the app waits on something.
-    pub fn requeue_after(&self) -> Option<Duration> {
-        self.requeue.as_ref().map(|r| r.after)
-    }
-
     /// Whether this reconcile changed the app and left it in sync.
     pub fn converged(&self) -> bool {
         self.state == AppState::InSync && !self.actions.is_empty()
@@ -774,10 +769,7 @@ enum Executed {
 
 fn timed_out(key: &AppKey, on: &Awaited, after: Duration) -> Error {
     let (resource, what) = match on {
-        Awaited::Operation { .. } => (
-            key.resource_id(),
-            "the write's long-running operation".to_owned(),
-        ),
+        Awaited::Operation { operation, .. } => return operation.timed_out(key, after),
         Awaited::Revision(r) => (
             format!("{}/revisions/{r}", key.resource_id()),
             "the revision becoming ready (traffic stays where it was)".to_owned(),

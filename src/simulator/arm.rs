@@ -309,8 +309,8 @@ const KNOWN_API_VERSIONS: &[&str] = &[
     "2026-07-01",
 ];
 
-/// `YYYY-MM-DD` or `YYYY-MM-DD-preview`, not before 2022-03-01.
-fn is_served_api_version(v: &str) -> bool {
+/// Whether `v` is `YYYY-MM-DD` or `YYYY-MM-DD-preview`, not before `first`.
+fn is_api_version_since(v: &str, first: &str) -> bool {
     let date = v.strip_suffix("-preview").unwrap_or(v);
     let shaped = date.len() == 10
         && date.bytes().enumerate().all(|(i, b)| {
@@ -320,7 +320,12 @@ fn is_served_api_version(v: &str) -> bool {
                 b.is_ascii_digit()
             }
         });
-    shaped && date >= "2022-03-01"
+    shaped && date >= first
+}
+
+/// A Container Apps api-version: well-formed, not before 2022-03-01.
+fn is_served_api_version(v: &str) -> bool {
+    is_api_version_since(v, "2022-03-01")
 }
 
 fn check_api_version(route: &Route, q: &HashMap<String, String>) -> Result<(), ArmError> {
@@ -367,16 +372,7 @@ const METRICS_API_VERSIONS: &[&str] = &[
 ];
 
 fn check_metrics_api_version(v: &str) -> Result<(), ArmError> {
-    let date = v.strip_suffix("-preview").unwrap_or(v);
-    let shaped = date.len() == 10
-        && date.bytes().enumerate().all(|(i, b)| {
-            if i == 4 || i == 7 {
-                b == b'-'
-            } else {
-                b.is_ascii_digit()
-            }
-        });
-    if shaped && date >= "2018-01-01" {
+    if is_api_version_since(v, "2018-01-01") {
         return Ok(());
     }
     Err(ArmError::new(

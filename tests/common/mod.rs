@@ -397,13 +397,17 @@ pub fn spawn_simulator(desired: &Path, identity_header: &str, extra: &[&str]) ->
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let base = first
+    let base = banner_base(&lines.next().unwrap().unwrap());
+    std::thread::spawn(move || lines.for_each(drop));
+    (Proc(child), base)
+}
+
+/// The base URL in `simulate`'s first banner line (`aca-reconciler simulator on URL: ...`).
+pub fn banner_base(first: &str) -> String {
+    first
         .split_whitespace()
         .nth(3)
         .unwrap()
         .trim_end_matches(':')
-        .to_owned();
-    std::thread::spawn(move || lines.for_each(drop));
-    (Proc(child), base)
+        .to_owned()
 }
