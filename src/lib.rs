@@ -70,6 +70,7 @@ pub mod pass;
 pub mod permissions;
 pub mod plan;
 pub mod retention;
+pub mod rollout;
 pub mod shutdown;
 pub mod simulator;
 pub mod spec;

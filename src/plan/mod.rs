@@ -553,6 +553,7 @@ mod tests {
             traffic: Some(TrafficSpec::Pin("ca-x--b".into())),
             keep_active: None,
             restart_generation: None,
+            rollout: None,
         }
     }
 

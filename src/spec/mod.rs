@@ -164,6 +164,9 @@ pub struct AppSpec {
     pub keep_active: Option<u32>,
     /// `restartGeneration`.
     pub restart_generation: Option<u64>,
+    /// `rollout`: new revisions walk these steps (owns traffic; excludes `traffic` and
+    /// `activeRevision`).
+    pub rollout: Option<crate::rollout::RolloutSpec>,
 }
 
 /// Replica bounds; `min <= max`, `1 <= max <= 1000`.

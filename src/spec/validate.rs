@@ -256,6 +256,7 @@ fn check_app(
         traffic,
         keep_active: spec.revision_retention.map(|r| r.keep_active),
         restart_generation: spec.restart_generation,
+        rollout: None,
     })
 }
 
