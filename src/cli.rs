@@ -69,6 +69,12 @@ pub struct Common {
     #[arg(long, env = "ACAR_CLIENT_THROTTLE", default_value = "on", value_parser = ["on", "off"], global = true)]
     pub client_throttle: String,
 
+    /// How far behind Azure Monitor's metrics are: a rollout check reads the window that ends
+    /// this long ago (Azure: "under a minute", late aggregates for a few more). With
+    /// --simulate: the embedded simulator's delay.
+    #[arg(long, env = "ACAR_METRICS_LAG", value_parser = parse_duration, global = true)]
+    pub metrics_lag: Option<std::time::Duration>,
+
     /// Registry tags deleted per pass at most (RegistryRetention).
     #[arg(long, env = "ACAR_MAX_TAG_DELETIONS", default_value_t = crate::retention::DEFAULT_CAP, global = true)]
     pub max_tag_deletions: usize,

@@ -23,7 +23,21 @@ pub struct Connection {
     pub poll_interval: Duration,
     /// The in-process simulator, when `--simulate`.
     pub simulator: Option<simulator::Handle>,
+    /// Where apps', revisions' and labels' URLs are reached (`--ingress-endpoint`, plus the
+    /// embedded simulator's domains).
+    pub ingress_endpoints: Vec<(String, String)>,
+    /// How far behind Azure Monitor's metrics are (`--metrics-lag`; the embedded simulator's
+    /// delay with `--simulate`).
+    pub metrics_lag: Duration,
 }
+
+/// Azure Monitor's lag when `--metrics-lag` is not given: platform metrics arrive "in under a
+/// minute" and late aggregates complete the newest minutes after [doc: learn.microsoft.com
+/// azure-monitor/logs/data-ingestion-time; research: evaluate with a lag of 2-3 minutes].
+pub const DEFAULT_METRICS_LAG: Duration = Duration::from_secs(180);
+
+/// The embedded simulator's metrics delay: short, so a rollout can be watched in minutes.
+const SIMULATED_METRICS_DELAY: Duration = Duration::from_secs(5);
 
 /// Connects to Azure as the options say, or starts a simulator seeded from `desired`.
 ///
@@ -35,9 +49,14 @@ pub async fn connect(common: &Common, desired: &DesiredState) -> Result<Connecti
             lro_ms: 500,
             lro_retry_after_s: 0,
             revision_ready_ms: 1_500,
+            metrics_delay_ms: u64::try_from(SIMULATED_METRICS_DELAY.as_millis()).unwrap_or(5_000),
             ..simulator::store::Config::default()
         };
-        let world = simulator::seed::from_desired(desired, config, Clock::new().now());
+        let now = Clock::new().now();
+        let mut world = simulator::seed::from_desired(desired, config, now);
+        // What the apps' users do (request rates, a bad image), as `simulate --seed` reads it.
+        simulator::seed::apply_sidecar(&mut world, &common.desired_state, now)?;
+        let domains = world.ingress_domains();
         let options = simulator::ServeOptions {
             listen: ([127, 0, 0, 1], 0).into(),
             tls: false,
@@ -72,11 +91,15 @@ pub async fn connect(common: &Common, desired: &DesiredState) -> Result<Connecti
             ));
         }
         let acr = AcrClient::new(tokens, &endpoints).map_err(|e| e.to_string())?;
+        let mut ingress_endpoints = common.ingress_endpoints.clone();
+        ingress_endpoints.extend(domains.into_iter().map(|d| (d, handle.base_url.clone())));
         return Ok(Connection {
             client,
             acr,
             poll_interval: Duration::from_millis(250),
             simulator: Some(handle),
+            ingress_endpoints,
+            metrics_lag: common.metrics_lag.unwrap_or(SIMULATED_METRICS_DELAY),
         });
     }
     let endpoint = common
@@ -98,5 +121,7 @@ pub async fn connect(common: &Common, desired: &DesiredState) -> Result<Connecti
         acr,
         poll_interval: Duration::from_secs(2),
         simulator: None,
+        ingress_endpoints: common.ingress_endpoints.clone(),
+        metrics_lag: common.metrics_lag.unwrap_or(DEFAULT_METRICS_LAG),
     })
 }

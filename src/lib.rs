@@ -51,6 +51,7 @@
 //! `docs/azure-notes.md`, whose example payloads are in `tests/fixtures/azure-specs/`.
 
 pub mod acr;
+pub mod analysis;
 pub mod apply;
 pub mod arm;
 pub mod auth;

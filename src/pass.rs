@@ -257,6 +257,14 @@ pub async fn converge(
             actions.append(&mut r.actions);
             r.actions = actions;
         }
+        if r.requeue
+            .as_ref()
+            .is_some_and(|q| matches!(q.wait.on, apply::Awaited::Rollout { .. }))
+        {
+            // A rollout holds a step for minutes: `apply` reports where it stands and leaves
+            // the walk to `run` (or to `apply` again), whose state is in the app's tag.
+            r.requeue = None;
+        }
         if let (Some(q), Some(spec)) = (r.requeue.clone(), desired.apps.get(&r.app)) {
             let now = Instant::now();
             let since = *first.entry(r.app.clone()).or_insert(now);

@@ -31,11 +31,17 @@ pub enum AppState {
     Suspended,
     /// The app does not exist in Azure (aca-reconciler never creates apps).
     Missing,
+    /// A rollout walks its steps: a new revision holds a share of traffic while it is
+    /// checked, or waits for a person's `rollout promote`. Healthy; it moves on by itself.
+    Progressing,
+    /// The last rollout rolled back: all traffic is on the stable revision, and the new one
+    /// is not tried again until the spec changes or a person runs `rollout retry`.
+    RolledBack,
 }
 
 impl AppState {
     /// Every state, in a fixed order (the gauge reports each, zeros included).
-    pub const ALL: [AppState; 9] = [
+    pub const ALL: [AppState; 11] = [
         AppState::Pending,
         AppState::InSync,
         AppState::Drifted,
@@ -45,6 +51,8 @@ impl AppState {
         AppState::Blocked,
         AppState::Suspended,
         AppState::Missing,
+        AppState::Progressing,
+        AppState::RolledBack,
     ];
 
     /// The camelCase name (as JSON spells it).
@@ -59,13 +67,18 @@ impl AppState {
             AppState::Blocked => "blocked",
             AppState::Suspended => "suspended",
             AppState::Missing => "missing",
+            AppState::Progressing => "progressing",
+            AppState::RolledBack => "rolledBack",
         }
     }
 
     /// Whether the app needs no one's attention: in sync, or suspended on purpose. `status`
     /// exits 2 when any app is not.
     pub fn is_settled(self) -> bool {
-        matches!(self, AppState::InSync | AppState::Suspended)
+        matches!(
+            self,
+            AppState::InSync | AppState::Suspended | AppState::Progressing
+        )
     }
 
     /// `plan --output json`'s older `status` word for this state (kept for scripts written

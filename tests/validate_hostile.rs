@@ -132,7 +132,7 @@ fn validate_reports_both_type_errors_of_a_document_each_at_its_own_line() {
         stdout(&out),
         "app.yaml:9:5: spec.replicas.min: invalid type: string \"1\", expected a whole number (0 or more)\n\
          app.yaml:12:5: spec.revisionRetention.keepActive: invalid type: string \"five\", expected a whole number (0 or more)\n\
-         app.yaml:13:3: spec.colour: unknown field `colour` (allowed here: `suspend`, `revisionMode`, `images`, `replicas`, `activeRevision`, `traffic`, `revisionRetention`, `restartGeneration`)\n\
+         app.yaml:13:3: spec.colour: unknown field `colour` (allowed here: `suspend`, `revisionMode`, `images`, `replicas`, `activeRevision`, `traffic`, `revisionRetention`, `restartGeneration`, `rollout`)\n\
          invalid: 3 problems in 1 document in 1 file (0 apps, 0 registry policies)\n"
     );
 }

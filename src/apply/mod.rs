@@ -61,6 +61,12 @@ pub enum Failure {
     /// `apply` looked again and again, and the app never came to rest.
     #[error("still not settled after {0:?}; is someone else writing to this app?")]
     Unsettled(Duration),
+    /// The last rollout rolled back (its reason in numbers). Not retried: the same revision is
+    /// not tried again until the spec changes or a person runs `rollout retry`.
+    #[error(
+        "the rollout rolled back: {0}; traffic is on the stable revision. Fix the image and change the spec, or run `aca-reconciler rollout retry APP`"
+    )]
+    RolledBack(String),
     /// The pass that held the app ended without reporting it (a defect).
     #[error("internal error: the pass working on this app ended without finishing it; retrying")]
     Abandoned,
@@ -71,7 +77,7 @@ impl Failure {
     pub fn is_retryable(&self) -> bool {
         match self {
             Failure::Azure(e) => e.is_retryable(),
-            Failure::Blocked(_) | Failure::Missing => false,
+            Failure::Blocked(_) | Failure::Missing | Failure::RolledBack(_) => false,
             Failure::Unreadable(_)
             | Failure::Deferred
             | Failure::Endless(_)
@@ -122,6 +128,10 @@ pub struct ApplyOptions {
     /// Slots shared by every pass of a process (`run` starts a pass while others still run):
     /// `concurrency` reconciles at once in all. `None`: each pass has its own `concurrency`.
     pub slots: Option<Arc<tokio::sync::Semaphore>>,
+    /// Takes rollouts' analysis checks (`None`: a check is an error, and the step holds).
+    pub analyzer: Option<Arc<crate::analysis::Analyzer>>,
+    /// How far behind Azure Monitor's data is: a check's window ends this long before now.
+    pub metrics_lag: Duration,
 }
 
 impl Default for ApplyOptions {
@@ -134,6 +144,8 @@ impl Default for ApplyOptions {
             max_steps: 64,
             budget: None,
             slots: None,
+            analyzer: None,
+            metrics_lag: Duration::from_secs(180),
         }
     }
 }
@@ -173,6 +185,12 @@ pub enum Awaited {
     Revision(String),
     /// Someone else's operation on the app (`provisioningState` is `InProgress`).
     Busy,
+    /// A rollout holds a step until its next check or the end of its pause: then read the
+    /// app and plan, with the last check taken.
+    Rollout {
+        /// The last check, for the next plan.
+        check: Option<Box<crate::rollout::Check>>,
+    },
 }
 
 /// A wait carried from one reconcile to the next.
@@ -239,6 +257,12 @@ pub struct AppReport {
     /// How this reconcile verified the app (for `run`'s skipping of revision reads).
     #[serde(skip)]
     pub verified: Verification,
+    /// Where the app's rollout stands, if its spec has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::rollout::decide::RolloutView>,
+    /// The analysis checks this reconcile took.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<crate::rollout::Check>,
 }
 
 impl AppReport {
@@ -252,6 +276,8 @@ impl AppReport {
             requeue: None,
             standby: false,
             verified: Verification::No,
+            rollout: None,
+            checks: Vec::new(),
         }
     }
 
@@ -375,6 +401,9 @@ pub async fn reconcile(
 enum Next {
     /// Read the app again and plan anew.
     Reread,
+    /// Plan anew from the same reading (an analysis check was taken: it changes nothing in
+    /// Azure).
+    Replan,
     /// Look again later.
     Requeue(Requeue),
     /// Stop here with this report.
@@ -390,6 +419,12 @@ struct Run<'a> {
     clock: Clock,
     done: Vec<ActionRecord>,
     standby: bool,
+    /// The last analysis check (carried by a rollout's wait, or taken now).
+    check: Option<crate::rollout::Check>,
+    /// The checks taken in this reconcile.
+    checks: Vec<crate::rollout::Check>,
+    /// The rollout as last planned.
+    rollout: Option<crate::rollout::decide::RolloutView>,
 }
 
 impl<'a> Run<'a> {
@@ -408,6 +443,9 @@ impl<'a> Run<'a> {
             clock,
             done: Vec::new(),
             standby: false,
+            check: None,
+            checks: Vec::new(),
+            rollout: None,
         }
     }
 
@@ -429,6 +467,8 @@ impl<'a> Run<'a> {
             requeue,
             standby: self.standby,
             verified: Verification::No,
+            rollout: self.rollout,
+            checks: self.checks,
         }
     }
 
@@ -456,10 +496,13 @@ impl<'a> Run<'a> {
             },
         };
         for _ in 0..self.options.max_steps {
-            let next = match self.step(observed).await {
+            let next = match self.step(&observed).await {
                 Ok(next) => next,
                 Err(e) => return self.failed(e),
             };
+            if matches!(next, Next::Replan) {
+                continue;
+            }
             if !matches!(next, Next::Reread) {
                 return self.finish(next);
             }
@@ -476,14 +519,16 @@ impl<'a> Run<'a> {
         match next {
             Next::Stop(state, error) => self.report(state, error, None),
             Next::Requeue(r) => {
-                let state = if r.wait.ours || !self.done.is_empty() {
+                let state = if matches!(r.wait.on, Awaited::Rollout { .. }) {
+                    AppState::Progressing
+                } else if r.wait.ours || !self.done.is_empty() {
                     AppState::Applying
                 } else {
                     AppState::Waiting
                 };
                 self.report(state, None, Some(r))
             }
-            Next::Reread => self.report(AppState::Failing, None, None),
+            Next::Reread | Next::Replan => self.report(AppState::Failing, None, None),
         }
     }
 
@@ -498,6 +543,11 @@ impl<'a> Run<'a> {
     /// Looks once at what `wait` awaits: `None` when it is over (read the app and go on),
     /// else how to go on.
     async fn resume(&mut self, wait: Wait) -> Result<Option<Next>, Error> {
+        if let Awaited::Rollout { check } = wait.on {
+            // A step's time is the rollout's own (its pause, its progress deadline).
+            self.check = check.map(|c| *c);
+            return Ok(None);
+        }
         if wait.since.elapsed() > self.options.revision_timeout {
             return Err(timed_out(
                 self.key(),
@@ -528,6 +578,7 @@ impl<'a> Run<'a> {
             Awaited::Revision(revision) => {
                 self.check_revision(revision, wait.since, wait.ours).await
             }
+            Awaited::Rollout { .. } => Ok(None),
             Awaited::Busy => {
                 if self.client.get_app(self.key()).await?.is_busy() {
                     Ok(Some(self.requeue(
@@ -586,8 +637,8 @@ impl<'a> Run<'a> {
     }
 
     /// Plans from `observed` and carries out the first step of the plan.
-    async fn step(&mut self, observed: Observation) -> Result<Next, Error> {
-        let (app, revisions) = match &observed {
+    async fn step(&mut self, observed: &Observation) -> Result<Next, Error> {
+        let (app, revisions) = match observed {
             Observation::Found { app, revisions } => (app, revisions),
             Observation::Missing => {
                 return Ok(Next::Stop(AppState::Missing, Some(Failure::Missing)));
@@ -599,15 +650,41 @@ impl<'a> Run<'a> {
                 ));
             }
         };
-        let planned = plan::plan_app(
+        let now = self.clock.now();
+        let planned = plan::plan_app_with(
             self.spec,
             plan::LiveApp {
                 app,
                 revisions: revisions.as_deref(),
             },
-            self.clock.now(),
+            now,
+            &crate::rollout::decide::Input {
+                check: self.check.as_ref(),
+                metrics_lag_ms: u64::try_from(self.options.metrics_lag.as_millis())
+                    .unwrap_or(u64::MAX),
+            },
         );
+        if planned.rollout.is_some() {
+            self.rollout.clone_from(&planned.rollout);
+        }
         let step = match planned.outcome {
+            Outcome::Progressing { until } => {
+                let after = Duration::from_millis(u64::try_from(until - now).unwrap_or(0));
+                return Ok(self.requeue(
+                    Awaited::Rollout {
+                        check: self.check.clone().map(Box::new),
+                    },
+                    Instant::now(),
+                    true,
+                    after,
+                ));
+            }
+            Outcome::RolledBack { reason } => {
+                return Ok(Next::Stop(
+                    AppState::RolledBack,
+                    Some(Failure::RolledBack(reason)),
+                ));
+            }
             Outcome::InSync => return Ok(Next::Stop(AppState::InSync, None)),
             Outcome::Suspended => return Ok(Next::Stop(AppState::Suspended, None)),
             Outcome::Blocked { reason } => {
@@ -641,6 +718,38 @@ impl<'a> Run<'a> {
                     Duration::from_millis(u64::try_from(early).unwrap_or(0)),
                 ));
             }
+        }
+        if let Some(Action::Analyze { .. }) = step.first() {
+            if let Some(Action::Analyze {
+                canary,
+                stable,
+                step,
+                weight,
+                window,
+                probe_base,
+            }) = step.into_iter().next()
+            {
+                let target = crate::analysis::CheckTarget {
+                    at: now,
+                    step,
+                    weight,
+                    stable,
+                    canary,
+                    window,
+                    probe_base,
+                };
+                let check = self.analyze(&target).await;
+                tracing::info!(
+                    canary = %check.canary,
+                    step = check.step + 1,
+                    verdict = check.verdict.as_str(),
+                    reason = %check.reason,
+                    "rollout check"
+                );
+                self.checks.push(check.clone());
+                self.check = Some(check);
+            }
+            return Ok(Next::Replan);
         }
         let mut step = step.into_iter().peekable();
         while let Some(action) = step.next() {
@@ -728,6 +837,25 @@ impl<'a> Run<'a> {
         result.map(|_| executed)
     }
 
+    /// Takes one analysis check of the app's rollout.
+    async fn analyze(&self, target: &crate::analysis::CheckTarget) -> crate::rollout::Check {
+        let spec = self.spec.rollout.as_ref().and_then(|r| r.analysis.as_ref());
+        match (&self.options.analyzer, spec) {
+            (Some(analyzer), Some(spec)) => analyzer.check(self.key(), spec, target).await,
+            _ => crate::rollout::Check {
+                at: target.at,
+                canary: target.canary.clone(),
+                step: target.step,
+                window: target.window,
+                stable: None,
+                canary_counts: None,
+                probes: Vec::new(),
+                verdict: crate::rollout::Verdict::Error,
+                reason: "no analysis is configured in this process (a defect)".to_owned(),
+            },
+        }
+    }
+
     /// Sends one write: what Azure said, and the operation it started, if any.
     async fn send(&self, action: &Action) -> Result<(Written, Option<Operation>), Error> {
         let (client, key) = (self.client, self.key());
@@ -739,6 +867,7 @@ impl<'a> Run<'a> {
             | Action::SetTraffic { body, .. }
             | Action::MarkRestartPending { body, .. }
             | Action::RecordRestartGeneration { body, .. }
+            | Action::Rollout { body, .. }
             | Action::ClearRestartPending { body, .. } => client.start_patch(key, body).await,
             Action::Activate { revision } => client
                 .revision_action(key, revision, RevisionAction::Activate)
@@ -752,7 +881,9 @@ impl<'a> Run<'a> {
                 .revision_action(key, revision, RevisionAction::Restart)
                 .await
                 .map(|w| (w, None)),
-            Action::WaitUntilRunning { .. } => Ok((Written::default(), None)),
+            Action::WaitUntilRunning { .. } | Action::Analyze { .. } => {
+                Ok((Written::default(), None))
+            }
         }
     }
 }
@@ -777,6 +908,10 @@ fn timed_out(key: &AppKey, on: &Awaited, after: Duration) -> Error {
         Awaited::Busy => (
             key.resource_id(),
             "another client's operation on the app (it stayed InProgress)".to_owned(),
+        ),
+        Awaited::Rollout { .. } => (
+            key.resource_id(),
+            "the rollout's step (its progressDeadline decides)".to_owned(),
         ),
     };
     Error::Timeout {

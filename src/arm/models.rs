@@ -123,6 +123,8 @@ pub struct Configuration {
 pub struct Ingress {
     /// Traffic rules.
     pub traffic: Vec<TrafficWeight>,
+    /// The app's own host, `<app>.<environment default domain>`.
+    pub fqdn: Option<String>,
 }
 
 /// One traffic rule.
@@ -205,6 +207,8 @@ pub struct RevisionProperties {
     pub running_state: Option<String>,
     /// Why provisioning failed.
     pub provisioning_error: Option<String>,
+    /// The revision's own host (reaches it whatever its traffic weight).
+    pub fqdn: Option<String>,
     /// The template it runs.
     pub template: Template,
 }

@@ -109,6 +109,14 @@ fn headline(r: &AppReport) -> String {
         AppState::Missing => format!("! missing: {why}"),
         AppState::Blocked => format!("✗ blocked: {why}"),
         AppState::Failing => format!("✗ failed: {why}"),
+        AppState::Progressing => format!(
+            "↻ {}; `run` carries it on (or `apply` again)",
+            r.rollout.as_ref().map_or_else(
+                || "rollout in progress".to_owned(),
+                super::status::rollout_line
+            )
+        ),
+        AppState::RolledBack => format!("↩ rolled back: {why}"),
         AppState::Applying | AppState::Waiting => {
             format!("… still {}: {why}", r.state)
         }

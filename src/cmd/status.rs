@@ -213,6 +213,14 @@ fn status_row(a: &PlannedApp<'_>) -> (Value, bool) {
             false,
         ),
         Outcome::Blocked { reason } => (format!("blocked: {reason}"), false),
+        Outcome::Progressing { .. } => (
+            planned
+                .rollout
+                .as_ref()
+                .map_or_else(|| "rollout in progress".to_owned(), rollout_line),
+            true,
+        ),
+        Outcome::RolledBack { reason } => (format!("rolled back: {reason}"), false),
     };
     let running = app.properties.running_status.clone().unwrap_or_default();
     let healthy = running.eq_ignore_ascii_case("running");
@@ -220,8 +228,30 @@ fn status_row(a: &PlannedApp<'_>) -> (Value, bool) {
         json!({
             "app": key.to_string(), "mode": if app.is_multiple_mode() { "Multiple" } else { "Single" }, "image": image,
             "replicas": replicas, "active": active, "traffic": traffic, "running": running,
-            "state": a.state, "detail": detail,
+            "state": a.state, "detail": detail, "rollout": planned.rollout,
         }),
         ok && healthy,
+    )
+}
+
+/// A rollout in a few words: `rollout step 2/3 (50%): holding until ...`.
+pub fn rollout_line(v: &crate::rollout::decide::RolloutView) -> String {
+    let n = v.steps.len();
+    let at = match usize::try_from(v.step).ok().and_then(|i| v.steps.get(i)) {
+        Some(s) => format!("step {}/{n} ({}%)", v.step + 1, s.weight),
+        None => "starting".to_owned(),
+    };
+    let checks = v
+        .max_failed_checks
+        .map(|m| format!(", failed checks {}/{m}", v.failed_checks))
+        .unwrap_or_default();
+    let why = if v.reason.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", v.reason)
+    };
+    format!(
+        "rollout {} {at}, {} at {}%{checks}{why}",
+        v.phase, v.canary, v.weight
     )
 }

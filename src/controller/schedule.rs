@@ -240,7 +240,11 @@ impl Schedule {
             (now + requeue.after, Some(requeue.wait.clone()))
         } else {
             match report.state {
-                AppState::InSync | AppState::Suspended | AppState::Blocked => {
+                AppState::InSync
+                | AppState::Suspended
+                | AppState::Blocked
+                | AppState::RolledBack
+                | AppState::Progressing => {
                     self.failures.remove(&report.app);
                     (self.group_resync(&report.app, now), None)
                 }

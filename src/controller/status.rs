@@ -43,6 +43,10 @@ pub struct AppStatus {
     /// the middle of one do not count apart; a count that climbs by more than one per
     /// `--interval` means the app keeps needing work).
     pub reconciles: u64,
+    /// Its rollout (spec with `rollout`): phase, step, weight, stable and new revision,
+    /// failed checks, and the last check's numbers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::rollout::decide::RolloutView>,
 }
 
 impl AppStatus {
@@ -59,6 +63,7 @@ impl AppStatus {
             next_at: None,
             last_at: None,
             reconciles: 0,
+            rollout: None,
         }
     }
 }
@@ -79,6 +84,31 @@ pub struct StateLabels {
     /// The state.
     pub state: String,
 }
+
+/// Labels of the rollout gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RolloutLabels {
+    /// `resourceGroup/name` of the app.
+    pub app: String,
+    /// The phase.
+    pub phase: String,
+}
+
+/// Labels with an `app`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppLabels {
+    /// `resourceGroup/name` of the app.
+    pub app: String,
+}
+
+/// The rollout phases `acar_rollout_phase` reports (1 for the app's, 0 for the others).
+pub const ROLLOUT_PHASES: [&str; 5] = [
+    "starting",
+    "progressing",
+    "waitingForApproval",
+    "promoted",
+    "rolledBack",
+];
 
 /// Labels with a `result`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -111,6 +141,12 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Azure requests by route and status, and ARM's throttling headroom.
     pub arm: std::sync::Arc<crate::arm::metrics::ArmMetrics>,
+    /// 1 for each app's rollout phase.
+    pub rollout_phase: Family<RolloutLabels, Gauge>,
+    /// Each app's rollout step (1-based; 0 while the new revision starts).
+    pub rollout_step: Family<AppLabels, Gauge>,
+    /// Analysis checks by result (pass, fail, noData, error).
+    pub analysis_checks: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -170,6 +206,24 @@ impl Default for Metrics {
             "1 while this replica holds the lease and acts (always 1 without leader election)",
             leader.clone(),
         );
+        let rollout_phase = Family::<RolloutLabels, Gauge>::default();
+        let rollout_step = Family::<AppLabels, Gauge>::default();
+        let analysis_checks = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "rollout_phase",
+            "1 for the phase each app's rollout is in (starting, progressing, waitingForApproval, promoted, rolledBack)",
+            rollout_phase.clone(),
+        );
+        registry.register(
+            "rollout_step",
+            "The step each app's rollout holds (1-based; 0 while the new revision starts)",
+            rollout_step.clone(),
+        );
+        registry.register(
+            "analysis_checks",
+            "Rollout analysis checks by result (pass, fail, noData, error)",
+            analysis_checks.clone(),
+        );
         let arm = std::sync::Arc::new(crate::arm::metrics::ArmMetrics::default());
         arm.register(&mut registry);
         Self {
@@ -184,6 +238,9 @@ impl Default for Metrics {
             tags_deleted,
             leader,
             arm,
+            rollout_phase,
+            rollout_step,
+            analysis_checks,
         }
     }
 }
@@ -259,10 +316,35 @@ impl Status {
                 .inc();
             entry.last_action = Some(format!("{now} {}", d.description));
         }
+        for c in &report.checks {
+            metrics
+                .analysis_checks
+                .get_or_create(&ResultLabels {
+                    result: c.verdict.as_str().to_owned(),
+                })
+                .inc();
+        }
+        if let Some(view) = &report.rollout {
+            let app = format!("{}/{}", report.app.resource_group, report.app.name);
+            for phase in ROLLOUT_PHASES {
+                metrics
+                    .rollout_phase
+                    .get_or_create(&RolloutLabels {
+                        app: app.clone(),
+                        phase: phase.to_owned(),
+                    })
+                    .set(i64::from(view.phase == phase));
+            }
+            metrics
+                .rollout_step
+                .get_or_create(&AppLabels { app })
+                .set(i64::from(view.step + 1));
+            entry.rollout = Some(view.clone());
+        }
         entry.state = report.state;
         entry.failures = failures;
         entry.last_error = match report.state {
-            AppState::Failing | AppState::Blocked | AppState::Missing => {
+            AppState::Failing | AppState::Blocked | AppState::Missing | AppState::RolledBack => {
                 report.error.as_ref().map(ToString::to_string)
             }
             _ => None,

@@ -129,6 +129,45 @@ pub enum Action {
         #[serde(skip_serializing_if = "Value::is_null")]
         body: Value,
     },
+    /// Move a rollout on: its traffic (when it changes) and its state tag, in one PATCH that
+    /// also removes a command it carries out ([`crate::rollout::decide`]).
+    #[serde(rename_all = "camelCase")]
+    Rollout {
+        /// What happens.
+        transition: crate::rollout::decide::Transition,
+        /// The step the rollout is at after it.
+        step: i32,
+        /// Live rules.
+        from: Vec<Rule>,
+        /// The rules after it (`None`: traffic unchanged).
+        to: Option<Vec<Rule>>,
+        /// Why, in numbers.
+        #[serde(skip_serializing_if = "String::is_empty")]
+        reason: String,
+        /// The state tag it writes.
+        #[serde(skip_serializing_if = "String::is_empty")]
+        state: String,
+        /// The merge-patch body (dropped once sent: [`Action::drop_body`]).
+        #[serde(skip_serializing_if = "Value::is_null")]
+        body: Value,
+    },
+    /// Take one analysis check of a rollout step (reads only: Azure Monitor and the probes);
+    /// the plan is made again with its result.
+    #[serde(rename_all = "camelCase")]
+    Analyze {
+        /// The new revision.
+        canary: String,
+        /// The stable revision (`""`: none).
+        stable: String,
+        /// The step held.
+        step: i32,
+        /// The new revision's share in that step.
+        weight: u32,
+        /// The metrics window, epoch ms `[start, end)`.
+        window: (Millis, Millis),
+        /// Where the probes go (`https://host`).
+        probe_base: Option<String>,
+    },
     /// Remove a pending-restart tag left behind (its generation is recorded, or it does not
     /// parse): the controller's own litter on a user-visible, limited resource.
     #[serde(rename_all = "camelCase")]
@@ -149,6 +188,7 @@ impl Action {
         | Action::SetTraffic { body, .. }
         | Action::MarkRestartPending { body, .. }
         | Action::RecordRestartGeneration { body, .. }
+        | Action::Rollout { body, .. }
         | Action::ClearRestartPending { body, .. } = self
         {
             *body = Value::Null;
@@ -157,7 +197,10 @@ impl Action {
 
     /// Whether the action writes to Azure (waiting does not).
     pub fn is_write(&self) -> bool {
-        !matches!(self, Action::WaitUntilRunning { .. })
+        !matches!(
+            self,
+            Action::WaitUntilRunning { .. } | Action::Analyze { .. }
+        )
     }
 
     /// Whether it makes Azure create a revision.
@@ -304,6 +347,20 @@ pub enum Outcome {
     Suspended,
     /// A write is in flight; plan again once it ends.
     Busy,
+    /// A rollout holds a step (or waits for approval): nothing to do before `until`.
+    #[serde(rename_all = "camelCase")]
+    Progressing {
+        /// When to look again (epoch ms).
+        #[serde(skip)]
+        until: Millis,
+    },
+    /// The last rollout rolled back; nothing is done until the spec changes or a person
+    /// retries.
+    #[serde(rename_all = "camelCase")]
+    RolledBack {
+        /// Why, in numbers.
+        reason: String,
+    },
     /// The desired state cannot be reached as written; nothing is done.
     #[serde(rename_all = "camelCase")]
     Blocked {
@@ -329,6 +386,8 @@ impl Outcome {
             Outcome::Changes => AppState::Drifted,
             Outcome::Suspended => AppState::Suspended,
             Outcome::Busy => AppState::Waiting,
+            Outcome::Progressing { .. } => AppState::Progressing,
+            Outcome::RolledBack { .. } => AppState::RolledBack,
             Outcome::Blocked { .. } => AppState::Blocked,
         }
     }
@@ -343,6 +402,9 @@ pub struct AppPlan {
     pub outcome: Outcome,
     /// The actions (empty unless `Changes` or `Suspended`).
     pub actions: Vec<Action>,
+    /// Where the app's rollout stands, if its spec has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::rollout::decide::RolloutView>,
 }
 
 /// What the planner needs to know about the live app.
@@ -357,7 +419,10 @@ pub struct LiveApp<'a> {
 /// Whether planning `spec` needs the app's revisions (traffic, retention or restarts do; images
 /// and replicas alone do not).
 pub fn needs_revisions(spec: &AppSpec) -> bool {
-    spec.traffic.is_some() || spec.keep_active.is_some() || spec.restart_generation.is_some()
+    spec.traffic.is_some()
+        || spec.keep_active.is_some()
+        || spec.restart_generation.is_some()
+        || spec.rollout.is_some()
 }
 
 /// The restart begun but maybe not finished: the pending tag's generation and time, if it
@@ -367,16 +432,33 @@ pub fn pending_restart(app: &ContainerApp) -> Option<(u64, Millis)> {
 }
 
 /// Plans one app: each section in the order of safety, then the invariants. `now` stamps the
-/// pending-restart tag.
+/// pending-restart tag and times a rollout's steps.
 pub fn plan_app(spec: &AppSpec, observed: LiveApp<'_>, now: Millis) -> AppPlan {
+    plan_app_with(
+        spec,
+        observed,
+        now,
+        &crate::rollout::decide::Input::default(),
+    )
+}
+
+/// [`plan_app`], with what a rollout needs besides: the last check, and Azure Monitor's lag.
+pub fn plan_app_with(
+    spec: &AppSpec,
+    observed: LiveApp<'_>,
+    now: Millis,
+    rollout: &crate::rollout::decide::Input<'_>,
+) -> AppPlan {
     let blocked = |reason: Blocked| AppPlan {
         outcome: Outcome::Blocked { reason },
         actions: Vec::new(),
+        rollout: None,
     };
     if observed.app.is_busy() {
         return AppPlan {
             outcome: Outcome::Busy,
             actions: Vec::new(),
+            rollout: None,
         };
     }
     let ctx = match sections::Ctx::new(spec, observed, now) {
@@ -384,10 +466,17 @@ pub fn plan_app(spec: &AppSpec, observed: LiveApp<'_>, now: Millis) -> AppPlan {
         Err(b) => return blocked(b),
     };
     let mut draft = sections::Draft::default();
+    let mut decision = crate::rollout::decide::Decision::default();
     let planned = sections::restart_mark(&ctx, &mut draft)
         .and_then(|()| sections::mode_and_template(&ctx, &mut draft))
-        .and_then(|()| sections::wait_for_latest(&ctx, &mut draft))
-        .and_then(|()| sections::traffic(&ctx, &mut draft));
+        .and_then(|()| match &spec.rollout {
+            // The rollout owns traffic and the wait for its new revision.
+            Some(r) => {
+                crate::rollout::decide::section(&ctx, &mut draft, r, rollout).map(|d| decision = d)
+            }
+            None => sections::wait_for_latest(&ctx, &mut draft)
+                .and_then(|()| sections::traffic(&ctx, &mut draft)),
+        });
     if let Err(b) = planned {
         return blocked(b);
     }
@@ -399,15 +488,33 @@ pub fn plan_app(spec: &AppSpec, observed: LiveApp<'_>, now: Millis) -> AppPlan {
             "the plan broke an invariant and was refused: {broken}"
         )));
     }
-    let outcome = if actions.is_empty() {
-        Outcome::InSync
-    } else if spec.suspend {
-        Outcome::Suspended
+    let outcome = if !actions.is_empty() {
+        if spec.suspend {
+            Outcome::Suspended
+        } else {
+            Outcome::Changes
+        }
+    } else if let Some(reason) = decision.rolled_back {
+        Outcome::RolledBack { reason }
+    } else if decision.awaiting_approval {
+        // A person's command is looked for this often.
+        Outcome::Progressing {
+            until: now + APPROVAL_LOOK_MS,
+        }
+    } else if let Some(until) = decision.hold_until {
+        Outcome::Progressing { until }
     } else {
-        Outcome::Changes
+        Outcome::InSync
     };
-    AppPlan { outcome, actions }
+    AppPlan {
+        outcome,
+        actions,
+        rollout: decision.view,
+    }
 }
+
+/// How often an app waiting for `rollout promote` is looked at.
+pub const APPROVAL_LOOK_MS: Millis = 10_000;
 
 /// A revision suffix derived from the change: a retry of the same change from the same live
 /// revision gives the same suffix (so Azure refuses a second revision instead of minting one),
@@ -503,11 +610,58 @@ pub fn check_invariants(
                     return Err(format!("deactivates {revision}, which the spec names"));
                 }
             }
-            Action::UpdateTemplate { body, .. }
-            | Action::MarkRestartPending { body, .. }
+            Action::Rollout { to, body, .. } => {
+                if let Some(to) = to {
+                    check_rules(to, &running, &mut weighted)?;
+                }
+                owned_only(body)?;
+            }
+            Action::UpdateTemplate { body, .. } => {
+                // A rollout pins the stable revision in the template's PATCH.
+                if let Some(traffic) = body.pointer("/properties/configuration/ingress/traffic") {
+                    let rules: Vec<Rule> = traffic
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|t| {
+                            Rule::from_arm(
+                                &serde_json::from_value::<TrafficWeight>(t.clone())
+                                    .unwrap_or_default(),
+                            )
+                        })
+                        .collect();
+                    check_rules(&rules, &running, &mut weighted)?;
+                }
+                owned_only(body)?;
+            }
+            Action::Analyze { .. } => {}
+            Action::MarkRestartPending { body, .. }
             | Action::RecordRestartGeneration { body, .. }
             | Action::ClearRestartPending { body, .. } => owned_only(body)?,
             Action::SetRevisionMode { .. } | Action::Activate { .. } | Action::Restart { .. } => {}
+        }
+    }
+    Ok(())
+}
+
+/// Traffic rules sum to 100 and give weight only to revisions running at that point.
+fn check_rules(
+    to: &[Rule],
+    running: &BTreeSet<&str>,
+    weighted: &mut BTreeSet<String>,
+) -> Result<(), String> {
+    let sum: i64 = to.iter().map(|r| r.weight).sum();
+    if sum != 100 {
+        return Err(format!("traffic weights sum to {sum}"));
+    }
+    for r in to.iter().filter(|r| r.weight > 0) {
+        if let Some(n) = &r.revision {
+            if !running.contains(n.as_str()) {
+                return Err(format!(
+                    "traffic to {n}, which is not running at that point"
+                ));
+            }
+            weighted.insert(n.clone());
         }
     }
     Ok(())

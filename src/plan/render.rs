@@ -91,6 +91,48 @@ pub fn describe(action: &Action) -> String {
             "- tag {}: {value} (left over; its generation is recorded)",
             super::RESTART_PENDING_TAG
         ),
+        Action::Rollout {
+            transition,
+            step,
+            from,
+            to,
+            reason,
+            ..
+        } => {
+            use crate::rollout::decide::Transition as T;
+            let what = match transition {
+                T::Start => "rollout starts".to_owned(),
+                T::Step => format!("rollout step {}", step + 1),
+                T::Promote => "rollout promotes the new revision".to_owned(),
+                T::RollBack => "rollout rolls back".to_owned(),
+                T::FailedCheck => "rollout counts a failed check".to_owned(),
+                T::Retry => "rollout retried".to_owned(),
+                T::Steady => "100% back on the stable revision".to_owned(),
+                T::DropCommand => "rollout command dropped".to_owned(),
+            };
+            let traffic = to
+                .as_ref()
+                .map(|to| format!(": traffic {} -> {}", rules(from), rules(to)))
+                .unwrap_or_default();
+            let why = if reason.is_empty() {
+                String::new()
+            } else {
+                format!(" ({reason})")
+            };
+            format!("~ {what}{traffic}{why}")
+        }
+        Action::Analyze {
+            canary,
+            step,
+            weight,
+            window,
+            ..
+        } => format!(
+            "? check {canary} at step {} ({weight}%): requests {} .. {}, probes",
+            step + 1,
+            crate::time::format_arm(window.0),
+            crate::time::format_arm(window.1)
+        ),
     }
 }
 

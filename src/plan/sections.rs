@@ -419,6 +419,18 @@ pub fn retention(ctx: &Ctx<'_>, draft: &mut Draft) {
     protected.extend(props.latest_ready_revision_name.as_deref());
     protected.extend(draft.new_revision.as_deref());
     protected.extend(ctx.spec.traffic.iter().flat_map(|t| t.named_revisions()));
+    // A rollout's two revisions: the stable one traffic returns to, and the new one (kept
+    // active at 0% for inspection after a rollback).
+    let rollout = ctx
+        .app
+        .tags
+        .get(crate::rollout::STATE_TAG)
+        .and_then(|v| crate::rollout::RolloutState::decode(v))
+        .filter(|_| ctx.spec.rollout.is_some());
+    if let Some(state) = &rollout {
+        protected.insert(state.stable.as_str());
+        protected.insert(state.canary.as_str());
+    }
     for r in ctx.revisions {
         if r.properties.traffic_weight.unwrap_or(0) > 0 {
             protected.insert(&r.name);

@@ -32,6 +32,8 @@ pub const OWNED_PATHS: &[&str] = &[
     "/properties/configuration/ingress/traffic",
     "/tags/aca-reconciler-restart-generation",
     "/tags/aca-reconciler-restart-pending",
+    "/tags/aca-reconciler-rollout",
+    "/tags/aca-reconciler-rollout-command",
 ];
 
 /// What the controller's tags on one app say.

@@ -13,6 +13,8 @@
 //! - [`Check`]: one analysis check (metrics and probes), taken by [`crate::analysis`] and fed
 //!   to the planner, which stays a pure function of spec + live app + revisions + check + now.
 
+pub mod decide;
+
 use serde::Serialize;
 
 use crate::time::Millis;

@@ -42,6 +42,10 @@ pub struct Write {
     /// The leaf paths of the JSON body (`/properties/template/scale/minReplicas`); arrays are
     /// leaves.
     pub fields: Vec<String>,
+    /// The traffic rules written, if the body has them (`properties.configuration.ingress.
+    /// traffic`): a rollout's steps over time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<Value>,
 }
 
 /// A request sent before the `Retry-After` of a 429 had passed.
@@ -253,6 +257,9 @@ impl Audit {
                 app: seen.app,
                 status,
                 fields: body.map(crate::arm::models::leaf_paths).unwrap_or_default(),
+                traffic: body
+                    .and_then(|b| b.pointer("/properties/configuration/ingress/traffic"))
+                    .cloned(),
             });
         }
     }

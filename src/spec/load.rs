@@ -827,7 +827,7 @@ mod tests {
                 "t.yaml:6:5: spec.replicas.min: invalid type: string \"1\", expected a whole number (0 or more)",
                 "t.yaml:9:5: spec.revisionRetention.keepActive: invalid type: string \"five\", expected a whole number (0 or more)",
                 "t.yaml:10:3: spec.suspend: invalid type: string \"yes\", expected a boolean",
-                "t.yaml:11:3: spec.color: unknown field `color` (allowed here: `suspend`, `revisionMode`, `images`, `replicas`, `activeRevision`, `traffic`, `revisionRetention`, `restartGeneration`)",
+                "t.yaml:11:3: spec.color: unknown field `color` (allowed here: `suspend`, `revisionMode`, `images`, `replicas`, `activeRevision`, `traffic`, `revisionRetention`, `restartGeneration`, `rollout`)",
             ]
         );
     }

@@ -59,6 +59,9 @@ pub struct DefaultsSpec {
     /// Resource group of the apps below this directory.
     #[schemars(length(min = 1, max = 90))]
     pub resource_group: Option<String>,
+    /// A rollout for the apps below this directory; a document's own `rollout` (and a deeper
+    /// Defaults') overrides it field by field.
+    pub rollout: Option<Box<Rollout>>,
 }
 
 /// `metadata` of a document that only needs a name.
@@ -150,6 +153,180 @@ pub struct ContainerAppSpec {
     /// generation last applied is kept in the app's Azure tag
     /// `aca-reconciler-restart-generation`, so a controller restart does not restart apps again.
     pub restart_generation: Option<u64>,
+    /// Progressive delivery: a new image walks weighted steps (canary) or waits on a preview
+    /// label and switches at once (blue/green), with checks between steps and an automatic
+    /// rollback to the stable revision. Owns traffic: not together with `traffic` or
+    /// `activeRevision`. Needs Multiple revision mode (set for you when `revisionMode` is left
+    /// out). May be inherited from `Defaults`, field by field.
+    pub rollout: Option<Rollout>,
+}
+
+/// `spec.rollout`. Every field may come from `Defaults`; a document's value wins.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rollout {
+    /// `canary` (default): the new revision walks `steps`. `blueGreen`: it gets the preview
+    /// label at 0%, then 100% at once.
+    pub strategy: Option<RolloutStrategy>,
+    /// Canary: the new revision's share at each step, increasing, each held for `pause` and
+    /// checked every `analysis.interval`. After the last step it gets 100% (it is promoted).
+    #[schemars(length(min = 1))]
+    pub steps: Option<Vec<RolloutStep>>,
+    /// `auto` (default), or `manual`: wait for `aca-reconciler rollout promote APP` before
+    /// the new revision gets 100% (the last step, or the blue/green switch).
+    pub approval: Option<ApprovalMode>,
+    /// The checks while a step is held. Left out: steps advance on time alone.
+    pub analysis: Option<Analysis>,
+    /// No progress for this long (`30m`, default): roll back (with `noData: hold`, a step
+    /// held for want of data stays held).
+    #[schemars(regex(pattern = r"^[0-9]+[smhd]$"))]
+    pub progress_deadline: Option<String>,
+    /// Blue/green: the label the new revision is reachable at before the switch, at
+    /// `https://<app>---<label>.<environment domain>` (default `preview`).
+    #[schemars(length(min = 1, max = 64))]
+    pub preview_label: Option<String>,
+    /// Blue/green: how long the new revision is checked on its preview label before the
+    /// switch (default `0s`: one passing check, if there is analysis).
+    #[schemars(regex(pattern = r"^[0-9]+[smhd]$"))]
+    pub preview_pause: Option<String>,
+    /// Blue/green: how long after the switch a failed check switches back (default `0s`).
+    #[schemars(regex(pattern = r"^[0-9]+[smhd]$"))]
+    pub post_switch_pause: Option<String>,
+}
+
+/// `rollout.strategy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum RolloutStrategy {
+    /// Stepped weights.
+    Canary,
+    /// A preview label, then a switch.
+    BlueGreen,
+}
+
+/// `rollout.approval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ApprovalMode {
+    /// Go on when the checks pass.
+    Auto,
+    /// Wait for `aca-reconciler rollout promote`.
+    Manual,
+}
+
+/// One canary step.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RolloutStep {
+    /// The new revision's share of traffic, 1 to 100, larger than the step before.
+    #[schemars(range(min = 1, max = 100))]
+    pub weight: u32,
+    /// How long the step is held (`30s`, `5m`); it advances on a passing check after that.
+    #[schemars(regex(pattern = r"^[0-9]+[smhd]$"))]
+    pub pause: String,
+}
+
+/// `rollout.analysis`. Every field may come from `Defaults`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Analysis {
+    /// One check per interval while a step is held (default `1m`).
+    #[schemars(regex(pattern = r"^[0-9]+[smhd]$"))]
+    pub interval: Option<String>,
+    /// Failed checks in one rollout before it rolls back (default 2).
+    #[schemars(range(min = 1))]
+    pub max_failed_checks: Option<u32>,
+    /// `hold` (default): a check with fewer than `minRequests` requests holds the step and
+    /// says so; `fail`: it counts as failed.
+    pub no_data: Option<NoDataMode>,
+    /// Requests the new revision must serve in a check's window to be judged (default 50).
+    pub min_requests: Option<u64>,
+    /// The new revision's share of non-5xx requests (Azure Monitor `Requests`).
+    pub success_rate: Option<SuccessRate>,
+    /// The new revision's success rate against the stable revision's, same window.
+    pub compared_to_stable: Option<ComparedToStable>,
+    /// HTTP GETs on the new revision's own URL (blue/green: its preview label's URL).
+    pub probes: Option<Vec<ProbeSpec>>,
+}
+
+/// `analysis.noData`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum NoDataMode {
+    /// Hold the step until there is data.
+    Hold,
+    /// Count the check as failed.
+    Fail,
+}
+
+/// `analysis.successRate`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SuccessRate {
+    /// Lowest share of non-5xx requests, percent (e.g. 99).
+    #[schemars(range(min = 0, max = 100))]
+    pub min: f64,
+}
+
+/// `analysis.comparedToStable`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ComparedToStable {
+    /// Largest drop below the stable revision's success rate, in percentage points.
+    #[schemars(range(min = 0, max = 100))]
+    pub max_drop: f64,
+}
+
+/// One probe.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProbeSpec {
+    /// Path, starting with `/`.
+    #[schemars(regex(pattern = r"^/"))]
+    pub path: String,
+    /// The status that passes (default 200).
+    #[schemars(range(min = 100, max = 599))]
+    pub expect_status: Option<u16>,
+}
+
+impl Rollout {
+    /// `self` over `under`, field by field (`analysis` too); `steps` and `probes` as wholes.
+    pub fn over(&self, under: &Rollout) -> Rollout {
+        let analysis = match (&self.analysis, &under.analysis) {
+            (Some(a), Some(b)) => Some(Analysis {
+                interval: a.interval.clone().or_else(|| b.interval.clone()),
+                max_failed_checks: a.max_failed_checks.or(b.max_failed_checks),
+                no_data: a.no_data.or(b.no_data),
+                min_requests: a.min_requests.or(b.min_requests),
+                success_rate: a.success_rate.or(b.success_rate),
+                compared_to_stable: a.compared_to_stable.or(b.compared_to_stable),
+                probes: a.probes.clone().or_else(|| b.probes.clone()),
+            }),
+            (a, b) => a.clone().or_else(|| b.clone()),
+        };
+        Rollout {
+            strategy: self.strategy.or(under.strategy),
+            steps: self.steps.clone().or_else(|| under.steps.clone()),
+            approval: self.approval.or(under.approval),
+            analysis,
+            progress_deadline: self
+                .progress_deadline
+                .clone()
+                .or_else(|| under.progress_deadline.clone()),
+            preview_label: self
+                .preview_label
+                .clone()
+                .or_else(|| under.preview_label.clone()),
+            preview_pause: self
+                .preview_pause
+                .clone()
+                .or_else(|| under.preview_pause.clone()),
+            post_switch_pause: self
+                .post_switch_pause
+                .clone()
+                .or_else(|| under.post_switch_pause.clone()),
+        }
+    }
 }
 
 /// `configuration.activeRevisionsMode`.

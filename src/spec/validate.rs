@@ -15,6 +15,7 @@ use super::{
     Source, TrafficSpec, TrafficTarget, TrafficTo,
 };
 use crate::duration;
+use crate::rollout::{AnalysisSpec, Approval, NoData, Probe, RolloutSpec, Step, Strategy};
 
 /// Collects diagnostics for one document: `problem(path, message)` locates `path` itself.
 struct Checker<'a> {
@@ -39,6 +40,7 @@ impl Checker<'_> {
 struct Inherited {
     subscription: Option<String>,
     resource_group: Option<String>,
+    rollout: Option<raw::Rollout>,
 }
 
 /// Validates every parsed file together and builds the desired state.
@@ -161,6 +163,7 @@ fn collect_defaults(
                 let inherited = Inherited {
                     subscription: d.spec.subscription.clone(),
                     resource_group: d.spec.resource_group.clone(),
+                    rollout: d.spec.rollout.as_deref().cloned(),
                 };
                 by_dir.entry(dir.clone()).or_insert((inherited, source));
             }
@@ -184,6 +187,10 @@ fn inherited_for(
             out.resource_group = out
                 .resource_group
                 .or_else(|| inherited.resource_group.clone());
+            out.rollout = match (out.rollout, &inherited.rollout) {
+                (Some(deeper), Some(shallower)) => Some(deeper.over(shallower)),
+                (deeper, shallower) => deeper.or_else(|| shallower.clone()),
+            };
         }
         if d == root {
             break;
@@ -234,6 +241,13 @@ fn check_app(
     let images = check_images(spec, check);
     let replicas = spec.replicas.and_then(|r| check_replicas(r, check));
     let traffic = check_traffic(name, spec, check);
+    let rollout = match (&spec.rollout, &inherited.rollout) {
+        (Some(own), Some(under)) => Some((own.over(under), false)),
+        (Some(own), None) => Some((own.clone(), false)),
+        (None, Some(under)) => Some((under.clone(), true)),
+        (None, None) => None,
+    }
+    .and_then(|(r, inherited)| check_rollout(&r, inherited, spec, check));
     if let Some(r) = spec.revision_retention
         && r.keep_active == 0
     {
@@ -256,7 +270,7 @@ fn check_app(
         traffic,
         keep_active: spec.revision_retention.map(|r| r.keep_active),
         restart_generation: spec.restart_generation,
-        rollout: None,
+        rollout,
     })
 }
 
@@ -320,6 +334,243 @@ fn check_replicas(r: raw::Replicas, check: &mut Checker<'_>) -> Option<Replicas>
         min: r.min,
         max: r.max,
     })
+}
+
+/// `spec.rollout` (merged with the Defaults'): its rules, and that it owns traffic.
+fn check_rollout(
+    r: &raw::Rollout,
+    inherited: bool,
+    spec: &raw::ContainerAppSpec,
+    check: &mut Checker<'_>,
+) -> Option<RolloutSpec> {
+    let from = if inherited {
+        " (the rollout is inherited from a Defaults document)"
+    } else {
+        ""
+    };
+    let before = check.out.len();
+    for (field, what) in [
+        ("traffic", "a traffic split"),
+        ("activeRevision", "a pinned revision"),
+    ] {
+        let written = match field {
+            "traffic" => spec.traffic.is_some(),
+            _ => spec.active_revision.is_some(),
+        };
+        if written {
+            check.problem(
+                &format!("spec.{field}"),
+                format!(
+                    "remove {field}: a rollout owns traffic{from} (it keeps 100% on the stable revision and moves it step by step to a new one), so {what} would fight it; or remove spec.rollout"
+                ),
+            );
+        }
+    }
+    if spec.revision_mode == Some(RevisionMode::Single) {
+        check.problem(
+            "spec.revisionMode",
+            format!("a rollout{from} needs revisionMode: multiple (two revisions share traffic during its steps); write multiple, or leave revisionMode out"),
+        );
+    }
+    let deadline = millis(
+        check,
+        "spec.rollout.progressDeadline",
+        r.progress_deadline.as_deref(),
+        30 * 60_000,
+    );
+    let preview_pause = millis(
+        check,
+        "spec.rollout.previewPause",
+        r.preview_pause.as_deref(),
+        0,
+    );
+    let post_switch_pause = millis(
+        check,
+        "spec.rollout.postSwitchPause",
+        r.post_switch_pause.as_deref(),
+        0,
+    );
+    let strategy = match r.strategy.unwrap_or(raw::RolloutStrategy::Canary) {
+        raw::RolloutStrategy::Canary => Strategy::Canary,
+        raw::RolloutStrategy::BlueGreen => Strategy::BlueGreen,
+    };
+    let mut steps = Vec::new();
+    match strategy {
+        Strategy::Canary => {
+            for field in ["previewLabel", "previewPause", "postSwitchPause"] {
+                let written = match field {
+                    "previewLabel" => r.preview_label.is_some(),
+                    "previewPause" => r.preview_pause.is_some(),
+                    _ => r.post_switch_pause.is_some(),
+                };
+                if written {
+                    check.problem(
+                        &format!("spec.rollout.{field}"),
+                        "is for strategy: blueGreen; a canary walks `steps`",
+                    );
+                }
+            }
+            match &r.steps {
+                None => check.problem(
+                    "spec.rollout",
+                    format!("a canary rollout{from} needs steps, e.g. steps: [{{weight: 10, pause: 5m}}, {{weight: 50, pause: 10m}}]"),
+                ),
+                Some(list) if list.is_empty() => {
+                    check.problem("spec.rollout.steps", "is empty; give at least one step");
+                }
+                Some(list) => {
+                    let mut before_weight = 0;
+                    for (i, step) in list.iter().enumerate() {
+                        let path = format!("spec.rollout.steps[{i}]");
+                        if step.weight == 0 || step.weight > 100 {
+                            check.problem(
+                                &format!("{path}.weight"),
+                                format!("{} is out of range; a step's weight is 1 to 100 (the new revision's share)", step.weight),
+                            );
+                        } else if step.weight <= before_weight {
+                            check.problem(
+                                &format!("{path}.weight"),
+                                format!("{} is not above the step before ({before_weight}); weights increase step by step", step.weight),
+                            );
+                        }
+                        before_weight = before_weight.max(step.weight);
+                        let pause = match duration::parse(&step.pause) {
+                            Ok(d) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+                            Err(e) => {
+                                check.problem(&format!("{path}.pause"), e);
+                                0
+                            }
+                        };
+                        steps.push(Step {
+                            weight: step.weight.min(100),
+                            pause_ms: pause,
+                        });
+                    }
+                }
+            }
+        }
+        Strategy::BlueGreen => {
+            if r.steps.is_some() {
+                check.problem(
+                    "spec.rollout.steps",
+                    "is for strategy: canary; blue/green checks the preview label for previewPause, then switches 100% at once and checks for postSwitchPause",
+                );
+            }
+            steps.push(Step {
+                weight: 0,
+                pause_ms: preview_pause,
+            });
+            steps.push(Step {
+                weight: 100,
+                pause_ms: post_switch_pause,
+            });
+        }
+    }
+    let preview_label = r
+        .preview_label
+        .clone()
+        .unwrap_or_else(|| "preview".to_owned());
+    check_label("spec.rollout.previewLabel", &preview_label, check);
+    if let Some(longest) = steps.iter().map(|s| s.pause_ms).max()
+        && longest >= deadline
+    {
+        check.problem(
+            "spec.rollout.progressDeadline",
+            format!(
+                "{} is not longer than the longest pause ({}); a step would roll back before it could advance",
+                duration::Human(std::time::Duration::from_millis(deadline)),
+                duration::Human(std::time::Duration::from_millis(longest))
+            ),
+        );
+    }
+    let analysis = r.analysis.as_ref().map(|a| {
+        let interval = millis(
+            check,
+            "spec.rollout.analysis.interval",
+            a.interval.as_deref(),
+            60_000,
+        );
+        if interval == 0 {
+            check.problem("spec.rollout.analysis.interval", "must be above 0s");
+        }
+        if a.max_failed_checks == Some(0) {
+            check.problem(
+                "spec.rollout.analysis.maxFailedChecks",
+                "must be at least 1",
+            );
+        }
+        for (path, v) in [
+            ("spec.rollout.analysis.successRate.min", a.success_rate.map(|s| s.min)),
+            ("spec.rollout.analysis.comparedToStable.maxDrop", a.compared_to_stable.map(|c| c.max_drop)),
+        ] {
+            if let Some(v) = v
+                && !(v.is_finite() && (0.0..=100.0).contains(&v))
+            {
+                check.problem(path, format!("{v} is not a percentage (0 to 100)"));
+            }
+        }
+        let mut probes = Vec::new();
+        for (i, p) in a.probes.iter().flatten().enumerate() {
+            if !p.path.starts_with('/') {
+                check.problem(
+                    &format!("spec.rollout.analysis.probes[{i}].path"),
+                    format!("`{}` must start with `/`", p.path),
+                );
+            }
+            let status = p.expect_status.unwrap_or(200);
+            if !(100..=599).contains(&status) {
+                check.problem(
+                    &format!("spec.rollout.analysis.probes[{i}].expectStatus"),
+                    format!("{status} is not an HTTP status"),
+                );
+            }
+            probes.push(Probe {
+                path: p.path.clone(),
+                expect_status: status,
+            });
+        }
+        if a.success_rate.is_none() && a.compared_to_stable.is_none() && probes.is_empty() {
+            check.problem(
+                "spec.rollout.analysis",
+                "checks nothing; give successRate, comparedToStable or probes (or leave analysis out to advance on time alone)",
+            );
+        }
+        AnalysisSpec {
+            interval_ms: interval,
+            max_failed_checks: a.max_failed_checks.unwrap_or(2).max(1),
+            no_data: match a.no_data.unwrap_or(raw::NoDataMode::Hold) {
+                raw::NoDataMode::Hold => NoData::Hold,
+                raw::NoDataMode::Fail => NoData::Fail,
+            },
+            min_requests: a.min_requests.unwrap_or(50),
+            success_rate_min: a.success_rate.map(|s| s.min),
+            max_drop_vs_stable: a.compared_to_stable.map(|c| c.max_drop),
+            probes,
+        }
+    });
+    (check.out.len() == before).then(|| RolloutSpec {
+        strategy,
+        steps,
+        approval: match r.approval.unwrap_or(raw::ApprovalMode::Auto) {
+            raw::ApprovalMode::Auto => Approval::Auto,
+            raw::ApprovalMode::Manual => Approval::Manual,
+        },
+        analysis,
+        progress_deadline_ms: deadline,
+        preview_label,
+    })
+}
+
+/// A written duration in milliseconds (`default` when left out, or wrong and reported).
+fn millis(check: &mut Checker<'_>, path: &str, text: Option<&str>, default: u64) -> u64 {
+    match text.map(duration::parse) {
+        None => default,
+        Some(Ok(d)) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+        Some(Err(e)) => {
+            check.problem(path, e);
+            default
+        }
+    }
 }
 
 fn check_traffic(
