@@ -172,7 +172,7 @@ pub struct RolloutVerbArgs {
 
     /// How long to wait for the controller to carry the command out (polling every 2 s); `0`
     /// writes the command and returns.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_wait)]
     pub wait: std::time::Duration,
 
     /// Replace a command that is already waiting.
@@ -302,6 +302,14 @@ fn parse_registry_endpoint(s: &str) -> Result<(String, String), String> {
             "`{s}`: write LOGIN_SERVER=URL, e.g. crxshopaidev.azurecr.io=http://127.0.0.1:8080/registries/crxshopaidev.azurecr.io"
         )),
     }
+}
+
+/// A duration, or `0` for none.
+fn parse_wait(s: &str) -> Result<std::time::Duration, String> {
+    if s.trim() == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    parse_duration(s)
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

@@ -331,17 +331,23 @@ fn write_view(v: &Value, now: Millis, out: &mut dyn Write) -> std::io::Result<()
         }
     } else {
         let step = r["step"].as_i64().unwrap_or(-1);
+        // `/N` and the step's weight come from the spec's steps; without them (a spec without
+        // `rollout`, or one this version cannot read yet) the live weight stands in.
         let of = r["steps"]
             .as_u64()
-            .map_or_else(|| "?".to_owned(), |n| n.to_string());
+            .map(|n| format!("/{n}"))
+            .unwrap_or_default();
         let step_text = if step < 0 {
-            format!("starting the new revision (before step 1/{of})")
+            format!("starting the new revision (before step 1{of})")
         } else {
-            let weight = r["stepWeight"]
-                .as_u64()
-                .map(|w| format!(", {w}% on the new revision"))
-                .unwrap_or_default();
-            format!("step {}/{of}{weight}", step + 1)
+            let weight = match r["stepWeight"].as_u64() {
+                Some(w) => format!(", {w}% on the new revision"),
+                None => format!(
+                    ", {}% live on the new revision",
+                    r["canary"]["weight"].as_i64().unwrap_or(0)
+                ),
+            };
+            format!("step {}{of}{weight}", step + 1)
         };
         let since = r["sinceSeconds"].as_i64().unwrap_or(0);
         writeln!(
@@ -438,7 +444,17 @@ fn write_view(v: &Value, now: Millis, out: &mut dyn Write) -> std::io::Result<()
         match check {
             Value::Null => writeln!(out, "last check   none reported by the controller")?,
             Value::String(note) => writeln!(out, "last check   {note}")?,
-            other => writeln!(out, "last check   {other}")?,
+            // The controller's check ([`crate::rollout::Check`]) in words where it has them.
+            other => match (other["verdict"].as_str(), other["reason"].as_str()) {
+                (Some(verdict), Some(reason)) => {
+                    let at = other["at"]
+                        .as_i64()
+                        .map(|at| format!(", {}", when(at, now)))
+                        .unwrap_or_default();
+                    writeln!(out, "last check   {verdict}: {reason}{at}")?;
+                }
+                _ => writeln!(out, "last check   {other}")?,
+            },
         }
     }
     Ok(())
