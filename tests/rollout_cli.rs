@@ -413,9 +413,21 @@ fn retry_is_for_a_rolled_back_rollout() {
         1,
     );
     assert!(stderr(&out).contains("rollout retry"), "{}", stderr(&out));
-    run(
-        &mut cli(s.path(), &azure.base, &["retry", APP, "--wait", "0"]),
+    let out = run(
+        &mut cli(
+            s.path(),
+            &azure.base,
+            &["retry", APP, "--wait", "0", "--output", "json"],
+        ),
         0,
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["outcome"], "waiting", "{v}");
+    assert_eq!(v["command"]["verb"], "retry", "{v}");
+    assert_eq!(
+        v["command"]["value"].as_str(),
+        azure.tag(COMMAND_TAG).as_deref(),
+        "{v}"
     );
     assert_eq!(
         azure.tag(COMMAND_TAG).unwrap(),

@@ -52,6 +52,7 @@ pub async fn rollout(
         RolloutCommand::Status(a) => &a.app,
         RolloutCommand::Promote(a) | RolloutCommand::Abort(a) | RolloutCommand::Retry(a) => &a.app,
     };
+    crate::telemetry::init(common.log_format, "warn");
     let desired = super::load(common, out)?;
     let spec = resolve(&desired, app).map_err(Error::Refused)?;
     let connection = crate::connect::connect(common, &desired)
@@ -594,10 +595,15 @@ async fn command_verb(
     {
         let waiting = match Command::decode(raw) {
             Some(c) => format!(
-                "a {} command for {} waits already, since {}",
+                "a {} command for {} waits already, since {}{}",
                 c.verb.as_str(),
                 c.canary,
-                when(c.at, Clock::new().now())
+                when(c.at, Clock::new().now()),
+                if c.canary == state.canary {
+                    ""
+                } else {
+                    " (for an earlier rollout's revision: no controller will carry it out)"
+                }
             ),
             None => format!("the `{COMMAND_TAG}` tag already holds `{raw}`"),
         };
