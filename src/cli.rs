@@ -31,7 +31,7 @@ pub struct Common {
     #[arg(long, env = "AZURE_SUBSCRIPTION_ID", global = true)]
     pub subscription: Option<String>,
 
-    /// Output format of plan, status and validate.
+    /// Output format of plan, status, validate and rollout.
     #[arg(long, env = "ACAR_OUTPUT", value_enum, default_value_t = Output::Text, global = true)]
     pub output: Output,
 
@@ -130,6 +130,60 @@ pub enum Command {
     Status(StatusArgs),
     /// Serve the built-in Azure simulator (ARM Container Apps, ACR, managed identity) over HTTP.
     Simulate(SimulateArgs),
+    /// Progressive delivery at run time: show an app's rollout, or leave a command (promote,
+    /// abort, retry) for whichever controller leads to carry out.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
+}
+
+/// `rollout status|promote|abort|retry APP`.
+///
+/// APP is `NAME`, `RESOURCE_GROUP/NAME` or `SUBSCRIPTION/RESOURCE_GROUP/NAME` of an app in the
+/// desired state. A command waits in the app's `aca-reconciler-rollout-command` Azure tag,
+/// names the rollout's new revision (so it never applies to a later rollout), and is removed
+/// by the controller's PATCH that carries it out. `--simulate` is refused: no controller
+/// watches an in-process simulator.
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Phase, step and weight, the stable and new revisions with their live traffic, failed
+    /// checks, the reason and any waiting command. Exit 0, 2 if the last rollout rolled back.
+    Status(RolloutStatusArgs),
+    /// Skip to 100% on the new revision now (also approves a manual rollout). Only while
+    /// progressing. Exit 0 done, 2 still waiting when --wait ended, 1 refused or failed.
+    Promote(RolloutVerbArgs),
+    /// Roll back to the stable revision now. Only while progressing. Exit codes as promote.
+    Abort(RolloutVerbArgs),
+    /// Run a rolled-back revision's rollout again. Only after a rollback. Exit codes as
+    /// promote.
+    Retry(RolloutVerbArgs),
+}
+
+/// Options of `rollout status`.
+#[derive(Debug, Args)]
+pub struct RolloutStatusArgs {
+    /// The app: NAME, RESOURCE_GROUP/NAME or SUBSCRIPTION/RESOURCE_GROUP/NAME.
+    pub app: String,
+
+    /// Also ask a running controller (`http://127.0.0.1:9090`) for the app's last analysis
+    /// check.
+    #[arg(long, env = "ACAR_STATUS_SERVER")]
+    pub server: Option<String>,
+}
+
+/// Options of `rollout promote|abort|retry`.
+#[derive(Debug, Args)]
+pub struct RolloutVerbArgs {
+    /// The app: NAME, RESOURCE_GROUP/NAME or SUBSCRIPTION/RESOURCE_GROUP/NAME.
+    pub app: String,
+
+    /// How long to wait for the controller to carry the command out (polling every 2 s); `0`
+    /// writes the command and returns.
+    #[arg(long, default_value = "60s", value_parser = parse_wait)]
+    pub wait: std::time::Duration,
+
+    /// Replace a command that is already waiting.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Options of `plan` and `apply`.
@@ -254,6 +308,14 @@ fn parse_registry_endpoint(s: &str) -> Result<(String, String), String> {
             "`{s}`: write LOGIN_SERVER=URL, e.g. crxshopaidev.azurecr.io=http://127.0.0.1:8080/registries/crxshopaidev.azurecr.io"
         )),
     }
+}
+
+/// A duration, or `0` for none.
+fn parse_wait(s: &str) -> Result<std::time::Duration, String> {
+    if s.trim() == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    parse_duration(s)
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

@@ -12,17 +12,19 @@
 //! | `run` | [`mod@run`] |
 //! | `status` | [`status`] |
 //! | `simulate` | [`simulate`] |
+//! | `rollout status\|promote\|abort\|retry` | [`rollout`] |
 
 pub mod apply;
 pub mod desired;
 pub mod plan;
+pub mod rollout;
 pub mod run;
 pub mod simulate;
 pub mod status;
 
 use std::io::Write;
 
-use crate::cli::{Cli, Command, Common};
+use crate::cli::{Cli, Command, Common, RolloutCommand};
 use crate::spec::{self, DesiredState, LoadOptions};
 
 /// How a command ended (contract section 2).
@@ -63,6 +65,11 @@ pub enum Error {
     /// Azure, the simulator or the endpoints cannot be used as configured: what and what to do.
     #[error("{0}")]
     Setup(String),
+    /// The command was understood but does not apply as asked: an app the desired state does
+    /// not manage (or a name that fits several), a rollout in a phase the verb does not fit,
+    /// a command already waiting. Says what is the case and what would make sense.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl Error {
@@ -83,6 +90,10 @@ pub fn name(command: &Command) -> &'static str {
         Command::Run(_) => "run",
         Command::Status(_) => "status",
         Command::Simulate(_) => "simulate",
+        Command::Rollout(RolloutCommand::Status(_)) => "rollout status",
+        Command::Rollout(RolloutCommand::Promote(_)) => "rollout promote",
+        Command::Rollout(RolloutCommand::Abort(_)) => "rollout abort",
+        Command::Rollout(RolloutCommand::Retry(_)) => "rollout retry",
     }
 }
 
@@ -98,6 +109,7 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> Result<Exit, Error> 
         Command::Apply(args) => apply::apply(common, &args, out).await,
         Command::Run(args) => run::run(common, &args, out).await,
         Command::Status(args) => status::status(common, &args, out).await,
+        Command::Rollout(command) => rollout::rollout(common, &command, out).await,
         Command::Permissions => desired::permissions(common, out),
         Command::Schema => desired::schema(out),
         Command::Validate { paths } => desired::validate(common, paths, out),
