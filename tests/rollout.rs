@@ -1,0 +1,341 @@
+//! Progressive delivery as an operator sees it: `run` (the real binary) against a `simulate`
+//! process whose apps have users (`.simulator.yaml`), metrics and ingress, with short pauses
+//! and intervals. Judged by what Azure saw (`/_sim/audit`: every traffic write, in order) and
+//! by what the controller says (`/status`, `status`, `rollout status`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a panic is how a test fails
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{Proc, Scratch, bin, get, root, wait_for};
+use serde_json::Value;
+
+const HEADER: &str = "rollout-test";
+const SUB: &str = "6f1c2a8e-3b4d-4e5f-9a7b-1c2d3e4f5a6b";
+const RG: &str = "rg-rollout";
+const GOOD: &str = "crxshopaiprod.azurecr.io/demo:v2.0.0";
+const BAD: &str = "crxshopaiprod.azurecr.io/demo:v2.0.1-bad";
+
+/// A desired-state tree, a `simulate` process seeded from it, and how to reach its ingress.
+struct Platform {
+    dir: Scratch,
+    _sim: Proc,
+    base: String,
+    ingress: Vec<String>,
+}
+
+/// One app document: `rollout` is the YAML of `spec.rollout`, indented by four.
+fn app(name: &str, image: &str, rollout: &str) -> String {
+    format!(
+        "apiVersion: aca-reconciler/v1\nkind: ContainerApp\nmetadata: {{name: {name}}}\nspec:\n  revisionMode: multiple\n  images: {{demo: {image}}}\n  rollout:\n{rollout}"
+    )
+}
+
+fn platform(apps: &[String], sidecar: &str) -> Platform {
+    let dir = Scratch::new();
+    dir.write(
+        "desired/_defaults.yaml",
+        &format!(
+            "apiVersion: aca-reconciler/v1\nkind: Defaults\nmetadata: {{name: d}}\nspec: {{subscription: {SUB}, resourceGroup: {RG}}}\n"
+        ),
+    );
+    for (i, a) in apps.iter().enumerate() {
+        dir.write(&format!("desired/app{i}.yaml"), a);
+    }
+    dir.write("desired/.simulator.yaml", sidecar);
+    let mut child = bin(&root())
+        .args(["simulate", "--listen", "127.0.0.1:0"])
+        .args(["--identity-header", HEADER, "--seed"])
+        .arg(dir.path().join("desired"))
+        .args(["--revision-ready", "500ms", "--lro", "async"])
+        .args(["--metrics-delay", "0s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let base = common::banner_base(&lines.next().unwrap().unwrap());
+    let mut ingress = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(v) = line.split("--ingress-endpoint ").nth(1) {
+            ingress.push(v.trim().to_owned());
+        }
+        if line.starts_with("Serving") {
+            break;
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    assert!(!ingress.is_empty(), "simulate printed no ingress mapping");
+    Platform {
+        dir,
+        _sim: Proc(child),
+        base,
+        ingress,
+    }
+}
+
+impl Platform {
+    /// The binary, pointed at the simulator as a user points it at Azure.
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = bin(self.dir.path());
+        c.args(args)
+            .args(["--desired-state", "desired", "--arm-endpoint", &self.base])
+            .args(["--credential", "managed", "--metrics-lag", "0s"])
+            .env("IDENTITY_ENDPOINT", format!("{}/msi/token", self.base))
+            .env("IDENTITY_HEADER", HEADER);
+        for i in &self.ingress {
+            c.args(["--ingress-endpoint", i]);
+        }
+        c
+    }
+
+    /// `run` on a free port; its `/status` URL.
+    fn controller(&self, extra: &[&str]) -> (Proc, String) {
+        let port = common::free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut args = vec!["run", "--listen", &listen, "--interval", "1h"];
+        args.extend_from_slice(extra);
+        let child = self
+            .cmd(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        (Proc(child), format!("http://127.0.0.1:{port}"))
+    }
+
+    /// Every write the simulator saw to `app`, in order.
+    fn writes(&self, app: &str) -> Vec<Value> {
+        let audit: Value = serde_json::from_str(&get(&format!("{}/_sim/audit", self.base)).1).unwrap();
+        let key = format!("{SUB}/{RG}/{app}").to_ascii_lowercase();
+        audit["writes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| w["app"].as_str() == Some(key.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    /// The new revision's weight in each traffic write that names it, in order; and checks
+    /// that every traffic write sums to 100.
+    fn canary_weights(&self, app: &str, canary: &str) -> Vec<i64> {
+        let mut out = Vec::new();
+        for w in self.writes(app) {
+            let Some(rules) = w["traffic"].as_array() else {
+                continue;
+            };
+            let sum: i64 = rules.iter().map(|r| r["weight"].as_i64().unwrap()).sum();
+            assert_eq!(sum, 100, "a traffic write that does not sum to 100: {w}");
+            if let Some(r) = rules.iter().find(|r| r["revisionName"] == canary) {
+                out.push(r["weight"].as_i64().unwrap());
+            }
+        }
+        out
+    }
+}
+
+/// The app's entry of the controller's `/status` (Null until it is there).
+fn app_status(ep: &str, app: &str) -> Value {
+    let (code, body) = get(&format!("{ep}/status"));
+    if code != 200 {
+        return Value::Null;
+    }
+    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    v["apps"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["name"] == app).cloned())
+        .unwrap_or(Value::Null)
+}
+
+fn wait_state(ep: &str, app: &str, state: &str, timeout: Duration) -> Value {
+    let mut last = Value::Null;
+    let started = std::time::Instant::now();
+    while started.elapsed() < timeout {
+        last = app_status(ep, app);
+        if last["state"] == state {
+            return last;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("{app} did not reach {state} within {timeout:?}; last /status entry: {last:#}");
+}
+
+const STEPS: &str = "    steps:\n      - {weight: 20, pause: 2s}\n      - {weight: 60, pause: 2s}\n";
+
+fn analysis(interval: &str) -> String {
+    format!(
+        "    analysis:\n      interval: {interval}\n      maxFailedChecks: 2\n      minRequests: 5\n      successRate: {{min: 99}}\n      probes:\n        - {{path: /health, expectStatus: 200}}\n    progressDeadline: 2m\n"
+    )
+}
+
+#[test]
+fn a_good_image_walks_every_step_and_is_promoted() {
+    let p = platform(
+        &[app("ca-good", GOOD, &format!("{STEPS}{}", analysis("1s")))],
+        "requestsPerSecond: 100\n",
+    );
+    let (_ctl, ep) = p.controller(&[]);
+    let done = wait_state(&ep, "ca-good", "inSync", Duration::from_secs(120));
+    let rollout = &done["rollout"];
+    assert_eq!(rollout["phase"], "promoted", "{done:#}");
+    let canary = rollout["canary"].as_str().unwrap();
+    assert_eq!(
+        p.canary_weights("ca-good", canary),
+        [20, 60, 100],
+        "the weights over time are exactly the steps, then 100%"
+    );
+    // Each step was held at least its pause: the writes that moved traffic are >= 2 s apart.
+    let times: Vec<i64> = p
+        .writes("ca-good")
+        .iter()
+        .filter(|w| {
+            w["traffic"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r["revisionName"] == canary))
+        })
+        .map(|w| w["at"].as_i64().unwrap())
+        .collect();
+    for pair in times.windows(2) {
+        assert!(pair[1] - pair[0] >= 2_000, "a step held less than its pause: {times:?}");
+    }
+}
+
+#[test]
+fn a_bad_image_rolls_back_with_its_numbers_and_is_not_retried_until_asked() {
+    let p = platform(
+        &[app(
+            "ca-bad",
+            BAD,
+            &format!(
+                "    steps:\n      - {{weight: 50, pause: 30s}}\n{}",
+                analysis("2s")
+            ),
+        )],
+        &format!("requestsPerSecond: 100\nimages:\n  {BAD}: {{errorRate: 0.2}}\n"),
+    );
+    let (_ctl, ep) = p.controller(&["--interval", "2s"]);
+    let back = wait_state(&ep, "ca-bad", "rolledBack", Duration::from_secs(120));
+    let r = &back["rollout"];
+    let reason = r["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("success rate") && reason.contains("< 99") && reason.contains("checks 2/2"),
+        "{back:#}"
+    );
+    let (stable, canary) = (r["stable"].as_str().unwrap(), r["canary"].as_str().unwrap());
+    assert_eq!(p.canary_weights("ca-bad", canary), [50], "{back:#}");
+    let last = p
+        .writes("ca-bad")
+        .into_iter()
+        .rev()
+        .find(|w| w["traffic"].is_array())
+        .unwrap();
+    assert_eq!(
+        last["traffic"],
+        serde_json::json!([{"revisionName": stable, "weight": 100}]),
+        "all traffic back on the stable revision"
+    );
+    // Later resyncs (every 2 s) do not try the same revision again.
+    let writes = p.writes("ca-bad").len();
+    std::thread::sleep(Duration::from_secs(7));
+    assert_eq!(p.writes("ca-bad").len(), writes, "a rolled-back spec was retried");
+    // `status` exits 2 (the app needs attention); `rollout status` too.
+    let out = p.cmd(&["status", "--server", &ep]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stdout));
+    // A person retries: the same revision walks again (and, being bad, rolls back again).
+    let out = p.cmd(&["rollout", "retry", "ca-bad", "--wait", "30s"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("the retried canary's first step", Duration::from_secs(60), || {
+        p.canary_weights("ca-bad", canary) == [50, 50]
+    });
+}
+
+#[test]
+fn no_traffic_holds_the_step_and_says_why() {
+    let p = platform(
+        &[app("ca-quiet", GOOD, &format!("{STEPS}{}", analysis("1s")))],
+        "requestsPerSecond: 0\n",
+    );
+    let (_ctl, ep) = p.controller(&[]);
+    wait_for("a noData check in /status", Duration::from_secs(60), || {
+        app_status(&ep, "ca-quiet")["rollout"]["lastCheck"]["verdict"] == "noData"
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let s = app_status(&ep, "ca-quiet");
+    assert_eq!(s["state"], "progressing", "{s:#}");
+    assert_eq!(s["rollout"]["step"], 0, "held at the first step: {s:#}");
+    let why = s["rollout"]["reason"].as_str().unwrap_or_default();
+    assert!(why.contains("minRequests"), "{s:#}");
+}
+
+#[test]
+fn abort_and_promote_from_the_cli_act_on_a_running_controllers_rollout() {
+    let long = "    steps:\n      - {weight: 10, pause: 10m}\n    progressDeadline: 20m\n";
+    let p = platform(
+        &[app("ca-one", GOOD, long), app("ca-two", GOOD, long)],
+        "requestsPerSecond: 10\n",
+    );
+    let (_ctl, ep) = p.controller(&[]);
+    for a in ["ca-one", "ca-two"] {
+        wait_for("the first step", Duration::from_secs(60), || {
+            app_status(&ep, a)["rollout"]["step"] == 0 && app_status(&ep, a)["rollout"]["weight"] == 10
+        });
+    }
+    let out = p.cmd(&["rollout", "abort", "ca-one", "--wait", "30s"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = wait_state(&ep, "ca-one", "rolledBack", Duration::from_secs(30));
+    assert!(s["rollout"]["reason"].as_str().unwrap().contains("rollout abort"), "{s:#}");
+    let out = p.cmd(&["rollout", "promote", "ca-two", "--wait", "30s"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = wait_state(&ep, "ca-two", "inSync", Duration::from_secs(30));
+    let canary = s["rollout"]["canary"].as_str().unwrap();
+    assert_eq!(p.canary_weights("ca-two", canary), [10, 100], "{s:#}");
+}
+
+#[test]
+fn blue_green_previews_on_its_label_switches_on_approval_and_switches_back_on_failure() {
+    let manual = "    strategy: blueGreen\n    approval: manual\n    analysis:\n      interval: 1s\n      probes:\n        - {path: /health}\n";
+    let auto = format!(
+        "    strategy: blueGreen\n    postSwitchPause: 30s\n{}",
+        analysis("1s")
+    );
+    let p = platform(
+        &[app("ca-blue", GOOD, manual), app("ca-green", BAD, &auto)],
+        &format!("requestsPerSecond: 50\nimages:\n  {BAD}: {{errorRate: 0.2}}\n"),
+    );
+    let (_ctl, ep) = p.controller(&[]);
+    // Manual: the preview label serves the new revision at 0%, and it waits for a person.
+    wait_for("approval to be awaited", Duration::from_secs(60), || {
+        app_status(&ep, "ca-blue")["rollout"]["phase"] == "waitingForApproval"
+    });
+    let s = app_status(&ep, "ca-blue");
+    let canary = s["rollout"]["canary"].as_str().unwrap().to_owned();
+    let preview = p
+        .writes("ca-blue")
+        .into_iter()
+        .filter_map(|w| w["traffic"].as_array().cloned())
+        .flatten()
+        .find(|r| r["revisionName"] == canary.as_str())
+        .unwrap();
+    assert_eq!((preview["weight"].as_i64(), preview["label"].as_str()), (Some(0), Some("preview")));
+    let out = p.cmd(&["rollout", "promote", "ca-blue", "--wait", "30s"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_state(&ep, "ca-blue", "inSync", Duration::from_secs(30));
+    assert_eq!(p.canary_weights("ca-blue", &canary), [0, 100]);
+    // Auto: the probes pass on the preview, 100% switches at once, the failures after the
+    // switch switch back.
+    let s = wait_state(&ep, "ca-green", "rolledBack", Duration::from_secs(90));
+    let canary = s["rollout"]["canary"].as_str().unwrap();
+    assert_eq!(p.canary_weights("ca-green", canary), [0, 100, 0], "{s:#}");
+}
