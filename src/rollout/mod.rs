@@ -15,6 +15,8 @@
 
 use serde::Serialize;
 
+pub mod judge;
+
 use crate::time::Millis;
 
 /// The Azure tag that holds a rollout's state ([`RolloutState::encode`]).
