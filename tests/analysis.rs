@@ -303,7 +303,9 @@ async fn a_canary_failing_a_fifth_of_requests_fails_with_its_numbers_and_a_good_
     // Three whole seconds after the split, visible once the ingestion delay has passed.
     let start = (split_at / 1000 + 1) * 1000;
     let window = (start, start + 3_000);
-    sleep_past(window.1 + DELAY_MS as i64, 300).await;
+    // Long enough after it that what came after the window is visible too (and must not be
+    // counted).
+    sleep_past(window.1 + DELAY_MS as i64, 1_500).await;
     assert!(
         analysis::window_before(Clock::new().now(), DELAY_MS, 3_000).1 >= window.1,
         "the lag leaves the window readable"
