@@ -29,7 +29,7 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The lag to leave before now against Azure: "Azure platform metrics are available in under
 /// a minute", and late aggregations make the newest buckets incomplete, so three minutes
-/// (research notes 5.5: learn.microsoft.com azure-monitor/logs/data-ingestion-time; N§11).
+/// (learn.microsoft.com azure-monitor/logs/data-ingestion-time; N§11).
 pub const AZURE_METRICS_LAG_MS: u64 = 180_000;
 
 /// What one check looks at.
