@@ -8,6 +8,8 @@
 //!   subscription: operation-status URLs are subscription-scoped (N§1.2; without this the
 //!   controller falls back to polling the app), and registry retention reads every app's
 //!   revisions in the subscriptions the documents name;
+//! - **metrics**: read Azure Monitor metrics, only on the apps whose rollout analysis reads
+//!   them ([`crate::rollout::AnalysisSpec::reads_metrics`]; probes alone need nothing);
 //! - **registry**: read and delete tags, on each registry that a `RegistryRetention` names. Both
 //!   the RBAC-mode actions (what `AcrPull` and `AcrDelete` hold) and the ABAC-mode data actions
 //!   are listed: ABAC-mode registries honour only the latter.
@@ -27,6 +29,9 @@ const DEACTIVATE: &str = "Microsoft.App/containerApps/revisions/deactivate/actio
 const RESTART: &str = "Microsoft.App/containerApps/revisions/restart/action";
 const OPERATION_RESULTS: &str = "Microsoft.App/locations/containerAppOperationResults/read";
 const OPERATION_STATUSES: &str = "Microsoft.App/locations/containerAppOperationStatuses/read";
+// What the Monitoring Reader role grants for `Metrics - List` (learn.microsoft.com
+// azure-monitor/essentials/rest-api-walkthrough: "Monitoring Reader"; the operation's action).
+const METRICS_READ: &str = "Microsoft.Insights/metrics/read";
 // RBAC-mode registries: AcrPull's and AcrDelete's actions (learn.microsoft.com built-in roles).
 const ACR_PULL: &str = "Microsoft.ContainerRegistry/registries/pull/read";
 const ACR_DELETE: &str = "Microsoft.ContainerRegistry/registries/artifacts/delete";
@@ -52,6 +57,7 @@ pub fn action_of(route: &str) -> Option<&'static [&'static str]> {
         "revisions.deactivate" => &[DEACTIVATE],
         "revisions.restart" => &[RESTART],
         "operations.get" => &[OPERATION_RESULTS, OPERATION_STATUSES],
+        "metrics.list" => &[METRICS_READ],
         "acr.token" | "acr.listTags" | "acr.listRepositories" => &[ACR_PULL],
         "acr.deleteTag" | "acr.deleteManifest" => &[ACR_DELETE],
         _ => return None,
@@ -142,6 +148,40 @@ pub fn permissions(desired: &DesiredState) -> Value {
             "long-running operation status; registry retention reads every app's revisions here"
         }})
     }));
+    // Rollout analysis reads each such app's metrics: the role is assignable in those apps'
+    // resource groups, and assigned on each app alone.
+    let metric_apps: Vec<&crate::spec::AppKey> = desired
+        .apps
+        .iter()
+        .filter(|(_, app)| {
+            app.rollout
+                .as_ref()
+                .and_then(|r| r.analysis.as_ref())
+                .is_some_and(crate::rollout::AnalysisSpec::reads_metrics)
+        })
+        .map(|(k, _)| k)
+        .collect();
+    if !metric_apps.is_empty() {
+        let scopes: BTreeSet<String> = metric_apps
+            .iter()
+            .map(|k| {
+                format!(
+                    "/subscriptions/{}/resourceGroups/{}",
+                    k.subscription, k.resource_group
+                )
+            })
+            .collect();
+        roles.push(role(
+            "aca-reconciler metrics",
+            "Read the Requests metric (Azure Monitor) of the apps whose rollout analysis judges success rates.",
+            &[METRICS_READ],
+            &[],
+            &scopes.into_iter().collect::<Vec<_>>(),
+        ));
+        assignments.extend(metric_apps.iter().map(|k| {
+            json!({"role": "aca-reconciler metrics", "scope": k.resource_id(), "why": "rollout analysis reads this app's Requests metric"})
+        }));
+    }
     if !registries.is_empty() {
         roles.push(role(
             "aca-reconciler registry",
@@ -171,6 +211,7 @@ pub fn permissions(desired: &DesiredState) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::{AppKey, AppSpec};
 
     #[test]
     fn every_route_the_clients_name_has_its_actions_in_a_role() {
@@ -223,6 +264,10 @@ mod tests {
                 "GET",
                 "/subscriptions/s/providers/Microsoft.App/locations/uksouth/containerappOperationStatuses/x",
             ),
+            (
+                "GET",
+                "/subscriptions/s/resourceGroups/rg/providers/Microsoft.App/containerApps/ca/providers/Microsoft.Insights/metrics",
+            ),
             ("POST", "/oauth2/exchange"),
             ("GET", "/acr/v1/repo/_tags"),
             ("GET", "/acr/v1/_catalog"),
@@ -235,5 +280,94 @@ mod tests {
             assert!(!actions.is_empty());
         }
         assert_eq!(action_of("other"), None);
+    }
+
+    fn app(name: &str, group: &str, analysis: Option<crate::rollout::AnalysisSpec>) -> AppSpec {
+        use crate::rollout::{Approval, RolloutSpec, Step, Strategy};
+        let key = AppKey::new("6f1c2a8e-3b4d-4e5f-9a7b-1c2d3e4f5a6b", group, name);
+        AppSpec {
+            key,
+            source: crate::spec::Source {
+                file: "apps.yaml".into(),
+                pos: Default::default(),
+            },
+            suspend: false,
+            revision_mode: None,
+            images: Default::default(),
+            replicas: None,
+            traffic: None,
+            keep_active: None,
+            restart_generation: None,
+            rollout: Some(RolloutSpec {
+                strategy: Strategy::Canary,
+                steps: vec![Step {
+                    weight: 10,
+                    pause_ms: 60_000,
+                }],
+                approval: Approval::Auto,
+                analysis,
+                progress_deadline_ms: 1_800_000,
+                preview_label: "preview".to_owned(),
+            }),
+        }
+    }
+
+    fn analysis(success_rate_min: Option<f64>) -> crate::rollout::AnalysisSpec {
+        crate::rollout::AnalysisSpec {
+            interval_ms: 60_000,
+            max_failed_checks: 2,
+            no_data: crate::rollout::NoData::Hold,
+            min_requests: 50,
+            success_rate_min,
+            max_drop_vs_stable: None,
+            probes: vec![crate::rollout::Probe {
+                path: "/health".to_owned(),
+                expect_status: 200,
+            }],
+        }
+    }
+
+    #[test]
+    fn metrics_are_readable_only_on_apps_whose_rollout_reads_them() {
+        let mut state = DesiredState::default();
+        for spec in [
+            app("ca-metrics", "rg-a", Some(analysis(Some(99.0)))),
+            app("ca-probes", "rg-b", Some(analysis(None))),
+            app("ca-timed", "rg-b", None),
+        ] {
+            state.apps.insert(spec.key.clone(), spec);
+        }
+        let out = permissions(&state);
+        let role = out["roles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["Name"] == "aca-reconciler metrics")
+            .unwrap_or_else(|| panic!("no metrics role: {out}"));
+        assert_eq!(role["Actions"], json!([METRICS_READ]));
+        assert_eq!(
+            role["AssignableScopes"],
+            json!(["/subscriptions/6f1c2a8e-3b4d-4e5f-9a7b-1c2d3e4f5a6b/resourceGroups/rg-a"])
+        );
+        let scopes: Vec<&Value> = out["assignments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["role"] == "aca-reconciler metrics")
+            .map(|a| &a["scope"])
+            .collect();
+        assert_eq!(
+            scopes,
+            [&json!(
+                "/subscriptions/6f1c2a8e-3b4d-4e5f-9a7b-1c2d3e4f5a6b/resourceGroups/rg-a/providers/Microsoft.App/containerApps/ca-metrics"
+            )]
+        );
+        // Probes alone, or no analysis: no metrics role at all.
+        state.apps.retain(|k, _| k.name != "ca-metrics");
+        let out = permissions(&state);
+        assert!(
+            !out.to_string().contains(METRICS_READ),
+            "probes need no metrics: {out}"
+        );
     }
 }

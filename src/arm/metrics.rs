@@ -76,6 +76,7 @@ pub fn route(method: &str, path: &str) -> &'static str {
         "POST" if ends("/activate") => "revisions.activate",
         "POST" if ends("/deactivate") => "revisions.deactivate",
         "POST" if ends("/restart") => "revisions.restart",
+        "GET" if ends("/providers/microsoft.insights/metrics") => "metrics.list",
         "GET" if ends("/replicas") => "replicas.list",
         "GET" if ends("/revisions") => "revisions.list",
         "GET" if p.contains("/revisions/") => "revisions.get",
@@ -103,6 +104,13 @@ mod tests {
         assert_eq!(route("GET", app), "containerApps.get");
         assert_eq!(route("PATCH", app), "containerApps.update");
         assert_eq!(route("GET", &format!("{app}/revisions")), "revisions.list");
+        assert_eq!(
+            route(
+                "GET",
+                &format!("{app}/providers/Microsoft.Insights/metrics")
+            ),
+            "metrics.list"
+        );
         assert_eq!(
             route("POST", &format!("{app}/revisions/ca--x/deactivate")),
             "revisions.deactivate"

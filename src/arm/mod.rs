@@ -20,6 +20,7 @@ pub mod error;
 pub mod limiter;
 pub mod metrics;
 pub mod models;
+pub mod monitor;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -920,6 +921,44 @@ impl ArmClient {
         let path = format!("{}/revisions/{revision}", key.resource_id());
         let reply = self.get(key, &path).await?;
         Self::decode(&path, &reply.body)
+    }
+
+    /// The requests each of `revisions` served in `window` (epoch ms, `[start, end)`), from
+    /// Azure Monitor's `Requests` metric, in **one** read for all of them (N§11). A revision
+    /// with no data in the window has zero requests. The read goes through the same read
+    /// bucket, `Retry-After` gate, retries and request metrics (`metrics.list`) as every
+    /// other read.
+    ///
+    /// # Errors
+    /// The read failed, or its answer is not the metrics response (with the request id).
+    pub async fn request_counts(
+        &self,
+        key: &AppKey,
+        revisions: &[&str],
+        window: (crate::time::Millis, crate::time::Millis),
+    ) -> Result<std::collections::BTreeMap<String, crate::rollout::Counts>, Error> {
+        if revisions.is_empty() {
+            return Ok(std::collections::BTreeMap::new());
+        }
+        let path = monitor::path(&key.resource_id());
+        let call = Call {
+            method: Method::GET,
+            url: format!(
+                "{}{path}?{}",
+                self.config.endpoint,
+                monitor::query(revisions, window)
+            ),
+            body: None,
+            subscription: Some(&key.subscription),
+            repeat: Repeat::Read,
+        };
+        let reply = self.send(&call).await?;
+        monitor::parse(
+            &path,
+            &reply.body,
+            header(&reply.headers, "x-ms-request-id").as_deref(),
+            revisions,
+        )
     }
 
     /// Activate, deactivate or restart a revision. None is sent again when it may not have

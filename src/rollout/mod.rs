@@ -17,6 +17,8 @@ pub mod decide;
 
 use serde::Serialize;
 
+pub mod judge;
+
 use crate::time::Millis;
 
 /// The Azure tag that holds a rollout's state ([`RolloutState::encode`]).
