@@ -29,6 +29,17 @@ pub struct Connection {
     /// How far behind Azure Monitor's metrics are (`--metrics-lag`; the embedded simulator's
     /// delay with `--simulate`).
     pub metrics_lag: Duration,
+    /// What rollouts' analysis checks need besides the client (probes' HTTP, ingress).
+    pub analysis: crate::apply::AnalysisSetup,
+}
+
+/// The probes' client and the ingress mappings.
+fn analysis_setup(endpoints: &[(String, String)]) -> Result<crate::apply::AnalysisSetup, String> {
+    Ok(crate::apply::AnalysisSetup {
+        http: crate::analysis::probe_client()?,
+        ingress: crate::ingress::IngressEndpoints::new(endpoints)
+            .map_err(|e| format!("--ingress-endpoint {e}"))?,
+    })
 }
 
 /// Azure Monitor's lag when `--metrics-lag` is not given: platform metrics arrive "in under a
@@ -93,11 +104,13 @@ pub async fn connect(common: &Common, desired: &DesiredState) -> Result<Connecti
         let acr = AcrClient::new(tokens, &endpoints).map_err(|e| e.to_string())?;
         let mut ingress_endpoints = common.ingress_endpoints.clone();
         ingress_endpoints.extend(domains.into_iter().map(|d| (d, handle.base_url.clone())));
+        let analysis = analysis_setup(&ingress_endpoints)?;
         return Ok(Connection {
             client,
             acr,
             poll_interval: Duration::from_millis(250),
             simulator: Some(handle),
+            analysis,
             ingress_endpoints,
             metrics_lag: common.metrics_lag.unwrap_or(SIMULATED_METRICS_DELAY),
         });
@@ -121,6 +134,7 @@ pub async fn connect(common: &Common, desired: &DesiredState) -> Result<Connecti
         acr,
         poll_interval: Duration::from_secs(2),
         simulator: None,
+        analysis: analysis_setup(&common.ingress_endpoints)?,
         ingress_endpoints: common.ingress_endpoints.clone(),
         metrics_lag: common.metrics_lag.unwrap_or(DEFAULT_METRICS_LAG),
     })

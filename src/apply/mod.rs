@@ -128,8 +128,9 @@ pub struct ApplyOptions {
     /// Slots shared by every pass of a process (`run` starts a pass while others still run):
     /// `concurrency` reconciles at once in all. `None`: each pass has its own `concurrency`.
     pub slots: Option<Arc<tokio::sync::Semaphore>>,
-    /// Takes rollouts' analysis checks (`None`: a check is an error, and the step holds).
-    pub analyzer: Option<Arc<crate::analysis::Analyzer>>,
+    /// What rollouts' analysis checks need besides the ARM client (`None`: a check is an
+    /// error, and the step holds).
+    pub analysis: Option<AnalysisSetup>,
     /// How far behind Azure Monitor's data is: a check's window ends this long before now.
     pub metrics_lag: Duration,
 }
@@ -144,10 +145,20 @@ impl Default for ApplyOptions {
             max_steps: 64,
             budget: None,
             slots: None,
-            analyzer: None,
+            analysis: None,
             metrics_lag: Duration::from_secs(180),
         }
     }
+}
+
+/// What a rollout's analysis checks need besides the ARM client: the probes' HTTP client and
+/// where apps' URLs are reached (`--ingress-endpoint`).
+#[derive(Debug, Clone)]
+pub struct AnalysisSetup {
+    /// The probes' client ([`crate::analysis::probe_client`]).
+    pub http: reqwest::Client,
+    /// Where apps', revisions' and labels' hosts are reached.
+    pub ingress: crate::ingress::IngressEndpoints,
 }
 
 /// One action carried out.
@@ -667,6 +678,37 @@ impl<'a> Run<'a> {
         if planned.rollout.is_some() {
             self.rollout.clone_from(&planned.rollout);
         }
+        if let Some(Action::Analyze {
+            canary,
+            stable,
+            step,
+            weight,
+            window,
+            probe_base,
+        }) = planned.actions.first().cloned()
+            && !self.spec.suspend
+        {
+            let target = crate::analysis::CheckTarget {
+                at: now,
+                step,
+                weight,
+                stable,
+                canary,
+                window,
+                probe_base,
+            };
+            let check = self.analyze(&target).await;
+            tracing::info!(
+                canary = %check.canary,
+                step = check.step + 1,
+                verdict = check.verdict.as_str(),
+                reason = %check.reason,
+                "rollout check"
+            );
+            self.checks.push(check.clone());
+            self.check = Some(check);
+            return Ok(Next::Replan);
+        }
         let step = match planned.outcome {
             Outcome::Progressing { until } => {
                 let after = Duration::from_millis(u64::try_from(until - now).unwrap_or(0));
@@ -718,38 +760,6 @@ impl<'a> Run<'a> {
                     Duration::from_millis(u64::try_from(early).unwrap_or(0)),
                 ));
             }
-        }
-        if let Some(Action::Analyze { .. }) = step.first() {
-            if let Some(Action::Analyze {
-                canary,
-                stable,
-                step,
-                weight,
-                window,
-                probe_base,
-            }) = step.into_iter().next()
-            {
-                let target = crate::analysis::CheckTarget {
-                    at: now,
-                    step,
-                    weight,
-                    stable,
-                    canary,
-                    window,
-                    probe_base,
-                };
-                let check = self.analyze(&target).await;
-                tracing::info!(
-                    canary = %check.canary,
-                    step = check.step + 1,
-                    verdict = check.verdict.as_str(),
-                    reason = %check.reason,
-                    "rollout check"
-                );
-                self.checks.push(check.clone());
-                self.check = Some(check);
-            }
-            return Ok(Next::Replan);
         }
         let mut step = step.into_iter().peekable();
         while let Some(action) = step.next() {
@@ -840,8 +850,16 @@ impl<'a> Run<'a> {
     /// Takes one analysis check of the app's rollout.
     async fn analyze(&self, target: &crate::analysis::CheckTarget) -> crate::rollout::Check {
         let spec = self.spec.rollout.as_ref().and_then(|r| r.analysis.as_ref());
-        match (&self.options.analyzer, spec) {
-            (Some(analyzer), Some(spec)) => analyzer.check(self.key(), spec, target).await,
+        match (&self.options.analysis, spec) {
+            (Some(setup), Some(spec)) => {
+                crate::analysis::Analyzer::new(
+                    self.client,
+                    setup.http.clone(),
+                    setup.ingress.clone(),
+                )
+                .check(self.key(), spec, target)
+                .await
+            }
             _ => crate::rollout::Check {
                 at: target.at,
                 canary: target.canary.clone(),

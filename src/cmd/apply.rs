@@ -32,6 +32,8 @@ pub async fn apply(
         max_actions: args.max_actions,
         revision_timeout: args.revision_timeout,
         poll_interval: connection.poll_interval,
+        analysis: Some(connection.analysis.clone()),
+        metrics_lag: connection.metrics_lag,
         ..ApplyOptions::default()
     };
     let report = pass::apply_pass(&connection, &desired, &options, common.max_tag_deletions).await;

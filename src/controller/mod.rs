@@ -207,6 +207,8 @@ pub async fn run(
                     revision_timeout: config.revision_timeout,
                     poll_interval: config.poll_interval,
                     slots: Some(slots.clone()),
+                    analysis: Some(connection.analysis.clone()),
+                    metrics_lag: connection.metrics_lag,
                     ..ApplyOptions::default()
                 };
                 let span = tracing::info_span!("pass", apps = items.len());

@@ -488,7 +488,12 @@ pub fn plan_app_with(
             "the plan broke an invariant and was refused: {broken}"
         )));
     }
-    let outcome = if !actions.is_empty() {
+    let only_checks =
+        !actions.is_empty() && actions.iter().all(|a| matches!(a, Action::Analyze { .. }));
+    let outcome = if only_checks {
+        // A check is a read: the rollout progresses; nothing changes in Azure.
+        Outcome::Progressing { until: now }
+    } else if !actions.is_empty() {
         if spec.suspend {
             Outcome::Suspended
         } else {
@@ -513,7 +518,8 @@ pub fn plan_app_with(
     }
 }
 
-/// How often an app waiting for `rollout promote` is looked at.
+/// How often an app whose rollout holds a step, or waits for `rollout promote`, is looked at
+/// for a person's command (two reads each time; the command waits in its tag meanwhile).
 pub const APPROVAL_LOOK_MS: Millis = 10_000;
 
 /// A revision suffix derived from the change: a retry of the same change from the same live

@@ -761,7 +761,7 @@ impl Rollout<'_, '_> {
                 if let Some(c) = fresh {
                     let failed = c.verdict == Verdict::Fail
                         || (c.verdict == Verdict::NoData && a.no_data == NoData::Fail);
-                    if failed && c.at.div_euclid(1000) > state.last_failed_at.div_euclid(1000) {
+                    if failed && c.at > state.last_failed_at {
                         let n = state.failed_checks + 1;
                         let reason = format!("{}; checks {n}/{}", c.reason, a.max_failed_checks);
                         if n >= a.max_failed_checks {
@@ -878,9 +878,13 @@ impl Rollout<'_, '_> {
         } else {
             hold_reason
         };
+        // A person's command (`rollout promote|abort`) is looked for this often meanwhile.
+        let wake = wake.map_or(now + crate::plan::APPROVAL_LOOK_MS, |w| {
+            w.min(now + crate::plan::APPROVAL_LOOK_MS)
+        });
         Ok(Decision {
             view: Some(self.view_of(state, "progressing", &reason)),
-            hold_until: Some(wake.unwrap_or(now + 60_000).max(now + 1)),
+            hold_until: Some(wake.max(now + 1)),
             ..Decision::default()
         })
     }

@@ -135,7 +135,7 @@ pub struct RolloutState {
     pub phase: Phase,
     /// The step being held; `-1` while the new revision is starting.
     pub step: i32,
-    /// When this step (or the rollout, at `-1`) began: epoch milliseconds, whole seconds.
+    /// When this step (or the rollout, at `-1`) began: epoch milliseconds.
     pub since: Millis,
     /// Failed checks so far in this rollout.
     pub failed_checks: u32,
@@ -184,16 +184,16 @@ impl Phase {
 
 impl RolloutState {
     /// The tag value: `v1;PHASE;STEP;SINCE;FAILED;LASTFAILED;STABLE;CANARY;REASON`, times in
-    /// epoch seconds, the reason cut so that the whole fits [`TAG_VALUE_MAX`] characters
+    /// epoch milliseconds (a step's pause counts from the very moment it began), the reason cut so that the whole fits [`TAG_VALUE_MAX`] characters
     /// (revision names are at most 54 characters and hold no `;`).
     pub fn encode(&self) -> String {
         let head = format!(
             "v1;{};{};{};{};{};{};{};",
             self.phase.as_str(),
             self.step,
-            self.since.div_euclid(1000),
+            self.since,
             self.failed_checks,
-            self.last_failed_at.div_euclid(1000),
+            self.last_failed_at,
             self.stable,
             self.canary,
         );
@@ -215,9 +215,9 @@ impl RolloutState {
         }
         let phase = Phase::parse(parts.next()?)?;
         let step = parts.next()?.parse().ok()?;
-        let since = parts.next()?.parse::<i64>().ok()?.checked_mul(1000)?;
+        let since = parts.next()?.parse::<i64>().ok()?;
         let failed_checks = parts.next()?.parse().ok()?;
-        let last_failed_at = parts.next()?.parse::<i64>().ok()?.checked_mul(1000)?;
+        let last_failed_at = parts.next()?.parse::<i64>().ok()?;
         let stable = parts.next()?.to_owned();
         let canary = parts.next()?.to_owned();
         let reason = parts.next().unwrap_or_default().to_owned();
