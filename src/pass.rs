@@ -259,7 +259,7 @@ pub async fn converge(
         }
         if r.requeue
             .as_ref()
-            .is_some_and(|q| matches!(q.wait.on, apply::Awaited::Rollout { .. }))
+            .is_some_and(|q| matches!(q.wait.on, apply::Awaited::Rollout))
         {
             // A rollout holds a step for minutes: `apply` reports where it stands and leaves
             // the walk to `run` (or to `apply` again), whose state is in the app's tag.

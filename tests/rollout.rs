@@ -249,6 +249,17 @@ fn a_bad_image_rolls_back_with_its_numbers_and_is_not_retried_until_asked() {
         serde_json::json!([{"revisionName": stable, "weight": 100}]),
         "all traffic back on the stable revision"
     );
+    // One check per interval: the failed check counted (a tags-only write) and the rollback
+    // that the next one brought are an interval (2 s) apart.
+    let writes = p.writes("ca-bad");
+    let counted = writes
+        .iter()
+        .find(|w| w["traffic"].is_null() && w["fields"].as_array().is_some_and(|f| f.len() == 1))
+        .unwrap_or_else(|| panic!("no failed check was counted: {writes:#?}"));
+    assert!(
+        last["at"].as_i64().unwrap() - counted["at"].as_i64().unwrap() >= 1_900,
+        "two checks less than an interval apart: {counted} then {last}"
+    );
     // Later resyncs (every 2 s) do not try the same revision again.
     let writes = p.writes("ca-bad").len();
     std::thread::sleep(Duration::from_secs(7));

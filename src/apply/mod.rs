@@ -197,11 +197,8 @@ pub enum Awaited {
     /// Someone else's operation on the app (`provisioningState` is `InProgress`).
     Busy,
     /// A rollout holds a step until its next check or the end of its pause: then read the
-    /// app and plan, with the last check taken.
-    Rollout {
-        /// The last check, for the next plan.
-        check: Option<Box<crate::rollout::Check>>,
-    },
+    /// app and plan, with the last check taken ([`Wait::check`]).
+    Rollout,
 }
 
 /// A wait carried from one reconcile to the next.
@@ -214,6 +211,9 @@ pub struct Wait {
     /// Whether this controller's own change is what it waits on (reported `applying`, not
     /// `waiting`).
     pub ours: bool,
+    /// The app's last rollout check, carried to the next plan through every wait (its writes'
+    /// included), so that checks keep their interval.
+    pub check: Option<Box<crate::rollout::Check>>,
 }
 
 /// "Look again at": what the app waits for, and when to look.
@@ -486,7 +486,12 @@ impl<'a> Run<'a> {
     fn requeue(&self, on: Awaited, since: Instant, ours: bool, after: Duration) -> Next {
         Next::Requeue(Requeue {
             after,
-            wait: Wait { on, since, ours },
+            wait: Wait {
+                on,
+                since,
+                ours,
+                check: self.check.clone().map(Box::new),
+            },
         })
     }
 
@@ -530,7 +535,7 @@ impl<'a> Run<'a> {
         match next {
             Next::Stop(state, error) => self.report(state, error, None),
             Next::Requeue(r) => {
-                let state = if matches!(r.wait.on, Awaited::Rollout { .. }) {
+                let state = if matches!(r.wait.on, Awaited::Rollout) {
                     AppState::Progressing
                 } else if r.wait.ours || !self.done.is_empty() {
                     AppState::Applying
@@ -554,9 +559,9 @@ impl<'a> Run<'a> {
     /// Looks once at what `wait` awaits: `None` when it is over (read the app and go on),
     /// else how to go on.
     async fn resume(&mut self, wait: Wait) -> Result<Option<Next>, Error> {
-        if let Awaited::Rollout { check } = wait.on {
+        self.check = wait.check.map(|c| *c);
+        if let Awaited::Rollout = wait.on {
             // A step's time is the rollout's own (its pause, its progress deadline).
-            self.check = check.map(|c| *c);
             return Ok(None);
         }
         if wait.since.elapsed() > self.options.revision_timeout {
@@ -589,7 +594,7 @@ impl<'a> Run<'a> {
             Awaited::Revision(revision) => {
                 self.check_revision(revision, wait.since, wait.ours).await
             }
-            Awaited::Rollout { .. } => Ok(None),
+            Awaited::Rollout => Ok(None),
             Awaited::Busy => {
                 if self.client.get_app(self.key()).await?.is_busy() {
                     Ok(Some(self.requeue(
@@ -712,14 +717,7 @@ impl<'a> Run<'a> {
         let step = match planned.outcome {
             Outcome::Progressing { until } => {
                 let after = Duration::from_millis(u64::try_from(until - now).unwrap_or(0));
-                return Ok(self.requeue(
-                    Awaited::Rollout {
-                        check: self.check.clone().map(Box::new),
-                    },
-                    Instant::now(),
-                    true,
-                    after,
-                ));
+                return Ok(self.requeue(Awaited::Rollout, Instant::now(), true, after));
             }
             Outcome::RolledBack { reason } => {
                 return Ok(Next::Stop(
@@ -927,7 +925,7 @@ fn timed_out(key: &AppKey, on: &Awaited, after: Duration) -> Error {
             key.resource_id(),
             "another client's operation on the app (it stayed InProgress)".to_owned(),
         ),
-        Awaited::Rollout { .. } => (
+        Awaited::Rollout => (
             key.resource_id(),
             "the rollout's step (its progressDeadline decides)".to_owned(),
         ),

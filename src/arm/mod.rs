@@ -253,6 +253,18 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .map(|s| Duration::from_secs(s.min(MAX_RETRY_AFTER_S)))
 }
 
+/// How long to wait before looking at an operation again: its `Retry-After`, else the poll
+/// interval, and never under [`MIN_OPERATION_POLL`] (a `Retry-After: 0` would make every
+/// operation a loop of back-to-back reads).
+fn operation_wait(headers: &HeaderMap, poll_interval: Duration) -> Duration {
+    retry_after(headers)
+        .unwrap_or(poll_interval)
+        .max(MIN_OPERATION_POLL)
+}
+
+/// The shortest wait between two looks at one operation.
+pub const MIN_OPERATION_POLL: Duration = Duration::from_millis(100);
+
 /// The wait after a 429 that names none (ARM always does; assumed from ARM's throttling
 /// documentation, N§7, which describes `Retry-After` on every 429).
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -862,7 +874,7 @@ impl ArmClient {
             }
             Err(e) => return Err(e),
         };
-        let next = retry_after(&reply.headers).unwrap_or(self.config.poll_interval);
+        let next = operation_wait(&reply.headers, self.config.poll_interval);
         match operation.protocol {
             OperationProtocol::AsyncOperation => {
                 match parse_operation(&path_of(&operation.url), &reply.body)? {
@@ -1033,7 +1045,7 @@ impl Operation {
         Ok(Self {
             protocol,
             url,
-            first: retry_after(headers).unwrap_or(poll_interval),
+            first: operation_wait(headers, poll_interval),
         })
     }
 

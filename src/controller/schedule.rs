@@ -438,6 +438,7 @@ mod tests {
                 on: Awaited::Revision("a--r1".into()),
                 since: now,
                 ours: true,
+                check: None,
             },
         });
         let next = s.record(&r, true, now);
