@@ -195,6 +195,20 @@ fn a_good_image_walks_every_step_and_is_promoted() {
         [20, 60, 100],
         "the weights over time are exactly the steps, then 100%"
     );
+    // The checks are counted in /metrics, and the phase is promoted.
+    let (_, metrics) = get(&format!("{ep}/metrics"));
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("acar_analysis_checks_total{result=\"pass\"}") && !l.ends_with(" 0")
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "acar_rollout_phase{{app=\"{RG}/ca-good\",phase=\"promoted\"}} 1"
+        )),
+        "{metrics}"
+    );
     // Each step was held at least its pause: the writes that moved traffic are >= 2 s apart.
     let times: Vec<i64> = p
         .writes("ca-good")
@@ -406,4 +420,53 @@ fn blue_green_previews_on_its_label_switches_on_approval_and_switches_back_on_fa
     let s = wait_state(&ep, "ca-green", "rolledBack", Duration::from_secs(90));
     let canary = s["rollout"]["canary"].as_str().unwrap();
     assert_eq!(p.canary_weights("ca-green", canary), [0, 100, 0], "{s:#}");
+}
+
+#[test]
+fn plan_shows_the_walk_and_status_the_step() {
+    let p = platform(
+        &[app(
+            "ca-slow",
+            GOOD,
+            "    steps:\n      - {weight: 10, pause: 10m}\n    progressDeadline: 20m\n",
+        )],
+        "requestsPerSecond: 10\n",
+    );
+    // Before anything runs: `plan` says which steps the new image will walk.
+    let out = p.cmd(&["plan"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("↻ rollout (canary): 10% for 10m, then 100% or 20m without progress"),
+        "{text}"
+    );
+    let out = p.cmd(&["plan", "--output", "json"]).output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["apps"][0]["rollout"]["phase"], "starting", "{v:#}");
+    assert_eq!(v["apps"][0]["rollout"]["steps"][0]["weight"], 10, "{v:#}");
+    // During the step: healthy, so `status` exits 0, and says where the rollout is.
+    let (_ctl, ep) = p.controller(&[]);
+    wait_state(&ep, "ca-slow", "progressing", Duration::from_secs(60));
+    wait_for("the first step", Duration::from_secs(60), || {
+        app_status(&ep, "ca-slow")["rollout"]["weight"] == 10
+    });
+    let out = p.cmd(&["status", "--server", &ep]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = p.cmd(&["status"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("rollout progressing step 1/1 (10%)"),
+        "{text}"
+    );
+    let (_, metrics) = get(&format!("{ep}/metrics"));
+    assert!(
+        metrics.contains(&format!("acar_rollout_step{{app=\"{RG}/ca-slow\"}} 1")),
+        "{metrics}"
+    );
 }

@@ -17,6 +17,7 @@ struct Summary {
     changes: usize,
     in_sync: usize,
     suspended: usize,
+    progressing: usize,
     errors: usize,
     writes: usize,
     new_revisions: usize,
@@ -31,6 +32,7 @@ impl Summary {
             match a.state {
                 AppState::InSync => s.in_sync += 1,
                 AppState::Suspended => s.suspended += 1,
+                AppState::Progressing => s.progressing += 1,
                 AppState::Drifted | AppState::Waiting => s.changes += 1,
                 _ => s.errors += 1,
             }
@@ -49,8 +51,13 @@ impl Summary {
     }
 
     fn line(&self) -> String {
+        let rolling = if self.progressing > 0 {
+            format!(", {} rolling out", self.progressing)
+        } else {
+            String::new()
+        };
         format!(
-            "{} to change ({} writes, {} new revisions), {} in sync, {} suspended, {} with errors; {} registry deletions ({} held back by the cap)",
+            "{} to change ({} writes, {} new revisions), {} in sync{rolling}, {} suspended, {} with errors; {} registry deletions ({} held back by the cap)",
             plural(self.changes, "app", "apps"),
             self.writes,
             self.new_revisions,
@@ -70,6 +77,19 @@ impl Summary {
         } else {
             Exit::Success
         }
+    }
+}
+
+/// The walk a new revision of `a` will take, when its plan starts (or restarts) a rollout.
+fn rollout_lines(a: &PlannedApp<'_>) -> Vec<String> {
+    let starting = a
+        .plan
+        .as_ref()
+        .and_then(|p| p.rollout.as_ref())
+        .is_some_and(|v| v.phase == "starting");
+    match (&a.spec.rollout, starting) {
+        (Some(r), true) => vec![render::rollout_walk(r)],
+        _ => Vec::new(),
     }
 }
 
@@ -118,6 +138,7 @@ pub async fn plan(
                         "status": a.state.plan_status(),
                         "reason": a.reason,
                         "actions": actions(a).iter().map(render::action_json).collect::<Vec<_>>(),
+                        "rollout": a.plan.as_ref().and_then(|p| p.rollout.as_ref()),
                     })
                 })
                 .collect();
@@ -147,7 +168,21 @@ pub async fn plan(
                         for action in actions(a) {
                             writeln!(out, "    {}", render::describe(action))?;
                         }
+                        for l in rollout_lines(a) {
+                            writeln!(out, "    {l}")?;
+                        }
                     }
+                    AppState::Progressing => writeln!(
+                        out,
+                        "↻ {key}: {}",
+                        a.plan
+                            .as_ref()
+                            .and_then(|p| p.rollout.as_ref())
+                            .map_or_else(
+                                || "rollout in progress".to_owned(),
+                                super::status::rollout_line
+                            )
+                    )?,
                     state => writeln!(
                         out,
                         "! {key}  ({}): {}: {}",
@@ -221,6 +256,9 @@ fn write_markdown(
             )?;
             for action in actions(a) {
                 writeln!(out, "{}", render::describe(action))?;
+            }
+            for l in rollout_lines(a) {
+                writeln!(out, "{l}")?;
             }
             writeln!(out, "```\n</details>\n")?;
         }

@@ -40,10 +40,9 @@ pub async fn status(
         let unhealthy = apps
             .iter()
             .filter(|a| {
-                !matches!(
-                    a["state"].as_str(),
-                    Some(s) if s == AppState::InSync.as_str() || s == AppState::Suspended.as_str()
-                )
+                !AppState::ALL
+                    .iter()
+                    .any(|s| s.is_settled() && a["state"].as_str() == Some(s.as_str()))
             })
             .count();
         if common.output == Output::Json {
@@ -58,7 +57,7 @@ pub async fn status(
             }
             writeln!(
                 out,
-                "{:<40} {:<10} {:<8} {:<60} LAST ERROR",
+                "{:<40} {:<12} {:<8} {:<60} LAST ERROR",
                 "APP", "STATE", "FAILURES", "LAST ACTION"
             )?;
             for a in &apps {
@@ -69,7 +68,7 @@ pub async fn status(
                 );
                 writeln!(
                     out,
-                    "{:<40} {:<10} {:<8} {:<60} {}",
+                    "{:<40} {:<12} {:<8} {:<60} {}",
                     app,
                     a["state"].as_str().unwrap_or(""),
                     a["failures"].as_u64().unwrap_or(0),

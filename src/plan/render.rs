@@ -154,3 +154,71 @@ pub fn action_json(action: &Action) -> Value {
 pub fn line(out: &mut String, text: impl AsRef<str>) {
     let _ = writeln!(out, "{}", text.as_ref());
 }
+
+/// The walk a rollout takes (or is taking), for `plan`: its steps, checks and limits.
+pub fn rollout_walk(spec: &crate::rollout::RolloutSpec) -> String {
+    use crate::rollout::{Approval, Strategy};
+    let human = |ms: u64| crate::duration::Human(std::time::Duration::from_millis(ms)).to_string();
+    let mut steps: Vec<String> = match spec.strategy {
+        Strategy::Canary => spec
+            .steps
+            .iter()
+            .map(|s| format!("{}% for {}", s.weight, human(s.pause_ms)))
+            .collect(),
+        Strategy::BlueGreen => spec
+            .steps
+            .iter()
+            .map(|s| {
+                if s.weight == 0 {
+                    format!(
+                        "0% on label `{}` for {}",
+                        spec.preview_label,
+                        human(s.pause_ms)
+                    )
+                } else {
+                    format!("switch to 100%, watched for {}", human(s.pause_ms))
+                }
+            })
+            .collect(),
+    };
+    if spec.approval == Approval::Manual {
+        let gate = spec
+            .steps
+            .iter()
+            .position(|s| s.weight >= 100)
+            .unwrap_or(spec.steps.len());
+        steps.insert(gate, "wait for `rollout promote`".to_owned());
+    }
+    if spec.steps.last().is_none_or(|s| s.weight < 100) || spec.strategy == Strategy::BlueGreen {
+        steps.push("100%".to_owned());
+    }
+    let strategy = match spec.strategy {
+        Strategy::Canary => "canary",
+        Strategy::BlueGreen => "blue/green",
+    };
+    let mut text = format!("↻ rollout ({strategy}): {}", steps.join(", then "));
+    if let Some(a) = &spec.analysis {
+        let mut gates = Vec::new();
+        if let Some(min) = a.success_rate_min {
+            gates.push(format!("success rate >= {min}%"));
+        }
+        if let Some(drop) = a.max_drop_vs_stable {
+            gates.push(format!("at most {drop} points below the stable revision"));
+        }
+        for p in &a.probes {
+            gates.push(format!("GET {} = {}", p.path, p.expect_status));
+        }
+        text.push_str(&format!(
+            "; checks every {}: {} (at least {} requests); rolls back after {} failed checks",
+            human(a.interval_ms),
+            gates.join(", "),
+            a.min_requests,
+            a.max_failed_checks
+        ));
+    }
+    text.push_str(&format!(
+        " or {} without progress",
+        human(spec.progress_deadline_ms)
+    ));
+    text
+}

@@ -808,11 +808,7 @@ impl Rollout<'_, '_> {
                         format!("{} ({})", c.reason, c.verdict.as_str()),
                         Some(due),
                     ),
-                    None => (
-                        false,
-                        "waiting for the first check of the step".to_owned(),
-                        Some(due),
-                    ),
+                    None => (false, String::new(), Some(due)),
                 }
             }
         };
@@ -870,11 +866,18 @@ impl Rollout<'_, '_> {
         let reason = if held_without_data && now >= deadline {
             format!("held past progressDeadline for want of data: {hold_reason}")
         } else if !pause_over {
+            let last = if hold_reason.is_empty() {
+                String::new()
+            } else {
+                format!("; last check: {hold_reason}")
+            };
             format!(
-                "holding step {} until {}",
+                "holding step {} until {}{last}",
                 self.step_text(state.step),
                 crate::time::format_arm(pause_end)
             )
+        } else if hold_reason.is_empty() {
+            "waiting for the step's first check".to_owned()
         } else {
             hold_reason
         };
