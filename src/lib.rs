@@ -39,11 +39,11 @@
 //!
 //! # Where a new capability plugs in
 //!
-//! A rollout (staged traffic with analysis between steps) is a planner section that decides
-//! weights ([`plan::sections::desired_rules`]) from the spec, the live app and the rollout's
-//! state in an owned tag ([`plan::tags`]); its waits between steps are a new
-//! [`apply::Awaited`] that the executor returns as a requeue, and its state joins
-//! [`state::AppState`].
+//! Progressive delivery shows the way: [`rollout`] is a planner section
+//! ([`rollout::decide::section`]) that decides weights from the spec, the live app, the
+//! rollout's state in an owned tag ([`plan::tags`]) and the last analysis check; its waits
+//! between steps are [`apply::Awaited::Rollout`], requeued by the executor like any other wait;
+//! its reads ([`analysis`]) go through the same client; its states joined [`state::AppState`].
 //!
 //! # Citations
 //!

@@ -109,3 +109,41 @@ async fn every_call_of_a_full_pass_has_its_action_in_the_roles() {
         }
     }
 }
+
+#[test]
+fn a_rollout_that_reads_metrics_adds_the_metrics_role_and_only_then() {
+    let s = common::Scratch::new();
+    let app = |name: &str, analysis: &str| {
+        format!(
+            "apiVersion: aca-reconciler/v1\nkind: ContainerApp\nmetadata: {{name: {name}, resourceGroup: rg-a, subscription: 00000000-0000-0000-0000-000000000000}}\nspec:\n  images: {{app: cr.azurecr.io/app:v2}}\n  rollout:\n    steps: [{{weight: 10, pause: 1m}}]\n{analysis}"
+        )
+    };
+    s.write(
+        "d/probes.yaml",
+        &app("ca-probes", "    analysis: {probes: [{path: /health}]}\n"),
+    );
+    let out = run(
+        bin(s.path()).args(["permissions", "--desired-state", "d"]),
+        0,
+    );
+    assert!(
+        !stdout(&out).contains("Microsoft.Insights/metrics/read"),
+        "probes alone read no metrics: {}",
+        stdout(&out)
+    );
+    s.write(
+        "d/rate.yaml",
+        &app("ca-rate", "    analysis: {successRate: {min: 99}}\n"),
+    );
+    let out = run(
+        bin(s.path()).args(["permissions", "--desired-state", "d"]),
+        0,
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let text = v.to_string();
+    assert!(text.contains("Microsoft.Insights/metrics/read"), "{text}");
+    assert!(
+        text.contains("/containerApps/ca-rate") && !text.contains("/containerApps/ca-probes\""),
+        "the metrics role is assigned on the app whose rollout reads metrics: {text}"
+    );
+}
