@@ -450,6 +450,9 @@ pub async fn plan_pass<'a>(
                                 .to_owned(),
                         ),
                         plan::Outcome::Blocked { reason } => Some(reason.to_string()),
+                        plan::Outcome::RolledBack { reason } => Some(format!(
+                            "the last rollout rolled back ({reason}); traffic is on the stable revision until the spec changes or `aca-reconciler rollout retry` runs it again"
+                        )),
                         _ => None,
                     };
                     let state = p.outcome.state();

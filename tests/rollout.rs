@@ -290,6 +290,14 @@ fn a_bad_image_rolls_back_with_its_numbers_and_is_not_retried_until_asked() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+    // `plan` shows it, with the reason (exit 1, as for a blocked app).
+    let out = p.cmd(&["plan"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("rolledBack: the last rollout rolled back (success rate"),
+        "{text}"
+    );
     // A person retries: the same revision walks again (and, being bad, rolls back again).
     let out = p
         .cmd(&["rollout", "retry", "ca-bad", "--wait", "30s"])

@@ -871,11 +871,7 @@ impl Rollout<'_, '_> {
             } else {
                 format!("; last check: {hold_reason}")
             };
-            format!(
-                "holding step {} until {}{last}",
-                self.step_text(state.step),
-                crate::time::format_arm(pause_end)
-            )
+            format!("held until {}{last}", crate::time::format_arm(pause_end))
         } else if hold_reason.is_empty() {
             "waiting for the step's first check".to_owned()
         } else {
