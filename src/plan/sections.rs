@@ -428,7 +428,10 @@ pub fn retention(ctx: &Ctx<'_>, draft: &mut Draft) {
         .and_then(|v| crate::rollout::RolloutState::decode(v))
         .filter(|_| ctx.spec.rollout.is_some());
     if let Some(state) = &rollout {
-        protected.insert(state.stable.as_str());
+        // Once promoted, the old stable revision is retention's like any other.
+        if state.phase != crate::rollout::Phase::Promoted {
+            protected.insert(state.stable.as_str());
+        }
         protected.insert(state.canary.as_str());
     }
     for r in ctx.revisions {

@@ -1456,6 +1456,56 @@ mod tests {
     }
 
     #[test]
+    fn retention_keeps_both_revisions_during_a_rollout_and_frees_the_old_one_once_promoted() {
+        let mut spec = spec(NEW, rollout(Strategy::Canary, Approval::Auto));
+        spec.keep_active = Some(1);
+        let revs = [revision(S, OLD, true), revision(C, NEW, true)];
+        let live = app(C, NEW, split(90, 10), tags(&state(0, T0, 0)));
+        let p = plan(&spec, &live, &revs, T0 + 1_000, None);
+        assert!(
+            !p.actions
+                .iter()
+                .any(|a| matches!(a, Action::Deactivate { .. })),
+            "{:#?}",
+            p.actions
+        );
+        let back = RolloutState {
+            phase: Phase::RolledBack,
+            ..state(0, T0, 2)
+        };
+        let live = app(
+            C,
+            NEW,
+            json!([{"revisionName": S, "weight": 100}]),
+            tags(&back),
+        );
+        let p = plan(&spec, &live, &revs, T0 + 1_000, None);
+        assert!(
+            !p.actions
+                .iter()
+                .any(|a| matches!(a, Action::Deactivate { .. })),
+            "{:#?}",
+            p.actions
+        );
+        let done = RolloutState {
+            phase: Phase::Promoted,
+            ..state(2, T0, 0)
+        };
+        let live = app(
+            C,
+            NEW,
+            json!([{"revisionName": C, "weight": 100}]),
+            tags(&done),
+        );
+        let p = plan(&spec, &live, &revs, T0 + 1_000, None);
+        assert!(
+            matches!(p.actions.as_slice(), [Action::Deactivate { revision, .. }] if revision == S),
+            "{:#?}",
+            p.actions
+        );
+    }
+
+    #[test]
     fn manual_approval_waits_before_full_traffic_and_promote_carries_it() {
         let spec = spec(NEW, rollout(Strategy::Canary, Approval::Manual));
         let revs = [revision(S, OLD, true), revision(C, NEW, true)];
