@@ -53,7 +53,8 @@ impl<'a> Ctx<'a> {
         let multiple = match spec.revision_mode {
             Some(RevisionMode::Multiple) => true,
             Some(RevisionMode::Single) => false,
-            None => app.is_multiple_mode(),
+            // A rollout shares traffic between two revisions: Multiple mode, set for the user.
+            None => app.is_multiple_mode() || spec.rollout.is_some(),
         };
         let mut live_rules: Vec<Rule> = app.traffic().iter().map(Rule::from_arm).collect();
         live_rules.sort();

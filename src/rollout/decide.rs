@@ -1280,6 +1280,34 @@ mod tests {
     }
 
     #[test]
+    fn a_rollout_switches_a_single_mode_app_to_multiple_in_the_same_patch() {
+        let mut spec = spec(NEW, rollout(Strategy::Canary, Approval::Auto));
+        spec.revision_mode = None;
+        let live = ContainerApp::from_value(json!({
+            "name": "ca-x",
+            "properties": {
+                "provisioningState": "Succeeded",
+                "latestRevisionName": S, "latestReadyRevisionName": S,
+                "configuration": {"activeRevisionsMode": "Single", "ingress": {"traffic": [{"latestRevision": true, "weight": 100}]}},
+                "template": {"containers": [{"name": "app", "image": OLD}]}
+            }
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let p = plan(&spec, &live, &[revision(S, OLD, true)], T0, None);
+        let Some(Action::UpdateTemplate { body, .. }) = p.actions.first() else {
+            panic!("{:#?}", p.actions);
+        };
+        assert_eq!(
+            body.pointer("/properties/configuration/activeRevisionsMode"),
+            Some(&json!("Multiple"))
+        );
+        assert!(
+            body.pointer("/properties/configuration/ingress/traffic")
+                .is_some()
+        );
+    }
+
+    #[test]
     fn a_running_new_revision_gets_the_first_step() {
         let spec = spec(NEW, rollout(Strategy::Canary, Approval::Auto));
         let live = app(
