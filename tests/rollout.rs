@@ -422,7 +422,8 @@ fn blue_green_previews_on_its_label_switches_on_approval_and_switches_back_on_fa
         String::from_utf8_lossy(&out.stderr)
     );
     wait_state(&ep, "ca-blue", "inSync", Duration::from_secs(30));
-    assert_eq!(p.canary_weights("ca-blue", &canary), [0, 100]);
+    // The approval switches (100% with the label) and the post-switch check promotes (100%).
+    assert_eq!(p.canary_weights("ca-blue", &canary), [0, 100, 100]);
     // Auto: the probes pass on the preview, 100% switches at once, the failures after the
     // switch switch back.
     let s = wait_state(&ep, "ca-green", "rolledBack", Duration::from_secs(90));

@@ -705,7 +705,7 @@ impl<'a> Run<'a> {
             let check = self.analyze(&target).await;
             tracing::info!(
                 canary = %check.canary,
-                step = check.step + 1,
+                step = check.step.saturating_add(1),
                 verdict = check.verdict.as_str(),
                 reason = %check.reason,
                 "rollout check"

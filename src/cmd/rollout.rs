@@ -265,7 +265,7 @@ fn view(spec: &AppSpec, snap: &Snapshot, now: Millis) -> Value {
             "steps": steps.map(Vec::len),
             "stepWeight": step_weight,
             "since": format_arm(s.since),
-            "sinceSeconds": (now - s.since).max(0) / 1000,
+            "sinceSeconds": now.saturating_sub(s.since).max(0) / 1000,
             "failedChecks": s.failed_checks,
             "maxFailedChecks": spec.rollout.as_ref().and_then(|r| r.analysis.as_ref()).map(|a| a.max_failed_checks),
             "stable": (!s.stable.is_empty()).then(|| revision(&s.stable)),
@@ -348,7 +348,7 @@ fn write_view(v: &Value, now: Millis, out: &mut dyn Write) -> std::io::Result<()
                     r["canary"]["weight"].as_i64().unwrap_or(0)
                 ),
             };
-            format!("step {}{of}{weight}", step + 1)
+            format!("step {}{of}{weight}", step.saturating_add(1))
         };
         let since = r["sinceSeconds"].as_i64().unwrap_or(0);
         writeln!(
@@ -548,7 +548,7 @@ fn fits(verb: Verb, state: Option<&RolloutState>, app: &str) -> Result<RolloutSt
         Phase::Progressing => format!(
             "the rollout of {} is still progressing (step {}), so there is nothing to retry; `aca-reconciler rollout promote {app}` skips to 100% now, `aca-reconciler rollout abort {app}` rolls back now",
             s.canary,
-            s.step + 1
+            s.step.saturating_add(1)
         ),
         Phase::Promoted => format!(
             "the rollout of {} is already promoted (100% on it since {}), so there is nothing to {v}; to go back to an earlier version, change the image in git",
@@ -569,9 +569,14 @@ fn fits(verb: Verb, state: Option<&RolloutState>, app: &str) -> Result<RolloutSt
 }
 
 /// What the controller should have made of a command once it took it away.
-fn expected(verb: Verb, state: &RolloutState) -> bool {
+fn expected(verb: Verb, before: &RolloutState, state: &RolloutState) -> bool {
     match verb {
-        Verb::Promote => state.phase == Phase::Promoted,
+        // At a blue/green switch (a 100% step of its own), promote approves the switch: the
+        // rollout goes on to that step and its checks, and may still switch back.
+        Verb::Promote => {
+            state.phase == Phase::Promoted
+                || (state.phase == Phase::Progressing && state.step > before.step)
+        }
         Verb::Abort => state.phase == Phase::RolledBack,
         Verb::Retry => state.phase != Phase::RolledBack,
     }
@@ -687,7 +692,7 @@ async fn command_verb(
             None => {
                 let new = after.state();
                 let (outcome, message, exit) = match &new {
-                    Some(s) if s.canary == command.canary && expected(verb, s) => (
+                    Some(s) if s.canary == command.canary && expected(verb, &state, s) => (
                         "done",
                         format!(
                             "{v} for {} carried out: the rollout is {} now",

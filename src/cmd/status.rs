@@ -237,7 +237,7 @@ fn status_row(a: &PlannedApp<'_>) -> (Value, bool) {
 pub fn rollout_line(v: &crate::rollout::decide::RolloutView) -> String {
     let n = v.steps.len();
     let at = match usize::try_from(v.step).ok().and_then(|i| v.steps.get(i)) {
-        Some(s) => format!("step {}/{n} ({}%)", v.step + 1, s.weight),
+        Some(s) => format!("step {}/{n} ({}%)", v.step.saturating_add(1), s.weight),
         None => "starting".to_owned(),
     };
     let checks = v

@@ -329,6 +329,17 @@ pub enum Blocked {
         /// Azure's error.
         why: String,
     },
+    /// The app's rollout is in the middle of its steps, and the spec no longer has `rollout`
+    /// nor says where traffic goes.
+    #[error(
+        "a rollout of {canary} is at step {step} with traffic split, and spec.rollout was removed; put rollout back to finish it (or `aca-reconciler rollout abort` first), or write traffic or activeRevision to say where traffic goes"
+    )]
+    RolloutDropped {
+        /// The new revision.
+        canary: String,
+        /// The step (1-based; 0 while it started).
+        step: i32,
+    },
     /// A defect of the controller, or an answer from Azure it cannot work with: the plan is
     /// refused rather than risk a wrong write.
     #[error("internal: {0}")]
@@ -474,7 +485,8 @@ pub fn plan_app_with(
             Some(r) => {
                 crate::rollout::decide::section(&ctx, &mut draft, r, rollout).map(|d| decision = d)
             }
-            None => sections::wait_for_latest(&ctx, &mut draft)
+            None => sections::abandoned_rollout(&ctx)
+                .and_then(|()| sections::wait_for_latest(&ctx, &mut draft))
                 .and_then(|()| sections::traffic(&ctx, &mut draft)),
         });
     if let Err(b) = planned {
@@ -490,7 +502,10 @@ pub fn plan_app_with(
     }
     let only_checks =
         !actions.is_empty() && actions.iter().all(|a| matches!(a, Action::Analyze { .. }));
-    let outcome = if only_checks {
+    let outcome = if spec.suspend && !actions.is_empty() {
+        // Suspended: the actions (a check included) are what would be done; nothing is.
+        Outcome::Suspended
+    } else if only_checks {
         // A check is a read: the rollout progresses; nothing changes in Azure.
         Outcome::Progressing { until: now }
     } else if !actions.is_empty() {

@@ -102,7 +102,7 @@ pub fn describe(action: &Action) -> String {
             use crate::rollout::decide::Transition as T;
             let what = match transition {
                 T::Start => "rollout starts".to_owned(),
-                T::Step => format!("rollout step {}", step + 1),
+                T::Step => format!("rollout step {}", step.saturating_add(1)),
                 T::Promote => "rollout promotes the new revision".to_owned(),
                 T::RollBack => "rollout rolls back".to_owned(),
                 T::FailedCheck => "rollout counts a failed check".to_owned(),
@@ -129,7 +129,7 @@ pub fn describe(action: &Action) -> String {
             ..
         } => format!(
             "? check {canary} at step {} ({weight}%): requests {} .. {}, probes",
-            step + 1,
+            step.saturating_add(1),
             crate::time::format_arm(window.0),
             crate::time::format_arm(window.1)
         ),

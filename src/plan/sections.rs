@@ -273,6 +273,28 @@ fn containers(ctx: &Ctx<'_>) -> Result<Vec<Value>, Blocked> {
         .collect())
 }
 
+/// A spec without `rollout` and without `traffic` on an app whose rollout is mid-walk: traffic
+/// would stay split, and the stale state would mislead; the operator decides.
+pub fn abandoned_rollout(ctx: &Ctx<'_>) -> Result<(), Blocked> {
+    if ctx.spec.traffic.is_some() {
+        return Ok(());
+    }
+    let walking = ctx
+        .app
+        .tags
+        .get(crate::rollout::STATE_TAG)
+        .and_then(|v| crate::rollout::RolloutState::decode(v))
+        .filter(|s| s.phase == crate::rollout::Phase::Progressing)
+        .filter(|_| ctx.live_rules.len() > 1);
+    match walking {
+        Some(s) => Err(Blocked::RolloutDropped {
+            canary: s.canary,
+            step: s.step.saturating_add(1),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// A revision that Azure is still starting (a previous write's) is waited for; one that failed
 /// stops the plan, with traffic where it is.
 pub fn wait_for_latest(ctx: &Ctx<'_>, draft: &mut Draft) -> Result<(), Blocked> {

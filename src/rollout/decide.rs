@@ -151,6 +151,16 @@ pub fn section(
             }
             _ => r.live_stable(),
         };
+        // A stable revision that does not run is nothing to hold traffic on.
+        let stable = if ctx
+            .by_name
+            .get(stable.as_str())
+            .is_some_and(|s| s.is_running())
+        {
+            stable
+        } else {
+            String::new()
+        };
         r.start_with_template(draft, stable, canary);
         return Ok(r.decision_starting(draft));
     }
@@ -160,8 +170,9 @@ pub fn section(
         .latest_revision_name
         .clone()
         .unwrap_or_default();
-    let Some(state) = state.filter(|s| s.canary == latest) else {
-        return Ok(r.without_rollout(draft, &latest));
+    let state = match state {
+        Some(s) if s.canary == latest => s,
+        other => return Ok(r.without_rollout(draft, &latest, other.as_ref())),
     };
     match state.phase {
         Phase::Promoted => Ok(r.promoted(draft, &state)),
@@ -193,19 +204,33 @@ impl Rollout<'_, '_> {
 
     /// The revision that carries most of the live traffic (a `latestRevision` rule's is the
     /// latest ready one); the latest ready revision when no rule names one.
+    /// When traffic is split, the latest revision is never taken as the stable one: a split
+    /// found without a rollout's state (its tag lost) is a walk to finish, not a verdict.
     fn live_stable(&self) -> String {
         let props = &self.ctx.app.properties;
         let ready = props.latest_ready_revision_name.clone().unwrap_or_default();
-        let mut best: Option<(&Rule, i64)> = None;
-        for rule in &self.ctx.live_rules {
-            if best.is_none_or(|(_, w)| rule.weight > w) {
-                best = Some((rule, rule.weight));
-            }
-        }
-        match best {
-            Some((rule, w)) if w > 0 => rule.revision.clone().unwrap_or(ready),
-            _ => ready,
-        }
+        let latest = props.latest_revision_name.as_deref();
+        let weighted: Vec<(String, i64)> = self
+            .ctx
+            .live_rules
+            .iter()
+            .filter(|r| r.weight > 0)
+            .map(|r| {
+                (
+                    r.revision.clone().unwrap_or_else(|| ready.clone()),
+                    r.weight,
+                )
+            })
+            .collect();
+        let split = weighted.len() > 1;
+        weighted
+            .into_iter()
+            .filter(|(name, _)| !(split && Some(name.as_str()) == latest))
+            .fold(None::<(String, i64)>, |best, (name, w)| match best {
+                Some((_, bw)) if bw >= w => best,
+                _ => Some((name, w)),
+            })
+            .map_or(ready, |(name, _)| name)
     }
 
     /// The live rules as names: a `latestRevision` rule is the latest ready revision's when
@@ -436,8 +461,18 @@ impl Rollout<'_, '_> {
 
     /// No rollout is known for the latest revision: at rest (100% on it), or it was created
     /// by someone else (a rollout starts for it, by a tag PATCH).
-    fn without_rollout(&self, draft: &mut Draft, latest: &str) -> Decision {
-        let stable = self.live_stable();
+    fn without_rollout(
+        &self,
+        draft: &mut Draft,
+        latest: &str,
+        prior: Option<&RolloutState>,
+    ) -> Decision {
+        // A revision someone else created in the middle of a walk: the walk's stable revision
+        // stays the one traffic returns to.
+        let stable = prior
+            .filter(|p| p.phase == Phase::Progressing)
+            .filter(|p| self.revision(&p.stable).is_some_and(Revision::is_running))
+            .map_or_else(|| self.live_stable(), |p| p.stable.clone());
         if latest.is_empty() || latest == stable {
             // At rest. Only the new revision of a rollout ever holds less than 100%.
             let rules = Self::promoted_rules(&stable);
@@ -482,6 +517,24 @@ impl Rollout<'_, '_> {
         Decision {
             view: Some(self.view("starting", -1, 0, &stable, latest, 0, "")),
             ..Decision::default()
+        }
+    }
+
+    /// Whether traffic can go back to `stable` now: it runs; it is inactive and is activated
+    /// (the actions are added to `draft`); or it cannot (none, failed, or active but not
+    /// running), with why.
+    fn stable_serves(&self, draft: &mut Draft, stable: &str) -> Serves {
+        match self.revision(stable) {
+            Some(r) if r.is_running() => Serves::Yes,
+            Some(r) if !r.properties.active && !r.has_failed() => {
+                ensure_serving(self.ctx, draft, stable);
+                Serves::Soon
+            }
+            Some(r) => Serves::No(format!(
+                "the stable revision {stable} does not run (runningState {})",
+                r.properties.running_state.as_deref().unwrap_or("unknown")
+            )),
+            None => Serves::No("there is no stable revision to go back to".to_owned()),
         }
     }
 
@@ -552,9 +605,7 @@ impl Rollout<'_, '_> {
         }
         // Traffic stays on the stable revision (put back if someone moved it).
         let rules = self.rollback_rules(&state.stable, &state.canary);
-        if !state.stable.is_empty()
-            && !self.is_live(&rules)
-            && !ensure_serving(self.ctx, draft, &state.stable)
+        if !self.is_live(&rules) && matches!(self.stable_serves(draft, &state.stable), Serves::Yes)
         {
             self.transition(draft, Transition::RollBack, Some(rules), state);
         } else if self.stale_command && draft.actions.is_empty() {
@@ -576,16 +627,24 @@ impl Rollout<'_, '_> {
     }
 
     fn roll_back(&self, draft: &mut Draft, state: &RolloutState, reason: String) -> Decision {
+        let reason = match self.stable_serves(draft, &state.stable) {
+            Serves::Yes | Serves::Soon => reason,
+            Serves::No(why) => format!("{reason}; {why}, so traffic stays where it is"),
+        };
         let back = RolloutState {
             phase: Phase::RolledBack,
             since: self.now(),
             reason: reason.clone(),
             ..state.clone()
         };
-        let rules =
-            (!state.stable.is_empty()).then(|| self.rollback_rules(&state.stable, &state.canary));
-        if state.stable.is_empty() || !ensure_serving(self.ctx, draft, &state.stable) {
-            self.transition(draft, Transition::RollBack, rules, &back);
+        match self.stable_serves(&mut Draft::default(), &state.stable) {
+            Serves::Yes => {
+                let rules = self.rollback_rules(&state.stable, &state.canary);
+                self.transition(draft, Transition::RollBack, Some(rules), &back);
+            }
+            // Activated first (by `stable_serves` above); the rollback follows its wait.
+            Serves::Soon => {}
+            Serves::No(_) => self.transition(draft, Transition::RollBack, None, &back),
         }
         Decision {
             view: Some(self.view(
@@ -663,6 +722,27 @@ impl Rollout<'_, '_> {
         let deadline = state
             .since
             .saturating_add(ms(self.spec.progress_deadline_ms));
+        if !canary.is_running() && state.step >= 0 && canary.properties.active {
+            // It holds a share of the users' traffic and does not serve it.
+            let how = canary
+                .properties
+                .running_state
+                .clone()
+                .unwrap_or_else(|| "unknown".to_owned());
+            let health = canary
+                .properties
+                .health_state
+                .clone()
+                .unwrap_or_else(|| "unknown".to_owned());
+            return Ok(self.roll_back(
+                draft,
+                state,
+                format!(
+                    "the new revision stopped running at step {} (runningState {how}, healthState {health})",
+                    self.step_text(state.step)
+                ),
+            ));
+        }
         if !canary.is_running() {
             if now >= deadline {
                 return Ok(self.roll_back(
@@ -688,19 +768,51 @@ impl Rollout<'_, '_> {
                 ..Decision::default()
             });
         }
-        let stable_ok = !state.stable.is_empty()
-            && self
-                .revision(&state.stable)
-                .is_some_and(|r| !r.has_failed());
-        if !stable_ok {
-            return Ok(self.promote(
-                draft,
-                state,
-                "no stable revision to compare with: the new revision takes all traffic once it runs".to_owned(),
-            ));
+        let stable = (!state.stable.is_empty())
+            .then(|| self.revision(&state.stable))
+            .flatten();
+        match stable {
+            // Deactivated by someone: brought back first (it is where traffic returns to).
+            Some(r) if !r.properties.active && !r.has_failed() => {
+                ensure_serving(self.ctx, draft, &state.stable);
+                return Ok(Decision {
+                    view: Some(self.view_of(
+                        state,
+                        "progressing",
+                        "activating the stable revision",
+                    )),
+                    ..Decision::default()
+                });
+            }
+            Some(r) if r.is_running() => {}
+            other => {
+                // Nothing runs to go back to (none, failed, or not running: often the very
+                // reason for the new image): the new revision, which runs, takes all traffic.
+                let why = match other {
+                    None => "no stable revision to go back to".to_owned(),
+                    Some(r) => format!(
+                        "the stable revision {} does not run (runningState {})",
+                        r.name,
+                        r.properties.running_state.as_deref().unwrap_or("unknown")
+                    ),
+                };
+                return Ok(self.promote(
+                    draft,
+                    state,
+                    format!("{why}: the new revision, which runs, takes all traffic"),
+                ));
+            }
         }
-        if ensure_serving(self.ctx, draft, &state.stable) {
-            return Ok(Decision::default());
+        let steps = &self.spec.steps;
+        let gate = steps
+            .iter()
+            .position(|s| s.weight >= 100)
+            .unwrap_or(steps.len());
+        let at_gate = usize::try_from(state.step.saturating_add(1)).ok() == Some(gate);
+        if command == Some(Verb::Promote) && at_gate && gate < steps.len() {
+            // Approval of a switch that has its own watch (blue/green's post-switch window):
+            // switch now, and let that window's checks switch back if they fail.
+            return Ok(self.advance(draft, state, gate));
         }
         if command == Some(Verb::Promote) {
             return Ok(self.promote(
@@ -719,7 +831,6 @@ impl Rollout<'_, '_> {
                 "the new revision runs the stable revision's images (a change of replica bounds or settings): no steps".to_owned(),
             ));
         }
-        let steps = &self.spec.steps;
         if state.step < 0 {
             return Ok(self.advance(draft, state, 0));
         }
@@ -753,16 +864,19 @@ impl Rollout<'_, '_> {
                 });
                 let due = match fresh {
                     Some(c) => c.at.saturating_add(ms(a.interval_ms)),
+                    // None in memory (a restart, a new leader): not before an interval after
+                    // the last failure counted, so no window is judged twice.
                     None => state
                         .since
                         .saturating_add(ms(lag))
+                        .max(state.last_failed_at)
                         .saturating_add(ms(a.interval_ms)),
                 };
                 if let Some(c) = fresh {
                     let failed = c.verdict == Verdict::Fail
                         || (c.verdict == Verdict::NoData && a.no_data == NoData::Fail);
                     if failed && c.at > state.last_failed_at {
-                        let n = state.failed_checks + 1;
+                        let n = state.failed_checks.saturating_add(1);
                         let reason = format!("{}; checks {n}/{}", c.reason, a.max_failed_checks);
                         if n >= a.max_failed_checks {
                             let counted = RolloutState {
@@ -786,8 +900,17 @@ impl Rollout<'_, '_> {
                     }
                 }
                 if now >= due {
-                    let end = now.saturating_sub(ms(lag));
-                    let start = state.since.max(end.saturating_sub(ms(a.interval_ms)));
+                    let mut end = now.saturating_sub(ms(lag));
+                    if a.interval_ms % 60_000 == 0 {
+                        // Azure Monitor keeps `Requests` per minute: whole minutes, so that
+                        // consecutive checks read consecutive buckets, none twice.
+                        end -= end.rem_euclid(60_000);
+                    }
+                    let start = state
+                        .since
+                        .max(end.saturating_sub(ms(a.interval_ms)))
+                        .max(state.last_failed_at.saturating_sub(ms(lag)))
+                        .min(end);
                     draft.actions.push(Action::Analyze {
                         canary: state.canary.clone(),
                         stable: state.stable.clone(),
@@ -814,10 +937,6 @@ impl Rollout<'_, '_> {
         };
         if pause_over && passed {
             let next = i + 1;
-            let gate = steps
-                .iter()
-                .position(|s| s.weight >= 100)
-                .unwrap_or(steps.len());
             if next == gate && self.spec.approval == Approval::Manual {
                 return Ok(Decision {
                     view: Some(self.view_of(
@@ -838,7 +957,8 @@ impl Rollout<'_, '_> {
                         && matches!(c.verdict, Verdict::NoData | Verdict::Error)
                 })
         });
-        if now >= deadline && !held_without_data {
+        let awaiting_person = self.spec.approval == Approval::Manual && pause_over && i + 1 == gate;
+        if now >= deadline && !held_without_data && !awaiting_person {
             let why = if hold_reason.is_empty() {
                 String::new()
             } else {
@@ -955,6 +1075,16 @@ impl Rollout<'_, '_> {
             .as_deref()
             .map(|f| format!("https://{f}"))
     }
+}
+
+/// Whether traffic can go back to the stable revision.
+enum Serves {
+    /// It runs.
+    Yes,
+    /// It is being activated.
+    Soon,
+    /// It cannot, and why.
+    No(String),
 }
 
 /// Activates `name` and waits for it to run, if it does not run now: whether anything was
@@ -1758,5 +1888,199 @@ mod tests {
         let (t, _, st, _) = only_rollout(&plan(&spec, &live, &revs, T0 + 300_000, Some(&failing)));
         assert_eq!(t, Transition::RollBack);
         assert!(st.reason.contains("progressDeadline"), "{}", st.reason);
+    }
+
+    fn degraded(name: &str, image: &str) -> Revision {
+        serde_json::from_value(json!({"name": name, "properties": {
+            "active": true, "runningState": "Degraded", "healthState": "Unhealthy",
+            "provisioningState": "Provisioned", "createdTime": "2026-12-01T00:00:00Z",
+            "template": {"containers": [{"name": "app", "image": image}]}
+        }}))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_suspended_app_does_not_spin_on_a_due_check() {
+        let mut spec = spec(NEW, rollout(Strategy::Canary, Approval::Auto));
+        spec.suspend = true;
+        let revs = [revision(S, OLD, true), revision(C, NEW, true)];
+        let live = app(C, NEW, split(90, 10), tags(&state(0, T0, 0)));
+        let p = plan(&spec, &live, &revs, T0 + 60_000, None);
+        assert_eq!(p.outcome, Outcome::Suspended, "{:#?}", p.actions);
+    }
+
+    #[test]
+    fn a_stable_revision_that_does_not_run_never_wedges_the_rollout() {
+        let spec = spec(NEW, rollout(Strategy::Canary, Approval::Auto));
+        let live = app(C, NEW, split(90, 10), tags(&state(0, T0, 0)));
+        let revs = [degraded(S, OLD), revision(C, NEW, true)];
+        let (t, to, _, _) = only_rollout(&plan(&spec, &live, &revs, T0 + 1_000, None));
+        assert_eq!((t, to), (Transition::Promote, Some(rules(&[(C, 100)]))));
+        // An abort with nothing to go back to: rolled back in the tag, traffic left as it is.
+        let cmd = Command {
+            verb: Verb::Abort,
+            canary: C.into(),
+            at: T0,
+        };
+        let live = app(
+            C,
+            NEW,
+            split(90, 10),
+            json!({STATE_TAG: state(0, T0, 0).encode(), COMMAND_TAG: cmd.encode()}),
+        );
+        let (t, to, st, _) = only_rollout(&plan(&spec, &live, &revs, T0 + 1_000, None));
+        assert_eq!(
+            (t, to, st.phase),
+            (Transition::RollBack, None, Phase::RolledBack)
+        );
+        assert!(
+            st.reason.contains("traffic stays where it is"),
+            "{}",
+            st.reason
+        );
+        // A new image does not pin a stable revision that does not run.
+        let live = app(
+            S,
+            OLD,
+            json!([{"latestRevision": true, "weight": 100}]),
+            json!({}),
+        );
+        let p = plan(&spec, &live, &[degraded(S, OLD)], T0, None);
+        let Some(Action::UpdateTemplate { body, .. }) = p.actions.first() else {
+            panic!("{:#?}", p.actions);
+        };
+        assert!(
+            body.pointer("/properties/configuration/ingress/traffic")
+                .is_none(),
+            "{body}"
+        );
+    }
+
+    #[test]
+    fn a_new_revision_that_stops_running_mid_step_is_rolled_back() {
+        let spec = spec(NEW, rollout(Strategy::Canary, Approval::Auto));
+        let live = app(C, NEW, split(90, 10), tags(&state(0, T0, 0)));
+        let revs = [revision(S, OLD, true), degraded(C, NEW)];
+        let (t, to, st, _) = only_rollout(&plan(&spec, &live, &revs, T0 + 1_000, None));
+        assert_eq!((t, to), (Transition::RollBack, Some(rules(&[(S, 100)]))));
+        assert!(st.reason.contains("stopped running"), "{}", st.reason);
+    }
+
+    #[test]
+    fn waiting_for_approval_is_not_a_lack_of_progress() {
+        let spec = spec(NEW, rollout(Strategy::Canary, Approval::Manual));
+        let revs = [revision(S, OLD, true), revision(C, NEW, true)];
+        // At the gate, an hour late, one check failed (below maxFailedChecks): it waits.
+        let st = RolloutState {
+            failed_checks: 1,
+            last_failed_at: T0 + 3_590_000,
+            ..state(1, T0, 1)
+        };
+        let live = app(C, NEW, split(50, 50), tags(&st));
+        let bad = check(1, T0 + 3_590_000, Verdict::Fail);
+        let p = plan(&spec, &live, &revs, T0 + 3_595_000, Some(&bad));
+        assert!(p.actions.is_empty(), "{:#?}", p.actions);
+        assert!(
+            matches!(p.outcome, Outcome::Progressing { .. }),
+            "{:?}",
+            p.outcome
+        );
+    }
+
+    #[test]
+    fn without_the_last_check_in_memory_no_window_is_judged_twice() {
+        let spec = spec(NEW, rollout(Strategy::Canary, Approval::Auto));
+        let revs = [revision(S, OLD, true), revision(C, NEW, true)];
+        let st = RolloutState {
+            failed_checks: 1,
+            last_failed_at: T0 + 20_000,
+            ..state(0, T0, 1)
+        };
+        let live = app(C, NEW, split(90, 10), tags(&st));
+        // A restarted controller: no check in memory. Not due before the last failure + interval.
+        let p = plan(&spec, &live, &revs, T0 + 25_000, None);
+        assert_eq!(p.outcome, Outcome::Progressing { until: T0 + 30_000 });
+        let p = plan(&spec, &live, &revs, T0 + 30_000, None);
+        match p.actions.as_slice() {
+            [Action::Analyze { window, .. }] => assert_eq!(
+                window.0,
+                T0 + 20_000 - 5_000,
+                "starts where the failed one ended"
+            ),
+            other => panic!("{other:#?}"),
+        }
+    }
+
+    #[test]
+    fn approving_a_blue_green_switch_keeps_its_post_switch_watch() {
+        let spec = spec(NEW, rollout(Strategy::BlueGreen, Approval::Manual));
+        let revs = [revision(S, OLD, true), revision(C, NEW, true)];
+        let cmd = Command {
+            verb: Verb::Promote,
+            canary: C.into(),
+            at: T0,
+        };
+        let preview = json!([{"revisionName": S, "weight": 100}, {"revisionName": C, "weight": 0, "label": "preview"}]);
+        let live = app(
+            C,
+            NEW,
+            preview,
+            json!({STATE_TAG: state(0, T0, 0).encode(), COMMAND_TAG: cmd.encode()}),
+        );
+        let (t, _, st, body) = only_rollout(&plan(&spec, &live, &revs, T0 + 1_000, None));
+        assert_eq!(
+            (t, st.step, st.phase),
+            (Transition::Step, 1, Phase::Progressing)
+        );
+        assert_eq!(
+            body.pointer(&format!("/tags/{COMMAND_TAG}")),
+            Some(&Value::Null)
+        );
+    }
+
+    #[test]
+    fn a_split_without_state_or_a_foreign_revision_never_promotes_the_unverified_one() {
+        let spec = spec(NEW, rollout(Strategy::Canary, Approval::Auto));
+        let revs = [revision(S, OLD, true), revision(C, NEW, true)];
+        // The tags were wiped mid-walk at 50/50: the latest revision is not taken as stable.
+        let live = app(C, NEW, split(50, 50), json!({}));
+        let (t, _, st, _) = only_rollout(&plan(&spec, &live, &revs, T0, None));
+        assert_eq!(
+            (t, st.stable.as_str(), st.canary.as_str()),
+            (Transition::Start, S, C)
+        );
+        // Someone created a revision mid-walk: the walk's stable revision stays the stable one.
+        let other = "ca-x--other";
+        let revs = [
+            revision(S, OLD, true),
+            revision(C, NEW, true),
+            revision(other, NEW, true),
+        ];
+        let live = app(other, NEW, split(50, 50), tags(&state(1, T0, 0)));
+        let (t, to, st, _) = only_rollout(&plan(&spec, &live, &revs, T0, None));
+        assert_eq!(
+            (t, st.stable.as_str(), st.canary.as_str()),
+            (Transition::Start, S, other)
+        );
+        assert_eq!(to, Some(rules(&[(S, 100)])));
+    }
+
+    #[test]
+    fn dropping_rollout_mid_walk_is_blocked_with_what_to_do() {
+        let mut spec = spec(NEW, rollout(Strategy::Canary, Approval::Auto));
+        spec.rollout = None;
+        let revs = [revision(S, OLD, true), revision(C, NEW, true)];
+        let live = app(C, NEW, split(90, 10), tags(&state(0, T0, 0)));
+        let p = plan(&spec, &live, &revs, T0, None);
+        assert!(
+            matches!(
+                &p.outcome,
+                Outcome::Blocked {
+                    reason: Blocked::RolloutDropped { .. }
+                }
+            ),
+            "{:?}",
+            p.outcome
+        );
     }
 }

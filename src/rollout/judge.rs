@@ -57,7 +57,13 @@ pub fn judge(
         };
     }
     let Some(canary) = canary else {
-        return if failures.is_empty() {
+        return if failures.is_empty() && weight == 0 && !probes.is_empty() {
+            // A preview at 0% has no users by design: its probes decide, read or not.
+            (
+                Verdict::Pass,
+                with_probes("metrics not read (not judged at weight 0)".to_owned()),
+            )
+        } else if failures.is_empty() {
             (Verdict::Error, "the metrics could not be read".to_owned())
         } else {
             (Verdict::Fail, failures.join("; "))
