@@ -1,7 +1,9 @@
 //! Progressive delivery as an operator sees it: `run` (the real binary) against a `simulate`
 //! process whose apps have users (`.simulator.yaml`), metrics and ingress, with short pauses
 //! and intervals. Judged by what Azure saw (`/_sim/audit`: every traffic write, in order) and
-//! by what the controller says (`/status`, `status`, `rollout status`).
+//! by what the controller says (`/status`, `status`, `rollout status`). The resilience tests kill
+//! `run` with SIGKILL at random moments of a walk, and (with Azurite, ignored: run by
+//! `tests/azurite/run.sh`) kill the leader of two replicas mid-walk.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a panic is how a test fails
 
@@ -477,5 +479,170 @@ fn plan_shows_the_walk_and_status_the_step() {
     assert!(
         metrics.contains(&format!("acar_rollout_step{{app=\"{RG}/ca-slow\"}} 1")),
         "{metrics}"
+    );
+}
+
+/// A small deterministic generator (SplitMix64), seeded from `ACAR_CHAOS_SEED` or the clock.
+struct Rng(u64);
+
+impl Rng {
+    fn new() -> (Self, u64) {
+        let seed = std::env::var("ACAR_CHAOS_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| aca_reconciler::time::Clock::new().now().unsigned_abs());
+        (Self(seed), seed)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) % n.max(1)
+    }
+}
+
+/// The controller's successful traffic writes to `app`, in order: (when, rules).
+fn traffic_writes(p: &Platform, app: &str) -> Vec<(i64, Vec<Value>)> {
+    p.writes(app)
+        .into_iter()
+        .filter(|w| w["client"] == "aca-reconciler" && w["status"].as_u64() < Some(300))
+        .filter_map(|w| Some((w["at"].as_i64()?, w["traffic"].as_array()?.clone())))
+        .collect()
+}
+
+/// The new revision of a canary walk seen in the audit (the one a two-rule write gives less
+/// than 100%), and whether a later write gave it 100% (promoted).
+fn walk_in_audit(p: &Platform, app: &str) -> (Option<String>, bool) {
+    let mut canary: Option<String> = None;
+    let mut promoted = false;
+    for (_, rules) in traffic_writes(p, app) {
+        if rules.len() == 2 && canary.is_none() {
+            // The first step gives the new revision the smaller share (20%).
+            let min = rules.iter().min_by_key(|r| r["weight"].as_i64()).unwrap();
+            canary = min["revisionName"].as_str().map(str::to_owned);
+        } else if let (Some(c), [only]) = (&canary, rules.as_slice()) {
+            promoted |= only["revisionName"] == c.as_str() && only["weight"] == 100;
+        }
+    }
+    (canary, promoted)
+}
+
+/// What the resilience tests assert of a canary walk `[20, 50, 80]` of `pause_ms` each, from
+/// Azure's side (the audit): every traffic write sums to 100 and carries the rollout's state
+/// tag (one PATCH); after the pin of 100% on the stable revision, the new revision's weights
+/// are exactly the steps, then 100 (no step repeated, none skipped, no traffic moved twice);
+/// and each step was held at least its pause.
+fn assert_exact_walk(p: &Platform, app: &str, canary: &str, pause_ms: i64) -> Vec<i64> {
+    let writes: Vec<Value> = p
+        .writes(app)
+        .into_iter()
+        .filter(|w| w["client"] == "aca-reconciler" && w["traffic"].is_array())
+        .collect();
+    for w in &writes {
+        let fields: Vec<&str> = w["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            fields.contains(&"/tags/aca-reconciler-rollout"),
+            "a traffic write without the rollout's state tag (not one PATCH): {w}"
+        );
+    }
+    let weights = p.canary_weights(app, canary);
+    let moved: Vec<(i64, Vec<Value>)> = traffic_writes(p, app);
+    let rules_of = |rules: &[Value]| -> Vec<(String, i64)> {
+        rules
+            .iter()
+            .map(|r| {
+                (
+                    r["revisionName"].as_str().unwrap_or("?").to_owned(),
+                    r["weight"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let history: Vec<_> = moved.iter().map(|(at, r)| (at, rules_of(r))).collect();
+    assert_eq!(
+        weights,
+        [20, 50, 80, 100],
+        "the new revision's weights over time are exactly the steps, then 100; traffic writes: {history:#?}"
+    );
+    // Before the walk, at most the pin of 100% on the stable revision by name (once).
+    let first_step = moved
+        .iter()
+        .position(|(_, r)| r.iter().any(|r| r["revisionName"] == canary))
+        .unwrap();
+    assert!(
+        first_step <= 1 && moved.len() == first_step + 4,
+        "traffic moved other than pin + 3 steps + promotion: {history:#?}"
+    );
+    let times: Vec<i64> = moved[first_step..].iter().map(|(at, _)| *at).collect();
+    for (i, pair) in times.windows(2).enumerate() {
+        assert!(
+            pair[1] - pair[0] >= pause_ms - 100,
+            "step {} held {} ms, less than its pause {pause_ms} ms: {history:#?}",
+            i + 1,
+            pair[1] - pair[0]
+        );
+    }
+    times.windows(2).map(|p| p[1] - p[0]).collect()
+}
+
+const WALK: &str = "    steps:\n      - {weight: 20, pause: 4s}\n      - {weight: 50, pause: 4s}\n      - {weight: 80, pause: 4s}\n";
+
+/// kill -9 of `run` at random moments of a canary walk, restarted at once each time: Azure
+/// sees the walk exactly as without the kills. The seed is printed; `ACAR_CHAOS_SEED` replays
+/// the kill moments.
+#[test]
+fn kill_9_at_random_moments_of_a_rollout_resumes_the_same_step_at_the_same_point() {
+    let (mut rng, seed) = Rng::new();
+    println!("rollout kill -9: seed {seed} (ACAR_CHAOS_SEED={seed} replays the kill moments)");
+    let p = platform(
+        &[app("ca-crash", GOOD, &format!("{WALK}{}", analysis("1s")))],
+        "requestsPerSecond: 100\n",
+    );
+    let started = std::time::Instant::now();
+    let (mut during, mut kills) = (0, 0);
+    let mut moments = Vec::new();
+    // Each life is shorter than a step's pause (4 s): a controller that held a step for its
+    // pause from its own start, not from the step's, would never finish while the kills go on.
+    loop {
+        let (mut ctl, _) = p.controller(&[]);
+        let life = 100 + rng.below(1_400);
+        std::thread::sleep(Duration::from_millis(life));
+        ctl.kill_9();
+        kills += 1;
+        moments.push(life);
+        let (_, promoted) = walk_in_audit(&p, "ca-crash");
+        if promoted {
+            break;
+        }
+        // Mid-rollout: after the template PATCH that started it.
+        if !p.writes("ca-crash").is_empty() {
+            during += 1;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the rollout did not finish within 60 s of kills every 0.1-1.5 s (seed {seed}; {kills} kills); traffic writes: {:#?}",
+            traffic_writes(&p, "ca-crash")
+        );
+    }
+    // Once more after the walk: the promoted rollout stays as it is.
+    let (_ctl, ep) = p.controller(&[]);
+    let done = wait_state(&ep, "ca-crash", "inSync", Duration::from_secs(60));
+    assert_eq!(done["rollout"]["phase"], "promoted", "{done:#}");
+    let canary = done["rollout"]["canary"].as_str().unwrap();
+    let held = assert_exact_walk(&p, "ca-crash", canary, 4_000);
+    println!(
+        "rollout kill -9: {kills} kills ({during} mid-walk) after {moments:?} ms of life; steps held {held:?} ms; walked in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        during >= 10,
+        "only {during} kills landed mid-walk (seed {seed}): the kill moments need to be denser"
     );
 }
