@@ -646,3 +646,78 @@ fn kill_9_at_random_moments_of_a_rollout_resumes_the_same_step_at_the_same_point
         "only {during} kills landed mid-walk (seed {seed}): the kill moments need to be denser"
     );
 }
+
+/// `leader` or `standby` (with `--lease-blob`), from the controller's `/status`.
+fn leadership(ep: &str) -> String {
+    let (code, body) = get(&format!("{ep}/status"));
+    if code != 200 {
+        return String::new();
+    }
+    serde_json::from_str::<Value>(&body).unwrap_or(Value::Null)["leadership"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Two `run` replicas on one blob lease (Azurite); the leader is killed (SIGKILL) in the
+/// middle of a canary walk; the standby takes over once the lease lapses and finishes the
+/// walk exactly where the leader left it.
+#[test]
+#[ignore = "needs Azurite: `bash tests/azurite/run.sh` installs it and runs this test"]
+fn the_standby_takes_over_a_rollout_when_the_leader_dies_and_finishes_it() {
+    let (mut rng, seed) = Rng::new();
+    println!(
+        "rollout leader takeover: seed {seed} (ACAR_CHAOS_SEED={seed} replays the kill moment)"
+    );
+    let p = platform(
+        &[app("ca-lead", GOOD, &format!("{WALK}{}", analysis("1s")))],
+        "requestsPerSecond: 100\n",
+    );
+    let storage = p.dir.path().join("azurite");
+    std::fs::create_dir_all(&storage).unwrap();
+    let (_azurite, account) = common::azurite(&storage);
+    let sas = common::azurite_sas();
+    let made = common::send(
+        "PUT",
+        &format!("{account}/leases?restype=container&{sas}"),
+        None,
+    );
+    assert_eq!(made, 201, "creating the container");
+    let lease = format!("{account}/leases/aca-reconciler?{sas}");
+    let election = ["--lease-blob", lease.as_str(), "--lease-duration", "15s"];
+    let (mut a, ea) = p.controller(&election);
+    wait_for("A to lead", Duration::from_secs(30), || {
+        leadership(&ea) == "leader"
+    });
+    let (_b, eb) = p.controller(&election);
+    wait_for("B to stand by", Duration::from_secs(30), || {
+        leadership(&eb) == "standby"
+    });
+    // Mid-walk: at a random moment of the second step (50%, held 4 s).
+    wait_for(
+        "A to reach the second step",
+        Duration::from_secs(60),
+        || app_status(&ea, "ca-lead")["rollout"]["weight"] == 50,
+    );
+    let at = rng.below(3_500);
+    std::thread::sleep(Duration::from_millis(at));
+    let before = app_status(&ea, "ca-lead");
+    a.kill_9();
+    let killed = std::time::Instant::now();
+    assert_eq!(
+        before["rollout"]["phase"], "progressing",
+        "the leader died mid-walk: {before:#}"
+    );
+    wait_for("B to lead after A died", Duration::from_secs(30), || {
+        leadership(&eb) == "leader"
+    });
+    let takeover = killed.elapsed();
+    let done = wait_state(&eb, "ca-lead", "inSync", Duration::from_secs(60));
+    assert_eq!(done["rollout"]["phase"], "promoted", "{done:#}");
+    let canary = done["rollout"]["canary"].as_str().unwrap();
+    let held = assert_exact_walk(&p, "ca-lead", canary, 4_000);
+    println!(
+        "rollout leader takeover: A killed {at} ms into the 50% step; B led {:.1} s later and finished the walk; steps held {held:?} ms",
+        takeover.as_secs_f64()
+    );
+}

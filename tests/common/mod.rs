@@ -411,3 +411,79 @@ pub fn banner_base(first: &str) -> String {
         .trim_end_matches(':')
         .to_owned()
 }
+
+// ---- Azurite (leader election) ----------------------------------------------------------------
+
+/// Azurite's blob service on a free loopback port, telemetry off, its data in `dir`.
+/// Returns the process and the account's base URL.
+pub fn azurite(dir: &Path) -> (Proc, String) {
+    let exe = std::env::var("ACAR_AZURITE").expect(
+        "ACAR_AZURITE must name the azurite-blob executable (tests/azurite/run.sh installs Azurite and sets it)",
+    );
+    let mut child = Command::new(exe)
+        .args([
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            "0",
+            "--disableTelemetry",
+            "--skipApiVersionCheck",
+            "--location",
+        ])
+        .arg(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("Azurite ended before it listened")
+            .unwrap();
+        if let Some(at) = line.find("listens on ") {
+            break line[at + "listens on ".len()..].trim().to_owned();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    (Proc(child), format!("{url}/devstoreaccount1"))
+}
+
+/// An account SAS for Azurite's development account (`devstoreaccount1`, whose key Azure
+/// publishes for the emulator): blob service, read/write/delete/list/add/create, until 2099.
+pub fn azurite_sas() -> String {
+    use base64::Engine as _;
+    use hmac::{Hmac, Mac};
+    const KEY: &str =
+        "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (sp, ss, srt, se, spr, sv) = (
+        "rwdlac",
+        "b",
+        "sco",
+        "2099-01-01T00:00:00Z",
+        "https,http",
+        "2021-08-06",
+    );
+    // Account SAS string-to-sign, version 2020-12-06 and later (the last line is the encryption scope).
+    let to_sign = format!("devstoreaccount1\n{sp}\n{ss}\n{srt}\n\n{se}\n\n{spr}\n{sv}\n\n");
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&b64.decode(KEY).unwrap()).unwrap();
+    mac.update(to_sign.as_bytes());
+    let sig = b64.encode(mac.finalize().into_bytes());
+    let enc = |v: &str| {
+        v.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    format!(
+        "sv={sv}&ss={ss}&srt={srt}&sp={sp}&se={}&spr={}&sig={}",
+        enc(se),
+        enc(spr),
+        enc(&sig)
+    )
+}
