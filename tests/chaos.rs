@@ -1,6 +1,8 @@
 //! Chaos and crashes: `aca-reconciler run`, the real binary, against the simulator while a
 //! driver breaks things, with the invariants checked all along through the simulator's outage
-//! log and audit log (`/_sim/outages`, `/_sim/audit`).
+//! log and audit log (`/_sim/outages`, `/_sim/audit`). In the soak a third of the apps walk
+//! canary rollouts (with analysis: metrics and probes) for their new images, good and bad, while
+//! the faults fall, Azure Monitor's metrics reads included.
 //!
 //! Both tests are long, so they are ignored by a plain `cargo test`; `.ci/run` runs them with
 //! their summaries printed:
@@ -40,7 +42,14 @@ const OWNED: &[&str] = &[
     "/properties/configuration/ingress/traffic",
     "/tags/aca-reconciler-restart-generation",
     "/tags/aca-reconciler-restart-pending",
+    "/tags/aca-reconciler-rollout",
+    "/tags/aca-reconciler-rollout-command",
 ];
+/// The rollout of the apps that have one: short steps, a check every second (metrics and a
+/// probe), rolled back after two failed checks.
+const ROLLOUT: &str = "  rollout:\n    steps:\n      - {weight: 30, pause: 2s}\n      - {weight: 60, pause: 2s}\n    analysis:\n      interval: 1s\n      maxFailedChecks: 2\n      minRequests: 5\n      successRate: {min: 95}\n      probes:\n        - {path: /health, expectStatus: 200}\n    progressDeadline: 2m\n";
+/// The tag suffix of images that answer 30% of requests with 500.
+const BAD_SUFFIX: &str = "-bad";
 /// A request this soon after a 429 may have been sent before the client saw it (the client
 /// checks the gate just before each request leaves; what remains is loopback and scheduling).
 const IN_FLIGHT_MS: i64 = 50;
@@ -85,17 +94,29 @@ struct App {
     max: u32,
     keep: u32,
     canary: bool,
+    /// Whether its file has a `rollout` (canary steps with analysis) instead of `traffic`.
+    rollout: bool,
+    /// Whether its image answers 30% of requests with 500 (a rollout must roll it back).
+    bad: bool,
     /// The revision a canary keeps 80% on (the one live when the world was seeded).
     stable: String,
     generation: u64,
 }
 
 impl App {
+    fn image(&self) -> String {
+        format!(
+            "{IMAGE}:1.0.{}{}",
+            self.tag,
+            if self.bad { BAD_SUFFIX } else { "" }
+        )
+    }
+
     fn yaml(&self) -> String {
         let mut spec = format!(
-            "  revisionMode: {}\n  images: {{app: {IMAGE}:1.0.{}}}\n  replicas: {{min: {}, max: {}}}\n  restartGeneration: {}\n",
+            "  revisionMode: {}\n  images: {{app: {}}}\n  replicas: {{min: {}, max: {}}}\n  restartGeneration: {}\n",
             if self.multiple { "multiple" } else { "single" },
-            self.tag,
+            self.image(),
             self.min,
             self.max,
             self.generation,
@@ -105,7 +126,9 @@ impl App {
                 "  revisionRetention: {{keepActive: {}}}\n",
                 self.keep
             ));
-            if self.canary {
+            if self.rollout {
+                spec.push_str(ROLLOUT);
+            } else if self.canary {
                 spec.push_str(&format!(
                     "  traffic:\n    - {{latestRevision: true, weight: 20}}\n    - {{revision: {}, weight: 80}}\n",
                     self.stable
@@ -140,6 +163,8 @@ fn fleet(n: usize) -> Vec<App> {
             max: 5,
             keep: 3,
             canary: false,
+            rollout: false,
+            bad: false,
             stable: String::new(),
             generation: 1,
         })
@@ -169,6 +194,17 @@ fn world(dir: &Path, apps: &mut [App], config: Config) -> (World, BTreeSet<Strin
             .to_owned();
     }
     world.registries.remove("mcr.microsoft.com"); // any tag exists: images never fail by name
+    // Users on the apps with a rollout (their checks need requests), and the bad images.
+    let now = Clock::new().now();
+    for a in apps.iter().filter(|a| a.rollout) {
+        world.set_request_rate(&a.id(), 50.0, now).unwrap();
+    }
+    for tag in 1..1_000 {
+        world.behaviours.images.insert(
+            format!("{IMAGE}:1.0.{tag}{BAD_SUFFIX}"),
+            serde_json::from_value(json!({"errorRate": 0.3})).unwrap(),
+        );
+    }
     let mut unmanaged = BTreeSet::new();
     for a in apps.iter().step_by(4) {
         let mut rec = world.apps[&a.id()].clone();
@@ -185,7 +221,9 @@ fn world(dir: &Path, apps: &mut [App], config: Config) -> (World, BTreeSet<Strin
     (world, unmanaged)
 }
 
-fn controller(dir: &Path, base: &str, port: u16, log: &Path) -> Proc {
+/// `run` against the simulator at `base`; `ingress`: the domains whose apps' URLs (the rollout
+/// probes) the simulator serves.
+fn controller(dir: &Path, base: &str, port: u16, log: &Path, ingress: &[String]) -> Proc {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -196,6 +234,12 @@ fn controller(dir: &Path, base: &str, port: u16, log: &Path) -> Proc {
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--arm-endpoint", base, "--credential", "managed"])
         .args(["--reverify-after", "2", "--concurrency", "8"])
+        .args(["--metrics-lag", "0s"])
+        .args(
+            ingress
+                .iter()
+                .flat_map(|d| ["--ingress-endpoint".to_owned(), format!("{d}={base}")]),
+        )
         .env("IDENTITY_ENDPOINT", format!("{base}/msi/token"))
         .env("IDENTITY_HEADER", "test-identity-header")
         .env("ACAR_LOG_FORMAT", "json")
@@ -208,7 +252,7 @@ fn controller(dir: &Path, base: &str, port: u16, log: &Path) -> Proc {
 
 /// Everything the invariants forbid, found so far.
 #[derive(Default)]
-struct Violations(Vec<String>);
+struct Violations(Vec<String>, BTreeSet<String>);
 
 impl Violations {
     /// Checks the outage log and the controller's writes since `from` (an index into the audit
@@ -237,6 +281,20 @@ impl Violations {
             for f in w.fields.iter().filter(|f| !OWNED.contains(&f.as_str())) {
                 self.0
                     .push(format!("write to an unowned field {f}: {}", w.path));
+            }
+            if let Some(rules) = w.traffic.as_ref().and_then(Value::as_array) {
+                let sum: i64 = rules.iter().filter_map(|r| r["weight"].as_i64()).sum();
+                if sum != 100 {
+                    self.0
+                        .push(format!("traffic that does not sum to 100: {w:?}"));
+                }
+                // A rollout moves traffic and its state in one PATCH, never one without the other.
+                let rollout = w.app.as_ref().is_some_and(|a| self.1.contains(a));
+                if rollout && !w.fields.iter().any(|f| f == "/tags/aca-reconciler-rollout") {
+                    self.0.push(format!(
+                        "a rollout's traffic written without its state tag: {w:?}"
+                    ));
+                }
             }
         }
         for w in h.sim.audit().into_operation() {
@@ -336,8 +394,7 @@ fn in_azure(h: &Handle, a: &App) -> bool {
         return false;
     };
     let t = &rec.app["properties"]["template"];
-    let image = format!("{IMAGE}:1.0.{}", a.tag);
-    if t["containers"][0]["image"] != json!(image)
+    if t["containers"][0]["image"] != json!(a.image())
         || t["scale"]["minReplicas"] != json!(a.min)
         || t["scale"]["maxReplicas"] != json!(a.max)
         || rec.app["tags"][aca_reconciler::plan::RESTART_TAG] != json!(a.generation.to_string())
@@ -361,7 +418,16 @@ async fn converged(h: &Handle, ep: &str, apps: &[App]) -> bool {
         return false;
     };
     apps.iter()
-        .all(|a| now.get(&a.name).is_some_and(|s| s["state"] == "inSync") && in_azure(h, a))
+        .all(|a| now.get(&a.name).is_some_and(|s| s["state"] == settled(a)) && in_azure(h, a))
+}
+
+/// The state `/status` shows for an app at rest: a bad image's rollout ends rolled back.
+fn settled(a: &App) -> &'static str {
+    if a.rollout && a.bad {
+        "rolledBack"
+    } else {
+        "inSync"
+    }
 }
 
 /// Each app's entry in `/status`, by name.
@@ -405,7 +471,7 @@ async fn wait_converged(
             // the new file, even while Azure already shows it (the reconcile that wrote it may
             // still be running).
             let synced =
-                seen.is_some_and(|s| s["state"] == "inSync") && count > 0 && in_azure(h, a);
+                seen.is_some_and(|s| s["state"] == settled(a)) && count > 0 && in_azure(h, a);
             if synced && !took.contains_key(&a.name) {
                 took.insert(a.name.clone(), count);
             }
@@ -554,6 +620,7 @@ fn fault(rng: &mut Rng) -> (Value, &'static str) {
         "ContainerAppsRevisions_RestartRevision",
         "ContainerAppsRevisionReplicas_ListReplicas",
         "ContainerAppOperationStatuses_Get",
+        "Metrics_List",
     ];
     let (fault, name) = match rng.below(8) {
         0 | 1 => (
@@ -591,18 +658,34 @@ fn edit(rng: &mut Rng, a: &mut App, next_tag: &mut u32) -> Option<&'static str> 
         0 => {
             *next_tag += 1;
             a.tag = *next_tag;
+            // A rollout app sometimes gets an image that fails 30% of requests.
+            a.bad = a.rollout && rng.chance(0.3);
         }
         1 => {
             a.min = rng.below(3) as u32;
             a.max = a.min + 1 + rng.below(8) as u32;
         }
-        2 => a.canary = a.multiple && !a.canary,
+        2 => a.canary = a.multiple && !a.rollout && !a.canary,
         3 => a.keep = 2 + rng.below(3) as u32,
         4 => a.generation += 1,
         5 => return Some("not YAML"),
         _ => return Some("min above max"),
     }
     None
+}
+
+/// Azure Monitor's metrics failing for a period: the next N reads (about a second's worth per
+/// app with a rollout in progress).
+fn metrics_outage(rng: &mut Rng) -> (Value, &'static str) {
+    let status = *rng.pick(&[500, 503, 504]);
+    (
+        json!({
+            "operation": "Metrics_List",
+            "fault": {"kind": "status", "status": status},
+            "count": 5 + rng.below(40),
+        }),
+        "metrics read fails (a run)",
+    )
 }
 
 fn broken_yaml(a: &App, how: &str) -> String {
@@ -615,8 +698,12 @@ fn broken_yaml(a: &App, how: &str) -> String {
 }
 
 fn sim_config() -> Config {
-    // ARM's buckets stay on (the default): the client must pace itself under them too.
-    common::fast_config(400, 600)
+    // ARM's buckets stay on (the default): the client must pace itself under them too. Served
+    // requests show in the metrics at once (the rollouts' checks run with `--metrics-lag 0s`).
+    Config {
+        metrics_delay_ms: 0,
+        ..common::fast_config(400, 600)
+    }
 }
 
 fn env_secs(name: &str, default: u64) -> Duration {
@@ -636,17 +723,28 @@ async fn soak_under_faults_and_hand_edits_keeps_every_invariant() {
     println!("chaos soak: seed {seed} (ACAR_CHAOS_SEED={seed} replays its driver)");
     let s = Scratch::new();
     let mut apps = fleet(12);
+    // A third of the apps walk a canary rollout for each new image.
+    for a in apps.iter_mut().skip(2).step_by(3) {
+        a.rollout = true;
+    }
     write_all(s.path(), &apps);
     let (world, unmanaged) = world(s.path(), &mut apps, sim_config());
+    let ingress: Vec<String> = world.ingress_domains().into_iter().collect();
     let h = start_sim(world).await;
     let port = free_port();
     let ep = format!("http://127.0.0.1:{port}");
     let log = s.path().join("controller.log");
-    let mut ctl = controller(s.path(), &h.base_url, port, &log);
+    let mut ctl = controller(s.path(), &h.base_url, port, &log, &ingress);
     let az = Az::new(&h.base_url).await;
     let http = reqwest::Client::new();
 
-    let mut violations = Violations::default();
+    let mut violations = Violations(
+        Vec::new(),
+        apps.iter()
+            .filter(|a| a.rollout)
+            .map(|a| format!("{SUB}/{}/{}", a.group, a.name).to_ascii_lowercase())
+            .collect(),
+    );
     let mut audited = 0;
     let mut counts: BTreeMap<&str, u32> = BTreeMap::new();
     let mut broken: BTreeMap<usize, &'static str> = BTreeMap::new();
@@ -658,7 +756,11 @@ async fn soak_under_faults_and_hand_edits_keeps_every_invariant() {
         let i = rng.below(apps.len() as u64) as usize;
         match rng.below(10) {
             0..=2 => {
-                let (rule, name) = fault(&mut rng);
+                let (rule, name) = if rng.below(4) == 0 {
+                    metrics_outage(&mut rng)
+                } else {
+                    fault(&mut rng)
+                };
                 let added: Value = http
                     .post(format!("{}/_sim/faults", h.base_url))
                     .json(&rule)
@@ -707,6 +809,9 @@ async fn soak_under_faults_and_hand_edits_keeps_every_invariant() {
                         std::fs::write(s.path().join(a.file()), a.yaml()).unwrap();
                         broken.remove(&i);
                         *counts.entry("desired edit").or_default() += 1;
+                        if a.rollout && a.bad {
+                            *counts.entry("rollout of a bad image").or_default() += 1;
+                        }
                     }
                 }
             }
@@ -733,6 +838,10 @@ async fn soak_under_faults_and_hand_edits_keeps_every_invariant() {
         let name = rules[&r["id"].as_u64().unwrap()];
         *counts.entry(name).or_default() += u32::try_from(r["hits"].as_u64().unwrap()).unwrap();
     }
+    let rollout_moves = controller_writes(&h)
+        .iter()
+        .filter(|w| w.traffic.is_some() && w.app.as_ref().is_some_and(|a| violations.1.contains(a)))
+        .count();
     http.delete(format!("{}/_sim/faults", h.base_url))
         .send()
         .await
@@ -741,9 +850,13 @@ async fn soak_under_faults_and_hand_edits_keeps_every_invariant() {
         .send()
         .await
         .unwrap();
+    // The first app with a rollout gets a bad image: it must end rolled back; the others
+    // promoted.
     next_tag += 1;
+    let mut first_rollout = true;
     for a in &mut apps {
         a.tag = next_tag;
+        a.bad = a.rollout && std::mem::take(&mut first_rollout);
     }
     write_all(s.path(), &apps);
     let calm = Instant::now();
@@ -777,9 +890,14 @@ async fn soak_under_faults_and_hand_edits_keeps_every_invariant() {
         writes.len(),
         writes.iter().filter(|w| w.status >= 400).count()
     );
+    // (A rollout's walk is reconciles of its own: one per step and check.)
     let most = done
         .as_ref()
-        .and_then(|took| took.iter().max_by_key(|(_, n)| **n))
+        .and_then(|took| {
+            took.iter()
+                .filter(|(name, _)| apps.iter().any(|a| &a.name == *name && !a.rollout))
+                .max_by_key(|(_, n)| **n)
+        })
         .map(|(name, n)| (name.clone(), *n));
     println!(
         "after the faults stopped: converged in {:.1} s; reconciles per app until in sync: {}",
@@ -812,6 +930,22 @@ async fn soak_under_faults_and_hand_edits_keeps_every_invariant() {
             .filter(|x| x.after_429_ms > IN_FLIGHT_MS)
             .count()
     );
+    let phases = {
+        let world = h.sim.world();
+        apps.iter()
+            .filter(|a| a.rollout)
+            .map(|a| {
+                let tag = world.apps[&a.id()].app["tags"][aca_reconciler::rollout::STATE_TAG]
+                    .as_str()
+                    .and_then(aca_reconciler::rollout::RolloutState::decode);
+                format!("{} {}", a.name, tag.map_or("-", |s| s.phase.as_str()))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "rollouts: {rollout_moves} traffic moves of rollout apps under the faults; at the end: {phases}"
+    );
     println!("invariants broken: {}", violations.0.len());
     ctl.stop();
     violations.assert_none();
@@ -821,6 +955,44 @@ async fn soak_under_faults_and_hand_edits_keeps_every_invariant() {
         log.display(),
         serde_json::to_string_pretty(&status(&ep).await.unwrap_or_default()).unwrap_or_default()
     );
+    // No rollout stuck: each ends promoted (all traffic on its new revision) or, for the bad
+    // image, rolled back (all traffic on the revision it replaced), as its state tag says.
+    let world = h.sim.world();
+    for a in apps.iter().filter(|a| a.rollout) {
+        let app = &world.apps[&a.id()].app;
+        let tag = app["tags"][aca_reconciler::rollout::STATE_TAG]
+            .as_str()
+            .unwrap_or_default();
+        let state = aca_reconciler::rollout::RolloutState::decode(tag)
+            .unwrap_or_else(|| panic!("{}: no rollout state tag: {tag:?}", a.name));
+        let latest = app["properties"]["latestRevisionName"].as_str().unwrap();
+        let traffic = &app["properties"]["configuration"]["ingress"]["traffic"];
+        let (phase, on) = if a.bad {
+            (aca_reconciler::rollout::Phase::RolledBack, &state.stable)
+        } else {
+            (aca_reconciler::rollout::Phase::Promoted, &state.canary)
+        };
+        assert!(
+            state.phase == phase && state.canary == latest,
+            "{}: the rollout of {} ended {state:?}",
+            a.name,
+            a.image()
+        );
+        let weighted: Vec<(&str, i64)> = traffic
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["weight"].as_i64() > Some(0))
+            .map(|r| {
+                (
+                    r["revisionName"].as_str().unwrap_or("?"),
+                    r["weight"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(weighted, [(on.as_str(), 100)], "{}: {traffic}", a.name);
+    }
+    drop(world);
     // The final edit reaches an app in at most 3 reconciles: one that may have begun with the
     // old file, one that applies the new, and one spare for a write refused on its way in.
     if let Some((name, n)) = most {
@@ -887,7 +1059,7 @@ async fn kill_9_mid_apply_leaves_no_outage_and_no_double_restart() {
         write_all(s.path(), &apps);
         let restarts_before = h.sim.world().restarts.len();
         let writes_before = h.sim.audit().writes().len();
-        let mut ctl = controller(s.path(), &h.base_url, port, &log);
+        let mut ctl = controller(s.path(), &h.base_url, port, &log, &[]);
         let waited = Instant::now();
         let mut killed = false;
         while waited.elapsed() < Duration::from_secs(30) {
@@ -906,7 +1078,7 @@ async fn kill_9_mid_apply_leaves_no_outage_and_no_double_restart() {
         }
         audited = violations.check(&h, &unmanaged, audited);
         // Back up: it finishes the work.
-        let mut ctl = controller(s.path(), &h.base_url, port, &log);
+        let mut ctl = controller(s.path(), &h.base_url, port, &log, &[]);
         let back = Instant::now();
         let done = wait_converged(
             &h,
