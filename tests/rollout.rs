@@ -721,3 +721,64 @@ fn the_standby_takes_over_a_rollout_when_the_leader_dies_and_finishes_it() {
         takeover.as_secs_f64()
     );
 }
+
+/// kill -9 at random moments of a bad image's rollout, and for a few lives after it rolled
+/// back: it rolls back once, after `maxFailedChecks` failed checks, and no restart walks it
+/// again.
+#[test]
+fn kill_9_during_a_bad_images_rollout_rolls_back_once_and_never_retries() {
+    let (mut rng, seed) = Rng::new();
+    println!("rollout kill -9, bad image: seed {seed} (ACAR_CHAOS_SEED={seed} replays it)");
+    let spec = "    steps:\n      - {weight: 50, pause: 60s}\n    analysis:\n      interval: 1s\n      maxFailedChecks: 4\n      minRequests: 5\n      successRate: {min: 99}\n    progressDeadline: 5m\n";
+    let p = platform(
+        &[app("ca-worse", BAD, spec)],
+        &format!("requestsPerSecond: 100\nimages:\n  {BAD}: {{errorRate: 0.2}}\n"),
+    );
+    let rolled_back = |p: &Platform| {
+        let moved = traffic_writes(p, "ca-worse");
+        let step = moved.iter().position(|(_, r)| r.len() == 2);
+        step.is_some_and(|i| moved[i + 1..].iter().any(|(_, r)| r.len() == 1))
+    };
+    let (mut kills, mut after) = (0, 0);
+    let started = std::time::Instant::now();
+    // Kills go on for a few lives after the rollback: a restart must not walk it again.
+    while after < 4 {
+        let (mut ctl, _) = p.controller(&[]);
+        std::thread::sleep(Duration::from_millis(100 + rng.below(1_400)));
+        ctl.kill_9();
+        kills += 1;
+        if rolled_back(&p) {
+            after += 1;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "no rollback within 90 s of kills (seed {seed}): {:#?}",
+            traffic_writes(&p, "ca-worse")
+        );
+    }
+    let (_ctl, ep) = p.controller(&[]);
+    let s = wait_state(&ep, "ca-worse", "rolledBack", Duration::from_secs(60));
+    let (stable, canary) = (
+        s["rollout"]["stable"].as_str().unwrap(),
+        s["rollout"]["canary"].as_str().unwrap(),
+    );
+    let reason = s["rollout"]["reason"].as_str().unwrap();
+    assert!(reason.contains("checks 4/4"), "{s:#}");
+    assert_eq!(p.canary_weights("ca-worse", canary), [50], "{s:#}");
+    let moved = traffic_writes(&p, "ca-worse");
+    let last: Vec<&Value> = moved
+        .iter()
+        .skip_while(|(_, r)| r.len() != 2)
+        .skip(1)
+        .map(|(_, r)| &r[0])
+        .collect();
+    assert_eq!(
+        last,
+        [&serde_json::json!({"revisionName": stable, "weight": 100})],
+        "traffic back on the stable revision once, and never moved again: {moved:#?}"
+    );
+    println!(
+        "rollout kill -9, bad image: {kills} kills, rolled back ({reason}) in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
