@@ -196,6 +196,15 @@ pub enum Change {
         /// Desired mode.
         to: String,
     },
+    /// Traffic to `latestRevision` only, in the same PATCH as the template: Azure moves it to
+    /// the new revision once that is ready ([`sections::latest_only_traffic`]).
+    #[serde(rename_all = "camelCase")]
+    Traffic {
+        /// Live rules.
+        from: Vec<Rule>,
+        /// Desired rules.
+        to: Vec<Rule>,
+    },
 }
 
 /// A traffic rule in a form that compares and prints well.
@@ -409,6 +418,60 @@ pub fn plan_app(spec: &AppSpec, observed: LiveApp<'_>, now: Millis) -> AppPlan {
     AppPlan { outcome, actions }
 }
 
+/// The first step of `spec`'s plan, from the listed app alone, when its revisions cannot
+/// change it: a template change (and the revision mode, and `latestRevision`-only traffic,
+/// riding in its PATCH) with the wait for its revision, the first step [`plan_app`] would take
+/// too. Everything after it is planned from a fresh read once the revision runs, so reading
+/// the revisions before the PATCH would cost a read that decides nothing. `None` when the
+/// revisions are needed: a restart generation raised or pending, traffic that names a
+/// revision or a label, no template change, a suspended app, or anything blocked (the full
+/// plan says why).
+///
+/// The one difference from [`plan_app`]: the revision suffix is chosen without the list of
+/// existing revisions. It is derived from the change and the latest revision, so it can
+/// collide only with a revision made from the same change on the same base, which would be
+/// the latest one (or a 36-bit hash collision); Azure refuses a taken suffix
+/// (docs/azure-notes.md 4.2), and nothing is minted twice.
+pub fn plan_first_step(spec: &AppSpec, app: &ContainerApp, now: Millis) -> Option<AppPlan> {
+    if spec.suspend || app.is_busy() {
+        return None;
+    }
+    let tags = OwnedTags::of(app);
+    if tags.restart_pending.is_some()
+        || spec
+            .restart_generation
+            .is_some_and(|g| g > tags.restart_generation)
+    {
+        return None;
+    }
+    let ctx = sections::Ctx::new(
+        spec,
+        LiveApp {
+            app,
+            revisions: Some(&[]),
+        },
+        now,
+    )
+    .ok()?;
+    let traffic = sections::desired_rules(&ctx).ok()?;
+    if traffic.as_ref().is_some_and(|rules| {
+        *rules != ctx.live_rules
+            && !rules
+                .iter()
+                .all(|r| r.revision.is_none() && r.label.is_none())
+    }) {
+        return None;
+    }
+    let mut draft = sections::Draft::default();
+    sections::mode_and_template(&ctx, &mut draft).ok()?;
+    draft.new_revision.as_ref()?;
+    check_invariants(spec, app, &[], &draft.actions).ok()?;
+    Some(AppPlan {
+        outcome: Outcome::Changes,
+        actions: draft.actions,
+    })
+}
+
 /// A revision suffix derived from the change: a retry of the same change from the same live
 /// revision gives the same suffix (so Azure refuses a second revision instead of minting one),
 /// while a change back and forth gets a new one. It starts with a letter and keeps the revision
@@ -503,12 +566,43 @@ pub fn check_invariants(
                     return Err(format!("deactivates {revision}, which the spec names"));
                 }
             }
-            Action::UpdateTemplate { body, .. }
-            | Action::MarkRestartPending { body, .. }
+            Action::UpdateTemplate { body, .. } => {
+                template_traffic(body)?;
+                owned_only(body)?;
+            }
+            Action::MarkRestartPending { body, .. }
             | Action::RecordRestartGeneration { body, .. }
             | Action::ClearRestartPending { body, .. } => owned_only(body)?,
             Action::SetRevisionMode { .. } | Action::Activate { .. } | Action::Restart { .. } => {}
         }
+    }
+    Ok(())
+}
+
+/// Traffic in a template's PATCH may weight `latestRevision` alone: Azure moves that weight to
+/// the new revision only once it is ready (docs/azure-notes.md 4.3), so nothing gets weight
+/// before it runs. A rule naming a revision would give it weight before the plan could see it
+/// running. The weights sum to 100.
+fn template_traffic(body: &Value) -> Result<(), String> {
+    let Some(rules) = body
+        .pointer("/properties/configuration/ingress/traffic")
+        .map(|t| t.as_array().cloned().unwrap_or_default())
+    else {
+        return Ok(());
+    };
+    let mut sum = 0;
+    for r in &rules {
+        let weight = r.get("weight").and_then(Value::as_i64).unwrap_or(0);
+        sum += weight;
+        let latest = r.get("latestRevision").and_then(Value::as_bool) == Some(true);
+        if weight > 0 && (!latest || r.get("revisionName").is_some()) {
+            return Err(format!(
+                "the template's PATCH gives weight to {r}, which is not latestRevision"
+            ));
+        }
+    }
+    if sum != 100 {
+        return Err(format!("traffic weights sum to {sum}"));
     }
     Ok(())
 }
