@@ -87,6 +87,29 @@ pub async fn snapshot_since(
     concurrency: usize,
     verified: &BTreeMap<AppKey, u64>,
 ) -> LiveState {
+    snapshot_with(client, desired, concurrency, verified, true).await
+}
+
+/// [`snapshot_since`] without the revisions: the lists alone, each app's [`fingerprint`], and
+/// which apps are unchanged. The executor reads an app's revisions itself when its plan needs
+/// them ([`crate::plan::plan_first_step`]): a drifted app's first step (its template) does
+/// not, and the read after it sees what it did.
+pub async fn lists_since(
+    client: &ArmClient,
+    desired: &DesiredState,
+    concurrency: usize,
+    verified: &BTreeMap<AppKey, u64>,
+) -> LiveState {
+    snapshot_with(client, desired, concurrency, verified, false).await
+}
+
+async fn snapshot_with(
+    client: &ArmClient,
+    desired: &DesiredState,
+    concurrency: usize,
+    verified: &BTreeMap<AppKey, u64>,
+    with_revisions: bool,
+) -> LiveState {
     let mut groups: BTreeMap<(String, String), Vec<&AppKey>> = BTreeMap::new();
     for key in desired.apps.keys() {
         groups
@@ -157,6 +180,9 @@ pub async fn snapshot_since(
                 }
             }
         }
+    }
+    if !with_revisions {
+        return state;
     }
     type Listed = (AppKey, Result<Vec<Revision>, crate::arm::Error>);
     let pending: std::collections::BTreeSet<AppKey> = need_revisions
@@ -232,6 +258,23 @@ pub async fn observe_app(
         Err(e) if e.status() == Some(404) => Ok(Observation::Missing),
         Err(e) => Err(e),
     }
+}
+
+/// Reads the revisions of `app` (and, during a restart generation, the replicas of its active
+/// ones, [`crate::plan::pending_restart`]).
+///
+/// # Errors
+/// A read failed.
+pub async fn read_revisions(
+    client: &ArmClient,
+    key: &AppKey,
+    app: &ContainerApp,
+) -> Result<Vec<Revision>, crate::arm::Error> {
+    let mut list = client.list_revisions(key).await?;
+    if crate::plan::pending_restart(app).is_some() {
+        read_replicas(client, key, &mut list).await?;
+    }
+    Ok(list)
 }
 
 /// Reads the replicas of each active revision, for an app whose restart was begun but maybe not

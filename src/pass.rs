@@ -111,7 +111,7 @@ pub async fn reconcile_apps(
     mut done: impl FnMut(AppReport),
 ) -> PassSummary {
     let mut groups: BTreeMap<(String, String), DesiredState> = BTreeMap::new();
-    let mut resumed = Vec::new();
+    let mut resumed: BTreeMap<(String, String), Vec<(AppSpec, Wait)>> = BTreeMap::new();
     for item in items {
         match item {
             Item::Observe(spec) => {
@@ -125,11 +125,13 @@ pub async fn reconcile_apps(
                     .apps
                     .insert(key, spec);
             }
-            Item::Resume(spec, wait) => resumed.push(Reconcile {
-                spec,
-                start: Start::Resume(wait),
-                fingerprint: None,
-            }),
+            Item::Resume(spec, wait) => resumed
+                .entry((
+                    spec.key.subscription.clone(),
+                    spec.key.resource_group.clone(),
+                ))
+                .or_default()
+                .push((spec, wait)),
         }
     }
     let fingerprints: BTreeMap<AppKey, u64> = verdicts
@@ -149,7 +151,7 @@ pub async fn reconcile_apps(
             let queue = queue.clone();
             let ready_tx = ready_tx.clone();
             Box::pin(async move {
-                let live = live::snapshot_since(client, &group, concurrency, fingerprints).await;
+                let live = live::lists_since(client, &group, concurrency, fingerprints).await;
                 let (ready, work) = split(&group, live, verdicts);
                 for r in ready {
                     let _ = ready_tx.send(r);
@@ -162,15 +164,18 @@ pub async fn reconcile_apps(
             })
         })
         .collect();
-    // Resumed apps need no list: straight into the queue, ahead of the groups.
+    // Resumed apps go into the queue ahead of the groups; where several of a group wait,
+    // one list of the group looks at all their waits (`apply::bulk`).
     observers.insert(
         0,
         Box::pin({
             let queue = queue.clone();
             async move {
-                for w in resumed {
-                    if queue.send(w).await.is_err() {
-                        break;
+                for ((sub, rg), waits) in resumed {
+                    for w in resume_group(client, &sub, &rg, waits).await {
+                        if queue.send(w).await.is_err() {
+                            return;
+                        }
                     }
                 }
             }
@@ -220,6 +225,50 @@ pub async fn reconcile_apps(
     }
     summary
 }
+
+/// The reconciles that resume `waits`, all of resource group `rg`. Two or more share one list
+/// of the group, which answers each wait where it can ([`Start::Listed`]); one alone, an app
+/// the list does not show, or a list that failed, resumes with its own reads.
+pub async fn resume_group(
+    client: &ArmClient,
+    sub: &str,
+    rg: &str,
+    waits: Vec<(AppSpec, Wait)>,
+) -> Vec<Reconcile> {
+    let mut listed: BTreeMap<String, crate::arm::ContainerApp> = BTreeMap::new();
+    if waits.len() >= BULK_WAITS {
+        match client.list_apps(sub, Some(rg)).await {
+            Ok(apps) => {
+                listed = apps
+                    .into_iter()
+                    .map(|a| (a.name.to_ascii_lowercase(), a))
+                    .collect();
+            }
+            Err(e) => {
+                tracing::warn!(resource_group = rg, error = %e, "cannot list the group for its waits; each app looks at its own")
+            }
+        }
+    }
+    waits
+        .into_iter()
+        .map(|(spec, wait)| {
+            let start = match listed.remove(&spec.key.name) {
+                Some(app) => Start::Listed(wait, Box::new(app)),
+                None => Start::Resume(wait),
+            };
+            Reconcile {
+                spec,
+                start,
+                fingerprint: None,
+            }
+        })
+        .collect()
+}
+
+/// Waits of one resource group resumed together that are looked at through one list of the
+/// group rather than each on its own: one page of a list holds many apps, so two waits already
+/// cost no more than their own reads (a group larger than a page costs a read per page).
+pub const BULK_WAITS: usize = 2;
 
 /// Reconciles every app of `desired` from the snapshot `live` until each is settled: apps that
 /// wait on Azure are looked at again when due, up to `--revision-timeout` each. The reports,
@@ -359,7 +408,13 @@ pub async fn apply_pass(
     tag_deletion_cap: usize,
 ) -> ApplyReport {
     let started = std::time::Instant::now();
-    let live = live::snapshot(&connection.client, desired, options.concurrency).await;
+    let live = live::lists_since(
+        &connection.client,
+        desired,
+        options.concurrency,
+        &BTreeMap::new(),
+    )
+    .await;
     let apps = converge(&connection.client, desired, live, options).await;
     let registries = if desired.registries.is_empty() {
         None

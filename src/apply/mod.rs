@@ -24,8 +24,12 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::arm::{ArmClient, Error, Landed, Operation, Progress, RevisionAction, Written};
-use crate::live::{Observation, observe_app};
+use crate::arm::{
+    ArmClient, ContainerApp, Error, Landed, Operation, Progress, Revision, RevisionAction, Written,
+};
+use crate::live::{Observation, observe_app, read_revisions};
+
+pub mod bulk;
 use crate::plan::{self, Action, Outcome, render};
 use crate::spec::{AppKey, AppSpec};
 use crate::state::AppState;
@@ -203,6 +207,10 @@ pub enum Start {
     Observed(Observation),
     /// From a wait: look at what is awaited first.
     Resume(Wait),
+    /// From a wait, with the app as its group's list showed it after the wait began: the
+    /// list answers the wait where it can ([`crate::apply::bulk::judge`]), else the wait is
+    /// resumed as [`Start::Resume`] would.
+    Listed(Wait, Box<ContainerApp>),
 }
 
 /// One app to reconcile.
@@ -375,6 +383,9 @@ pub async fn reconcile(
 enum Next {
     /// Read the app again and plan anew.
     Reread,
+    /// Only revisions were written to (activated, deactivated, restarted), which leaves the
+    /// app resource as it was: read the revisions again, keep this app, and plan anew.
+    RereadRevisions(Box<ContainerApp>),
     /// Look again later.
     Requeue(Requeue),
     /// Stop here with this report.
@@ -439,33 +450,42 @@ impl<'a> Run<'a> {
         })
     }
 
+    /// Reads the app again; its revisions are read when the plan needs them ([`Run::step`]).
     async fn observe(&self) -> Result<Observation, Error> {
-        observe_app(self.client, self.key(), plan::needs_revisions(self.spec)).await
+        observe_app(self.client, self.key(), false).await
     }
 
     async fn go(mut self, start: Start) -> AppReport {
-        let mut observed = match start {
-            Start::Observed(o) => o,
-            Start::Resume(wait) => match self.resume(wait).await {
-                Ok(None) => match self.observe().await {
-                    Ok(o) => o,
-                    Err(e) => return self.failed(e),
-                },
-                Ok(Some(next)) => return self.finish(next),
+        let resumed = match start {
+            Start::Observed(o) => Ok(Some(o)),
+            Start::Resume(wait) => self.resume_wait(wait).await,
+            Start::Listed(wait, app) => self.resume_listed(wait, app).await,
+        };
+        let mut observed = match resumed {
+            Ok(Some(o)) => o,
+            Ok(None) => match self.observe().await {
+                Ok(o) => o,
                 Err(e) => return self.failed(e),
             },
+            Err(Ok(next)) => return self.finish(next),
+            Err(Err(e)) => return self.failed(e),
         };
         for _ in 0..self.options.max_steps {
             let next = match self.step(observed).await {
                 Ok(next) => next,
                 Err(e) => return self.failed(e),
             };
-            if !matches!(next, Next::Reread) {
-                return self.finish(next);
-            }
-            observed = match self.observe().await {
-                Ok(o) => o,
-                Err(e) => return self.failed(e),
+            observed = match next {
+                Next::Reread => match self.observe().await {
+                    Ok(o) => o,
+                    Err(e) => return self.failed(e),
+                },
+                // Only revisions were written to: the app resource is as it was read.
+                Next::RereadRevisions(app) => Observation::Found {
+                    app,
+                    revisions: None,
+                },
+                next => return self.finish(next),
             };
         }
         let steps = self.options.max_steps;
@@ -483,7 +503,84 @@ impl<'a> Run<'a> {
                 };
                 self.report(state, None, Some(r))
             }
-            Next::Reread => self.report(AppState::Failing, None, None),
+            Next::Reread | Next::RereadRevisions(_) => self.report(AppState::Failing, None, None),
+        }
+    }
+
+    /// [`Run::resume`], in the shape of [`Run::resume_listed`].
+    async fn resume_wait(
+        &mut self,
+        wait: Wait,
+    ) -> Result<Option<Observation>, Result<Next, Error>> {
+        match self.resume(wait).await {
+            Ok(None) => Ok(None),
+            Ok(Some(next)) => Err(Ok(next)),
+            Err(e) => Err(Err(e)),
+        }
+    }
+
+    /// Resumes `wait` from what its group's list showed of the app ([`bulk::judge`]): the
+    /// observation to plan from once the wait is over, or how to go on (`Err(Ok(next))`).
+    /// Where the list cannot tell, the wait is resumed with the per-app reads.
+    async fn resume_listed(
+        &mut self,
+        wait: Wait,
+        app: Box<ContainerApp>,
+    ) -> Result<Option<Observation>, Result<Next, Error>> {
+        if wait.since.elapsed() > self.options.revision_timeout {
+            return Err(Err(timed_out(
+                self.key(),
+                &wait.on,
+                self.options.revision_timeout,
+            )));
+        }
+        let slow = self.options.poll_interval * bulk::PER_APP_AFTER_LOOKS;
+        match bulk::judge(&wait, &app, slow) {
+            bulk::Judgement::Waiting(on) => {
+                let since = if matches!(
+                    (&wait.on, &on),
+                    (Awaited::Operation { .. }, Awaited::Revision(_))
+                ) {
+                    Instant::now()
+                } else {
+                    wait.since
+                };
+                let ours = wait.ours;
+                Err(Ok(self.requeue(
+                    on,
+                    since,
+                    ours,
+                    self.options.poll_interval,
+                )))
+            }
+            bulk::Judgement::Over => Ok(Some(Observation::Found {
+                app,
+                revisions: None,
+            })),
+            bulk::Judgement::Ready(revision) => {
+                // The list says it is ready; whether it runs is in the revisions, which the
+                // plan reads anyway: one read for both.
+                let revisions = read_revisions(self.client, self.key(), &app)
+                    .await
+                    .map_err(Err)?;
+                let since = if matches!(wait.on, Awaited::Operation { .. }) {
+                    Instant::now()
+                } else {
+                    wait.since
+                };
+                match revisions.iter().find(|r| r.name == revision) {
+                    Some(r) => match self.judge_revision(r, since, wait.ours) {
+                        Ok(None) => Ok(Some(Observation::Found {
+                            app,
+                            revisions: Some(revisions),
+                        })),
+                        Ok(Some(next)) => Err(Ok(next)),
+                        Err(e) => Err(Err(e)),
+                    },
+                    None => self.resume_wait(wait).await,
+                }
+            }
+            bulk::Judgement::CannotTell => self.resume_wait(wait).await,
         }
     }
 
@@ -552,6 +649,18 @@ impl<'a> Run<'a> {
         ours: bool,
     ) -> Result<Option<Next>, Error> {
         let r = self.client.get_revision(self.key(), &revision).await?;
+        self.judge_revision(&r, since, ours)
+    }
+
+    /// Where a revision as read leaves its wait: running (go on), failed (an error naming
+    /// it), or not yet (look again later).
+    fn judge_revision(
+        &self,
+        r: &Revision,
+        since: Instant,
+        ours: bool,
+    ) -> Result<Option<Next>, Error> {
+        let revision = r.name.clone();
         if r.is_running() {
             return Ok(None);
         }
@@ -599,14 +708,26 @@ impl<'a> Run<'a> {
                 ));
             }
         };
-        let planned = plan::plan_app(
-            self.spec,
-            plan::LiveApp {
-                app,
-                revisions: revisions.as_deref(),
-            },
-            self.clock.now(),
-        );
+        let now = self.clock.now();
+        let first = match revisions {
+            None if plan::needs_revisions(self.spec) => plan::plan_first_step(self.spec, app, now),
+            _ => None,
+        };
+        let planned = match first {
+            // The first step needs no revisions: they are read after it, when they show what
+            // it did.
+            Some(first) => first,
+            None => {
+                let read = match revisions {
+                    None if plan::needs_revisions(self.spec) => {
+                        Some(read_revisions(self.client, self.key(), app).await?)
+                    }
+                    _ => None,
+                };
+                let revisions = read.as_deref().or(revisions.as_deref());
+                plan::plan_app(self.spec, plan::LiveApp { app, revisions }, now)
+            }
+        };
         let step = match planned.outcome {
             Outcome::InSync => return Ok(Next::Stop(AppState::InSync, None)),
             Outcome::Suspended => return Ok(Next::Stop(AppState::Suspended, None)),
@@ -642,6 +763,7 @@ impl<'a> Run<'a> {
                 ));
             }
         }
+        let written_from = self.done.len();
         let mut step = step.into_iter().peekable();
         while let Some(action) = step.next() {
             if let Action::WaitUntilRunning { revision } = &action {
@@ -682,6 +804,17 @@ impl<'a> Run<'a> {
                     ));
                 }
             }
+        }
+        // A revision action changes that revision, not the app resource (its template,
+        // configuration and tags; docs/azure-notes.md 4.3): the app as read is still current.
+        let revisions_only = self.done[written_from..].iter().all(|a| {
+            matches!(
+                a.action,
+                Action::Activate { .. } | Action::Deactivate { .. } | Action::Restart { .. }
+            )
+        });
+        if revisions_only && self.done.len() > written_from {
+            return Ok(Next::RereadRevisions(app.clone()));
         }
         Ok(Next::Reread)
     }

@@ -139,6 +139,7 @@ pub async fn run(
         backoff_base: config.backoff_base,
         backoff_cap: config.backoff_cap,
         reverify_after: config.reverify_after,
+        wait_tick: config.poll_interval,
     });
     let start = Instant::now();
     // Nothing to look at: ready at once.

@@ -37,6 +37,9 @@ pub struct ScheduleConfig {
     pub backoff_cap: Duration,
     /// A verdict is trusted for this many resyncs without a full read.
     pub reverify_after: u32,
+    /// The waits of one resource group are looked at together, at most once per this tick:
+    /// one list of the group answers them all ([`crate::apply::bulk`]).
+    pub wait_tick: Duration,
 }
 
 /// When an app is due, and what it resumes.
@@ -82,6 +85,8 @@ pub struct Schedule {
     verdicts: BTreeMap<AppKey, (Verdict, u32)>,
     /// Resource group -> its next resync.
     group_next: BTreeMap<(String, String), Instant>,
+    /// Resource group -> when its waits were last handed out together.
+    waits_taken: BTreeMap<(String, String), Instant>,
 }
 
 fn group_of(k: &AppKey) -> (&str, &str) {
@@ -114,6 +119,20 @@ impl Schedule {
             failures: BTreeMap::new(),
             verdicts: BTreeMap::new(),
             group_next: BTreeMap::new(),
+            waits_taken: BTreeMap::new(),
+        }
+    }
+
+    /// When an entry can be handed out: a wait no sooner than a tick after its group's waits
+    /// were last handed out (they were looked at then, on one list).
+    fn ready_at(&self, key: &AppKey, due: &Due) -> Instant {
+        if due.wait.is_none() {
+            return due.at;
+        }
+        let (sub, rg) = group_of(key);
+        match self.waits_taken.get(&(sub.to_owned(), rg.to_owned())) {
+            Some(last) => due.at.max(*last + self.config.wait_tick),
+            None => due.at,
         }
     }
 
@@ -157,19 +176,43 @@ impl Schedule {
 
     /// When the next app comes due (`None`: none is scheduled).
     pub fn next_due(&self) -> Option<Instant> {
-        self.due.values().map(|d| d.at).min()
+        self.due.iter().map(|(k, d)| self.ready_at(k, d)).min()
     }
 
     /// Hands out every app due by `now` that is not in flight, with its group siblings due
     /// within the jitter window (not backing off, not resuming a wait), and marks them in
-    /// flight.
+    /// flight. The waits of a group go together: when one is due, every other due within a
+    /// wait tick rides along, and the group's waits are next handed out a tick later, so
+    /// that one list of the group a tick answers them all.
     pub fn take_ready(&mut self, now: Instant) -> Batch {
-        let ready: Vec<AppKey> = self
+        let mut ready: Vec<AppKey> = self
             .due
             .iter()
-            .filter(|(k, d)| d.at <= now && !self.in_flight.contains(*k))
+            .filter(|(k, d)| self.ready_at(k, d) <= now && !self.in_flight.contains(*k))
             .map(|(k, _)| k.clone())
             .collect();
+        let waiting: BTreeSet<(String, String)> = ready
+            .iter()
+            .filter(|k| self.due.get(*k).is_some_and(|d| d.wait.is_some()))
+            .map(|k| (k.subscription.clone(), k.resource_group.clone()))
+            .collect();
+        let tick = now + self.config.wait_tick;
+        let wait_riders: Vec<AppKey> = self
+            .due
+            .iter()
+            .filter(|(k, d)| {
+                d.at > now
+                    && d.at <= tick
+                    && d.wait.is_some()
+                    && !self.in_flight.contains(*k)
+                    && waiting.contains(&(k.subscription.clone(), k.resource_group.clone()))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for group in waiting {
+            self.waits_taken.insert(group, now);
+        }
+        ready.extend(wait_riders);
         let listed: BTreeSet<(&str, &str)> = ready
             .iter()
             .filter(|k| self.due.get(*k).is_some_and(|d| d.wait.is_none()))
@@ -290,6 +333,8 @@ impl Schedule {
     /// Drops group resync times that have passed.
     pub fn tidy(&mut self, now: Instant) {
         self.group_next.retain(|_, at| *at > now);
+        let tick = self.config.wait_tick;
+        self.waits_taken.retain(|_, at| *at + tick > now);
     }
 
     /// One resync time per resource group: every app of the group settling in this cycle
@@ -349,6 +394,7 @@ mod tests {
             backoff_base: Duration::from_secs(5),
             backoff_cap: Duration::from_secs(60),
             reverify_after: 6,
+            wait_tick: Duration::from_secs(2),
         }
     }
 
