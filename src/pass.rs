@@ -51,6 +51,9 @@ pub struct Verdict {
 pub enum Item {
     /// Observe it (through its group's list) and reconcile it.
     Observe(AppSpec),
+    /// The same, for an app not verified since the controller started: its first full
+    /// verification may wait ([`Reconcile::spread`]).
+    Spread(AppSpec),
     /// Resume its wait.
     Resume(AppSpec, Wait),
 }
@@ -93,6 +96,7 @@ pub fn split(
                     .unwrap_or_else(|| Observation::Unreadable("not observed".to_owned())),
             ),
             fingerprint: live.fingerprints.get(key).copied(),
+            spread: false,
         });
     }
     (ready, work)
@@ -112,8 +116,17 @@ pub async fn reconcile_apps(
 ) -> PassSummary {
     let mut groups: BTreeMap<(String, String), DesiredState> = BTreeMap::new();
     let mut resumed: BTreeMap<(String, String), Vec<(AppSpec, Wait)>> = BTreeMap::new();
+    let mut spread = std::collections::BTreeSet::new();
     for item in items {
+        let item = match item {
+            Item::Spread(spec) => {
+                spread.insert(spec.key.clone());
+                Item::Observe(spec)
+            }
+            other => other,
+        };
         match item {
+            Item::Spread(_) => {}
             Item::Observe(spec) => {
                 let key = spec.key.clone();
                 groups
@@ -141,7 +154,7 @@ pub async fn reconcile_apps(
     let concurrency = options.concurrency.max(1);
     let (queue, queued) = tokio::sync::mpsc::channel::<Reconcile>(concurrency);
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<AppReport>();
-    let fingerprints = &fingerprints;
+    let (fingerprints, spread) = (&fingerprints, &spread);
     // Built first and boxed: a closure inside `map` trips rustc's higher-ranked lifetime
     // inference once the whole pass is spawned on a runtime. Each holds a sender: the queue
     // ends when every group is read and queued.
@@ -152,7 +165,10 @@ pub async fn reconcile_apps(
             let ready_tx = ready_tx.clone();
             Box::pin(async move {
                 let live = live::lists_since(client, &group, concurrency, fingerprints).await;
-                let (ready, work) = split(&group, live, verdicts);
+                let (ready, mut work) = split(&group, live, verdicts);
+                for w in &mut work {
+                    w.spread = spread.contains(&w.spec.key);
+                }
                 for r in ready {
                     let _ = ready_tx.send(r);
                 }
@@ -260,6 +276,7 @@ pub async fn resume_group(
                 spec,
                 start,
                 fingerprint: None,
+                spread: false,
             }
         })
         .collect()
@@ -320,6 +337,7 @@ pub async fn converge(
                     spec: spec.clone(),
                     start: Start::Resume(q.wait),
                     fingerprint: None,
+                    spread: false,
                 };
                 running.push(task(work, now + q.after));
             }

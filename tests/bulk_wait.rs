@@ -108,6 +108,7 @@ async fn converge(bulk: bool) -> (BTreeMap<String, (String, String)>, Value) {
                     spec,
                     start: Start::Resume(wait),
                     fingerprint: None,
+                    spread: false,
                 })
                 .collect()
         };

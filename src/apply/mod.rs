@@ -126,6 +126,9 @@ pub struct ApplyOptions {
     /// Slots shared by every pass of a process (`run` starts a pass while others still run):
     /// `concurrency` reconciles at once in all. `None`: each pass has its own `concurrency`.
     pub slots: Option<Arc<tokio::sync::Semaphore>>,
+    /// Registry retention's cache of the images of each app's revisions, fed by the revision
+    /// reads of reconciles (`run`: retention then reads again only what changed).
+    pub images: Option<Arc<crate::retention::RevisionImages>>,
 }
 
 impl Default for ApplyOptions {
@@ -138,6 +141,7 @@ impl Default for ApplyOptions {
             max_steps: 64,
             budget: None,
             slots: None,
+            images: None,
         }
     }
 }
@@ -222,6 +226,12 @@ pub struct Reconcile {
     pub start: Start,
     /// Its [`crate::live::fingerprint`], if its revisions were read.
     pub fingerprint: Option<u64>,
+    /// Its first full verification may wait: if its group's list shows it in sync
+    /// ([`plan::in_sync_as_listed`]), it is reported in sync without reading its revisions,
+    /// and `run`'s schedule verifies it in full within `--reverify-after` resyncs
+    /// ([`Verification::Listed`]). So a controller that starts on a fleet in sync spreads the
+    /// first verifications over the resyncs instead of reading every app at the first.
+    pub spread: bool,
 }
 
 /// Where one app stands after a reconcile.
@@ -296,6 +306,9 @@ pub enum Verification {
     Full(u64),
     /// Unchanged since its last full verification; its revisions were not read.
     Unchanged,
+    /// Not verified yet, and in sync as far as its group's list shows, with this
+    /// [`crate::live::fingerprint`]; its revisions were not read ([`Reconcile::spread`]).
+    Listed(u64),
 }
 
 /// The `--max-actions` budget of a pass: the one in `options`, or a new one.
@@ -362,6 +375,21 @@ pub async fn reconcile(
     clock: Clock,
 ) -> AppReport {
     let span = tracing::info_span!("app", app = %work.spec.key);
+    if work.spread
+        && let (
+            Start::Observed(Observation::Found {
+                app,
+                revisions: None,
+            }),
+            Some(fp),
+        ) = (&work.start, work.fingerprint)
+        && plan::needs_revisions(&work.spec)
+        && plan::in_sync_as_listed(&work.spec, app)
+    {
+        let mut report = AppReport::new(work.spec.key.clone(), AppState::InSync);
+        report.verified = Verification::Listed(fp);
+        return report;
+    }
     let first_look = matches!(work.start, Start::Observed(_));
     let mut report = Run::new(client, &work.spec, options, budget, clock)
         .go(work.start)
@@ -448,6 +476,15 @@ impl<'a> Run<'a> {
             after,
             wait: Wait { on, since, ours },
         })
+    }
+
+    /// Reads the revisions of `app` (read just before), and tells retention's cache.
+    async fn read_revisions(&self, app: &ContainerApp) -> Result<Vec<Revision>, Error> {
+        let revisions = read_revisions(self.client, self.key(), app).await?;
+        if let Some(images) = &self.options.images {
+            images.learn(app, &revisions);
+        }
+        Ok(revisions)
     }
 
     /// Reads the app again; its revisions are read when the plan needs them ([`Run::step`]).
@@ -560,9 +597,7 @@ impl<'a> Run<'a> {
             bulk::Judgement::Ready(revision) => {
                 // The list says it is ready; whether it runs is in the revisions, which the
                 // plan reads anyway: one read for both.
-                let revisions = read_revisions(self.client, self.key(), &app)
-                    .await
-                    .map_err(Err)?;
+                let revisions = self.read_revisions(&app).await.map_err(Err)?;
                 let since = if matches!(wait.on, Awaited::Operation { .. }) {
                     Instant::now()
                 } else {
@@ -720,7 +755,7 @@ impl<'a> Run<'a> {
             None => {
                 let read = match revisions {
                     None if plan::needs_revisions(self.spec) => {
-                        Some(read_revisions(self.client, self.key(), app).await?)
+                        Some(self.read_revisions(app).await?)
                     }
                     _ => None,
                 };

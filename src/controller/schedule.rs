@@ -58,6 +58,8 @@ pub struct Batch {
     pub resume: Vec<(AppKey, Wait)>,
     /// Verdicts still trusted, by app, for the observed apps.
     pub verdicts: BTreeMap<AppKey, Verdict>,
+    /// Observed apps whose first full verification may wait ([`Schedule::spread`]).
+    pub spread: BTreeSet<AppKey>,
 }
 
 impl Batch {
@@ -87,6 +89,9 @@ pub struct Schedule {
     group_next: BTreeMap<(String, String), Instant>,
     /// Resource group -> when its waits were last handed out together.
     waits_taken: BTreeMap<(String, String), Instant>,
+    /// Apps not looked at since the controller started, whose first full verification may
+    /// wait ([`crate::apply::Reconcile::spread`]).
+    spread: BTreeSet<AppKey>,
 }
 
 fn group_of(k: &AppKey) -> (&str, &str) {
@@ -120,7 +125,16 @@ impl Schedule {
             verdicts: BTreeMap::new(),
             group_next: BTreeMap::new(),
             waits_taken: BTreeMap::new(),
+            spread: BTreeSet::new(),
         }
+    }
+
+    /// Lets the first full verification of `apps` wait, each until a random resync within
+    /// `reverify_after` (as an app verified for the first time is re-verified), when its first
+    /// look finds it in sync as far as its group's list shows: a controller started on a fleet
+    /// reads one slice of it in full per resync, not all of it at the first.
+    pub fn spread(&mut self, apps: impl IntoIterator<Item = AppKey>) {
+        self.spread.extend(apps);
     }
 
     /// When an entry can be handed out: a wait no sooner than a tick after its group's waits
@@ -157,6 +171,7 @@ impl Schedule {
     /// Forgets every verdict: the next look at each app reads it in full.
     pub fn clear_verdicts(&mut self) {
         self.verdicts.clear();
+        self.spread.clear();
     }
 
     /// Apps waiting to be handed out.
@@ -241,6 +256,9 @@ impl Schedule {
             match due.wait {
                 Some(wait) => batch.resume.push((key, wait)),
                 None => {
+                    if self.spread.remove(&key) {
+                        batch.spread.insert(key.clone());
+                    }
                     if let Some((verdict, age)) = self.verdicts.get(&key)
                         && *age < self.config.reverify_after
                     {
@@ -354,6 +372,17 @@ impl Schedule {
 
     fn remember(&mut self, report: &AppReport) {
         match report.verified {
+            // In sync as its list shows, not read in full yet: trusted, from a random age, so
+            // that its first full read comes within `reverify_after` resyncs.
+            Verification::Listed(fingerprint) => {
+                let verdict = Verdict {
+                    fingerprint,
+                    state: report.state,
+                    error: None,
+                };
+                let age = stagger(self.config.reverify_after);
+                self.verdicts.insert(report.app.clone(), (verdict, age));
+            }
             Verification::Full(fingerprint) => {
                 // An app verified for the first time starts at a random age, so that a fleet
                 // verified together (at start, or after POST /reconcile) is re-verified a slice

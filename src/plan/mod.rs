@@ -472,6 +472,46 @@ pub fn plan_first_step(spec: &AppSpec, app: &ContainerApp, now: Millis) -> Optio
     })
 }
 
+/// Whether `app`, as its group's list shows it, is in sync with `spec` in everything the list
+/// can show: no operation running, no restart generation raised or pending, the latest
+/// revision ready, the revision mode, template and traffic rules as the spec asks. What the
+/// list cannot show (which revisions are active, and whether they run) only a full read with
+/// the revisions can verify.
+pub fn in_sync_as_listed(spec: &AppSpec, app: &ContainerApp) -> bool {
+    if app.is_busy() {
+        return false;
+    }
+    let props = &app.properties;
+    if props.latest_revision_name.is_none()
+        || props.latest_revision_name != props.latest_ready_revision_name
+    {
+        return false;
+    }
+    let tags = OwnedTags::of(app);
+    if tags.restart_pending.is_some()
+        || spec
+            .restart_generation
+            .is_some_and(|g| g > tags.restart_generation)
+    {
+        return false;
+    }
+    let Ok(ctx) = sections::Ctx::new(
+        spec,
+        LiveApp {
+            app,
+            revisions: Some(&[]),
+        },
+        0,
+    ) else {
+        return false;
+    };
+    let mut draft = sections::Draft::default();
+    if sections::mode_and_template(&ctx, &mut draft).is_err() || !draft.actions.is_empty() {
+        return false;
+    }
+    matches!(sections::desired_rules(&ctx), Ok(rules) if rules.as_ref().is_none_or(|r| *r == ctx.live_rules))
+}
+
 /// A revision suffix derived from the change: a retry of the same change from the same live
 /// revision gives the same suffix (so Azure refuses a second revision instead of minting one),
 /// while a change back and forth gets a new one. It starts with a letter and keeps the revision
