@@ -591,4 +591,91 @@ mod tests {
         assert!(ages.len() >= 4, "spread over the period: {ages:?}");
         assert_eq!(stagger(0), 0);
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_waits_of_a_group_are_handed_out_together_once_a_tick() {
+        let mut s = Schedule::new(config());
+        let (a, b, c, other) = (
+            key("rg", "a"),
+            key("rg", "b"),
+            key("rg", "c"),
+            key("rg2", "d"),
+        );
+        let now = Instant::now();
+        for k in [&a, &b, &c, &other] {
+            s.due_at(k, now);
+        }
+        s.take_ready(now);
+        let wait = |app: &AppKey, after: u64| {
+            let mut r = report(app, AppState::Applying);
+            r.requeue = Some(Requeue {
+                after: Duration::from_millis(after),
+                wait: Wait {
+                    on: Awaited::Busy,
+                    since: now,
+                    ours: true,
+                },
+            });
+            r
+        };
+        s.record(&wait(&a, 1_000), true, now);
+        s.record(&wait(&b, 2_500), true, now);
+        s.record(&wait(&c, 20_000), true, now);
+        s.record(&wait(&other, 1_500), true, now);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let batch = s.take_ready(Instant::now());
+        let resumed: Vec<&AppKey> = batch.resume.iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            resumed,
+            [&a, &b],
+            "b, due within a tick, rides along; c, due much later, does not; another group's wait is its own"
+        );
+        for r in [wait(&a, 100), wait(&b, 100)] {
+            s.record(&r, true, Instant::now());
+        }
+        // Due again 0.1 s later, but the group's waits were looked at a tick ago at most.
+        assert_eq!(
+            secs(s.next_due(), Instant::now()),
+            0.5,
+            "the other group's wait"
+        );
+        tokio::time::advance(Duration::from_millis(500)).await;
+        let batch = s.take_ready(Instant::now());
+        assert_eq!(batch.resume.len(), 1);
+        assert_eq!(
+            secs(s.next_due(), Instant::now()),
+            1.5,
+            "a tick after the last"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_spread_first_look_is_trusted_until_its_turn_and_only_once() {
+        let mut s = Schedule::new(config());
+        let (a, b) = (key("rg", "a"), key("rg", "b"));
+        let now = Instant::now();
+        s.due_at(&a, now);
+        s.due_at(&b, now);
+        s.spread([a.clone()]);
+        let batch = s.take_ready(now);
+        assert_eq!(batch.spread, BTreeSet::from([a.clone()]), "{batch:?}");
+        // In sync as listed: a verdict, trusted from a random age below the limit.
+        let mut r = report(&a, AppState::InSync);
+        r.verified = Verification::Listed(7);
+        s.record(&r, true, now);
+        s.record(&report(&b, AppState::InSync), true, now);
+        let (verdict, age) = s.verdicts.get(&a).cloned().unwrap();
+        assert_eq!((verdict.fingerprint, verdict.state), (7, AppState::InSync));
+        assert!(age < s.config.reverify_after, "{age}");
+        // Its next look is not spread again: it is verified as any app is.
+        tokio::time::advance(Duration::from_secs(400)).await;
+        let batch = s.take_ready(Instant::now());
+        assert_eq!(batch.observe.len(), 2, "{batch:?}");
+        assert!(batch.spread.is_empty(), "{batch:?}");
+        assert!(batch.verdicts.contains_key(&a));
+        // POST /reconcile verifies everything in full: nothing is spread.
+        s.spread([b.clone()]);
+        s.clear_verdicts();
+        assert!(s.spread.is_empty());
+    }
 }
