@@ -764,6 +764,99 @@ mod tests {
             body: json!({"properties": {"template": {"scale": {"rules": []}}}}),
         };
         assert!(check(vec![unowned]).unwrap_err().contains("does not own"));
+        // Traffic in a template's PATCH: latestRevision alone (Azure moves it once the new
+        // revision is ready); a named revision would get weight before it runs.
+        let with_traffic = |traffic: Value| Action::UpdateTemplate {
+            changes: vec![],
+            revision: "ca-x--d".into(),
+            body: json!({"properties": {"template": {"revisionSuffix": "d"}, "configuration": {"ingress": {"traffic": traffic}}}}),
+        };
+        assert!(
+            check(vec![with_traffic(
+                json!([{"latestRevision": true, "weight": 100}])
+            )])
+            .is_ok()
+        );
+        assert!(
+            check(vec![with_traffic(
+                json!([{"revisionName": "ca-x--d", "weight": 100}])
+            )])
+            .unwrap_err()
+            .contains("not latestRevision")
+        );
+        assert!(
+            check(vec![with_traffic(
+                json!([{"latestRevision": true, "weight": 90}])
+            )])
+            .unwrap_err()
+            .contains("sum to 90")
+        );
+    }
+
+    #[test]
+    fn latest_revision_traffic_rides_in_the_template_patch_and_nothing_else_does() {
+        let mut s = spec();
+        s.images = BTreeMap::from([(
+            "api".to_owned(),
+            crate::spec::validate::parse_image("cr.io/api:v2").unwrap(),
+        )]);
+        s.traffic = Some(TrafficSpec::Split(vec![crate::spec::TrafficTarget {
+            to: crate::spec::TrafficTo::Latest,
+            weight: 100,
+        }]));
+        let live = ContainerApp::from_value(json!({"name": "ca-x", "properties": {"latestRevisionName": "ca-x--c", "latestReadyRevisionName": "ca-x--c", "configuration": {"activeRevisionsMode": "Multiple", "ingress": {"traffic": [{"revisionName": "ca-x--c", "weight": 100}]}}, "template": {"containers": [{"name": "api", "image": "cr.io/api:v1"}]}}})).unwrap();
+        let revisions = [revision("ca-x--c", true, 100)];
+        let full = plan_app(
+            &s,
+            LiveApp {
+                app: &live,
+                revisions: Some(&revisions),
+            },
+            0,
+        );
+        let kinds: Vec<&str> = full
+            .actions
+            .iter()
+            .map(|a| match a {
+                Action::UpdateTemplate { .. } => "template",
+                Action::WaitUntilRunning { .. } => "wait",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(kinds, ["template", "wait"], "one write: {:?}", full.actions);
+        let Action::UpdateTemplate { body, .. } = &full.actions[0] else {
+            panic!()
+        };
+        assert_eq!(
+            body["properties"]["configuration"]["ingress"]["traffic"],
+            json!([{"latestRevision": true, "weight": 100}])
+        );
+        // The same first step from the list alone.
+        assert_eq!(plan_first_step(&s, &live, 0).unwrap().actions, full.actions);
+        // A split naming a revision needs the revisions, and is a step of its own.
+        s.traffic = Some(TrafficSpec::Split(vec![
+            crate::spec::TrafficTarget {
+                to: crate::spec::TrafficTo::Latest,
+                weight: 90,
+            },
+            crate::spec::TrafficTarget {
+                to: crate::spec::TrafficTo::Revision("ca-x--c".into()),
+                weight: 10,
+            },
+        ]));
+        assert!(plan_first_step(&s, &live, 0).is_none());
+        let full = plan_app(
+            &s,
+            LiveApp {
+                app: &live,
+                revisions: Some(&revisions),
+            },
+            0,
+        );
+        assert!(matches!(
+            full.actions.last(),
+            Some(Action::SetTraffic { .. })
+        ));
     }
 
     #[test]
