@@ -15,7 +15,8 @@ use super::{Awaited, Wait};
 use crate::arm::ContainerApp;
 
 /// After this many poll intervals of a revision not ready in the list, the per-app read looks
-/// at it (the list cannot tell a failed revision from one still starting).
+/// at it, and again every this many intervals (the list cannot tell a failed revision from one
+/// still starting, and real revisions take tens of seconds to start).
 pub const PER_APP_AFTER_LOOKS: u32 = 3;
 
 /// What a group's list says of one wait.
@@ -61,13 +62,17 @@ fn state_is(app: &ContainerApp, s: &str) -> bool {
         .is_some_and(|p| p.eq_ignore_ascii_case(s))
 }
 
-/// Judges `wait` by `app` as its group's list showed it (listed after the wait began). `slow`:
-/// how long a revision may show not ready in the list before the per-app read looks at it.
+/// Judges `wait` by `app` as its group's list showed it (listed after the wait began). A
+/// revision not ready in the list is looked at with the per-app read once it has waited
+/// [`PER_APP_AFTER_LOOKS`] poll intervals, and every that many intervals after.
 ///
 /// Assumed from ARM's asynchronous operations (docs/azure-notes.md 1.2): once a PATCH is
 /// accepted (201/202), the resource shows `provisioningState: InProgress` until its operation
 /// ends, so a list taken after the answer shows `InProgress` while the operation runs.
-pub fn judge(wait: &Wait, app: &ContainerApp, slow: Duration) -> Judgement {
+pub fn judge(wait: &Wait, app: &ContainerApp, poll: Duration) -> Judgement {
+    let looks = (wait.since.elapsed().as_millis() / poll.as_millis().max(1)) as u64;
+    let per_app = u64::from(PER_APP_AFTER_LOOKS);
+    let list_will_do = looks < per_app || looks % per_app != 0;
     let latest = app.properties.latest_revision_name.as_deref();
     let ready = app.properties.latest_ready_revision_name.as_deref();
     let revision = |name: &str, since_ok: bool| match (latest == Some(name), ready == Some(name)) {
@@ -87,7 +92,7 @@ pub fn judge(wait: &Wait, app: &ContainerApp, slow: Duration) -> Judgement {
         Awaited::Operation {
             then: Some(name), ..
         } => revision(name, true),
-        Awaited::Revision(name) => revision(name, wait.since.elapsed() < slow),
+        Awaited::Revision(name) => revision(name, list_will_do),
     }
 }
 
@@ -111,7 +116,7 @@ mod tests {
 
     #[test]
     fn the_list_answers_what_it_shows_and_only_that() {
-        let slow = Duration::from_secs(6);
+        let slow = Duration::from_secs(2);
         let rev = |n: &str| Awaited::Revision(n.to_owned());
         assert_eq!(
             judge(
@@ -137,14 +142,18 @@ mod tests {
             judge(&wait(rev("a--2")), &app("Succeeded", "a--2", "a--1"), slow),
             Judgement::Waiting(rev("a--2"))
         );
+        let mut long = wait(rev("a--2"));
+        long.since = Instant::now() - Duration::from_millis(6_100);
         assert_eq!(
-            judge(
-                &wait(rev("a--2")),
-                &app("Succeeded", "a--2", "a--1"),
-                Duration::ZERO
-            ),
+            judge(&long, &app("Succeeded", "a--2", "a--1"), slow),
             Judgement::CannotTell,
-            "not ready for long: it may have failed, which only the revision says"
+            "not ready for three polls: it may have failed, which only the revision says"
+        );
+        long.since = Instant::now() - Duration::from_millis(8_100);
+        assert_eq!(
+            judge(&long, &app("Succeeded", "a--2", "a--1"), slow),
+            Judgement::Waiting(rev("a--2")),
+            "and the list again in between"
         );
         assert_eq!(
             judge(&wait(rev("a--1")), &app("Succeeded", "a--2", "a--2"), slow),

@@ -571,8 +571,7 @@ impl<'a> Run<'a> {
                 self.options.revision_timeout,
             )));
         }
-        let slow = self.options.poll_interval * bulk::PER_APP_AFTER_LOOKS;
-        match bulk::judge(&wait, &app, slow) {
+        match bulk::judge(&wait, &app, self.options.poll_interval) {
             bulk::Judgement::Waiting(on) => {
                 let since = if matches!(
                     (&wait.on, &on),
