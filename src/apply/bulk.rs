@@ -72,7 +72,7 @@ fn state_is(app: &ContainerApp, s: &str) -> bool {
 pub fn judge(wait: &Wait, app: &ContainerApp, poll: Duration) -> Judgement {
     let looks = (wait.since.elapsed().as_millis() / poll.as_millis().max(1)) as u64;
     let per_app = u64::from(PER_APP_AFTER_LOOKS);
-    let list_will_do = looks < per_app || looks % per_app != 0;
+    let list_will_do = looks < per_app || !looks.is_multiple_of(per_app);
     let latest = app.properties.latest_revision_name.as_deref();
     let ready = app.properties.latest_ready_revision_name.as_deref();
     let revision = |name: &str, since_ok: bool| match (latest == Some(name), ready == Some(name)) {
