@@ -87,20 +87,24 @@ pub async fn snapshot_since(
     concurrency: usize,
     verified: &BTreeMap<AppKey, u64>,
 ) -> LiveState {
-    snapshot_with(client, desired, concurrency, verified, true).await
+    snapshot_with(client, desired, concurrency, verified, None).await
 }
 
-/// [`snapshot_since`] without the revisions: the lists alone, each app's [`fingerprint`], and
-/// which apps are unchanged. The executor reads an app's revisions itself when its plan needs
-/// them ([`crate::plan::plan_first_step`]): a drifted app's first step (its template) does
-/// not, and the read after it sees what it did.
+/// [`snapshot_since`], leaving out the revisions that would decide nothing: those of an app
+/// whose first step needs none ([`crate::plan::plan_first_step`]: its template, after which
+/// the executor reads them, when they show what it did), and those of an app of `spread` that
+/// its list shows in sync ([`crate::plan::in_sync_as_listed`]; its first full verification
+/// waits, [`crate::apply::Reconcile::spread`]). The other apps' revisions are read here, as
+/// [`snapshot_since`] does, outside the executor's `--concurrency` slots, so verifications do
+/// not queue ahead of an edit's write for a slot.
 pub async fn lists_since(
     client: &ArmClient,
     desired: &DesiredState,
     concurrency: usize,
     verified: &BTreeMap<AppKey, u64>,
+    spread: &std::collections::BTreeSet<AppKey>,
 ) -> LiveState {
-    snapshot_with(client, desired, concurrency, verified, false).await
+    snapshot_with(client, desired, concurrency, verified, Some(spread)).await
 }
 
 async fn snapshot_with(
@@ -108,8 +112,9 @@ async fn snapshot_with(
     desired: &DesiredState,
     concurrency: usize,
     verified: &BTreeMap<AppKey, u64>,
-    with_revisions: bool,
+    lazy: Option<&std::collections::BTreeSet<AppKey>>,
 ) -> LiveState {
+    let now = crate::time::Clock::new().now();
     let mut groups: BTreeMap<(String, String), Vec<&AppKey>> = BTreeMap::new();
     for key in desired.apps.keys() {
         groups
@@ -165,7 +170,15 @@ async fn snapshot_with(
                                     state.unchanged.insert(key.clone());
                                 } else {
                                     state.fingerprints.insert(key.clone(), fp);
-                                    need_revisions.push(key.clone());
+                                    let later = lazy.is_some_and(|spread| {
+                                        (spread.contains(key)
+                                            && crate::plan::in_sync_as_listed(spec, &app))
+                                            || crate::plan::plan_first_step(spec, &app, now)
+                                                .is_some()
+                                    });
+                                    if !later {
+                                        need_revisions.push(key.clone());
+                                    }
                                 }
                             }
                             state.apps.insert(
@@ -180,9 +193,6 @@ async fn snapshot_with(
                 }
             }
         }
-    }
-    if !with_revisions {
-        return state;
     }
     type Listed = (AppKey, Result<Vec<Revision>, crate::arm::Error>);
     let pending: std::collections::BTreeSet<AppKey> = need_revisions

@@ -164,7 +164,8 @@ pub async fn reconcile_apps(
             let queue = queue.clone();
             let ready_tx = ready_tx.clone();
             Box::pin(async move {
-                let live = live::lists_since(client, &group, concurrency, fingerprints).await;
+                let live =
+                    live::lists_since(client, &group, concurrency, fingerprints, spread).await;
                 let (ready, mut work) = split(&group, live, verdicts);
                 for w in &mut work {
                     w.spread = spread.contains(&w.spec.key);
@@ -431,6 +432,7 @@ pub async fn apply_pass(
         desired,
         options.concurrency,
         &BTreeMap::new(),
+        &std::collections::BTreeSet::new(),
     )
     .await;
     let apps = converge(&connection.client, desired, live, options).await;

@@ -74,7 +74,14 @@ async fn converge(bulk: bool) -> (BTreeMap<String, (String, String)>, Value) {
     let options = options();
     let budget = AtomicUsize::new(usize::MAX);
 
-    let live = live::lists_since(&client, &d, 8, &BTreeMap::new()).await;
+    let live = live::lists_since(
+        &client,
+        &d,
+        8,
+        &BTreeMap::new(),
+        &std::collections::BTreeSet::new(),
+    )
+    .await;
     let (_, mut work) = pass::split(&d, live, &BTreeMap::new());
     let mut outcome = BTreeMap::new();
     for _round in 0..200 {
