@@ -81,6 +81,10 @@ struct Args {
     /// Skip the fleet runs; only the planner micro-benchmark.
     #[arg(long)]
     planner_only: bool,
+    /// The aca-reconciler binary to measure (default: the release build beside this example),
+    /// e.g. an older build for a before/after comparison.
+    #[arg(long)]
+    binary: Option<PathBuf>,
 }
 
 const REGISTRY: &str = "crfleet.azurecr.io";
@@ -93,7 +97,10 @@ fn main() -> Result<()> {
                   "drifted": args.drifted, "latencyMs": args.latency_ms, "concurrency": args.concurrency},
     });
     if !args.planner_only {
-        let exe = binary()?;
+        let exe = match &args.binary {
+            Some(b) => b.clone(),
+            None => binary()?,
+        };
         let runs: Vec<bool> = match args.buckets.as_str() {
             "on" => vec![true],
             "off" => vec![false],
@@ -446,6 +453,8 @@ fn fleet_run(exe: &Path, args: &Args, buckets: bool, with_steady: bool) -> Resul
         }
         std::thread::sleep(Duration::from_millis(200));
     };
+    // What converging the apps cost, by route (retention comes after).
+    let at_converge = counts(&base)?;
     // Registry retention runs once no pass is running: wait for its deletions.
     let apps_done = converged;
     let retention_done = loop {
@@ -480,8 +489,41 @@ fn fleet_run(exe: &Path, args: &Args, buckets: bool, with_steady: bool) -> Resul
     // ARM's buckets are per subscription; the fleet spreads evenly over them.
     let subs = args.subscriptions.max(1) as f64;
     let floor = |n: u64, burst: f64, rate: f64| (n as f64 / subs - burst).max(0.0) / rate;
+    let conv_reads = at_converge["armReads"].as_u64().unwrap_or(0);
+    let conv_writes = at_converge["armWrites"].as_u64().unwrap_or(0);
+    let mut by_route = serde_json::Map::new();
+    for (route, name) in [
+        ("groupList", "ContainerApps_ListByResourceGroup"),
+        ("operationPoll", "ContainerAppOperationStatuses_Get"),
+        ("appGet", "ContainerApps_Get"),
+        ("revisionList", "ContainerAppsRevisions_ListRevisions"),
+        ("revisionGet", "ContainerAppsRevisions_GetRevision"),
+        ("replicaList", "ContainerAppsRevisionReplicas_ListReplicas"),
+    ] {
+        by_route.insert(
+            route.to_owned(),
+            json!(op(&at_converge, name) as f64 / drifted.max(1) as f64),
+        );
+    }
+    let (write_floor, read_floor) = if buckets {
+        (
+            floor(conv_writes, t.write_burst, t.write_per_second),
+            floor(conv_reads, t.read_burst, t.read_per_second),
+        )
+    } else {
+        (0.0, 0.0)
+    };
+    let binding = write_floor.max(read_floor);
     let mut run = json!({
         "buckets": buckets,
+        "apps": {
+            "readsPerDriftedApp": conv_reads as f64 / drifted.max(1) as f64,
+            "writesPerDriftedApp": conv_writes as f64 / drifted.max(1) as f64,
+            "readsByRoutePerDriftedApp": by_route,
+            "writeFloorSeconds": write_floor,
+            "readFloorSeconds": read_floor,
+            "overBindingFloor": if binding > 0.0 { apps_done.as_secs_f64() / binding - 1.0 } else { 0.0 },
+        },
         "converge": {
             "seconds": apps_done.as_secs_f64(),
             "withRetentionSeconds": retention_done.as_secs_f64(),
@@ -515,6 +557,25 @@ fn fleet_run(exe: &Path, args: &Args, buckets: bool, with_steady: bool) -> Resul
     )?;
     let pid = ctl.0.id();
     let started = Instant::now();
+    let interval = aca_reconciler::duration::parse(&args.steady_interval)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The first minutes: a controller started on a converged fleet, from its first resync,
+    // over `--steady-resyncs` resyncs (registry retention's first run included).
+    let start_counts = counts(&base)?;
+    std::thread::sleep(interval * args.steady_resyncs);
+    let first = counts(&base)?;
+    let first_lists = op(&first, "ContainerApps_ListByResourceGroup")
+        - op(&start_counts, "ContainerApps_ListByResourceGroup");
+    let first_resyncs = (first_lists as f64 / args.groups as f64).max(1.0);
+    let first_reads =
+        first["armReads"].as_u64().unwrap_or(0) - start_counts["armReads"].as_u64().unwrap_or(0);
+    let first_minutes = json!({
+        "seconds": (interval * args.steady_resyncs).as_secs_f64(),
+        "resyncs": first_resyncs,
+        "reads": first_reads,
+        "revisionLists": op(&first, "ContainerAppsRevisions_ListRevisions") - op(&start_counts, "ContainerAppsRevisions_ListRevisions"),
+        "readsPerAppPerResync": first_reads as f64 / first_resyncs / args.apps as f64,
+    });
     loop {
         let (in_sync, total, passes) = progress(&ep);
         if total == args.apps && in_sync == total && passes >= args.groups as u64 {
@@ -525,8 +586,6 @@ fn fleet_run(exe: &Path, args: &Args, buckets: bool, with_steady: bool) -> Resul
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let interval = aca_reconciler::duration::parse(&args.steady_interval)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
     // A new controller runs registry retention once at start (every app's revisions listed):
     // part of its first minutes, not of the steady state. Wait until it has listed the tags.
     let listed = Instant::now();
@@ -617,6 +676,7 @@ fn fleet_run(exe: &Path, args: &Args, buckets: bool, with_steady: bool) -> Resul
         "readsPerGroupPerResync": steady_reads as f64 / resyncs.max(1.0) / args.groups as f64,
         "writes": steady_writes,
     });
+    run["firstMinutes"] = first_minutes;
     run["restRssKiB"] = json!(at_rest);
     run["reactionSeconds"] = json!({"min": reactions[0], "median": reactions[reactions.len() / 2], "max": reactions[reactions.len() - 1]});
     let _ = std::fs::remove_dir_all(&work);
@@ -731,7 +791,44 @@ fn print_table(r: &Value) {
             format!("  429s (buckets {b})"),
             c["throttled429"].to_string()
         );
+        let a = &run["apps"];
+        println!(
+            "{:<58} {:>14.2}",
+            "  reads per drifted app, apps converged",
+            a["readsPerDriftedApp"].as_f64().unwrap_or(0.0)
+        );
+        for (route, per) in a["readsByRoutePerDriftedApp"]
+            .as_object()
+            .into_iter()
+            .flatten()
+        {
+            println!(
+                "{:<58} {:>14.3}",
+                format!("    {route}"),
+                per.as_f64().unwrap_or(0.0)
+            );
+        }
+        println!(
+            "{:<58} {:>14.2}",
+            "  writes per drifted app, apps converged",
+            a["writesPerDriftedApp"].as_f64().unwrap_or(0.0)
+        );
         if run["buckets"] == true {
+            println!(
+                "{:<58} {:>12.1} s",
+                "  apps: write floor / read floor",
+                a["writeFloorSeconds"].as_f64().unwrap_or(0.0)
+            );
+            println!(
+                "{:<58} {:>12.1} s",
+                "",
+                a["readFloorSeconds"].as_f64().unwrap_or(0.0)
+            );
+            println!(
+                "{:<58} {:>12.1} %",
+                "  apps converged over the binding floor",
+                a["overBindingFloor"].as_f64().unwrap_or(0.0) * 100.0
+            );
             println!(
                 "{:<58} {:>12.1} s",
                 "  floor set by the write bucket ((writes-200)/10)",
@@ -785,6 +882,25 @@ fn print_table(r: &Value) {
                 s["readsPerGroupPerResync"].as_f64().unwrap_or(0.0)
             );
             println!("{:<58} {:>14}", "  writes", s["writes"].to_string());
+            let f = &run["firstMinutes"];
+            println!(
+                "{:<58} {:>14.3}",
+                format!(
+                    "first {:.0} s after start: reads per app per resync",
+                    f["seconds"].as_f64().unwrap_or(0.0)
+                ),
+                f["readsPerAppPerResync"].as_f64().unwrap_or(0.0)
+            );
+            println!(
+                "{:<58} {:>14}",
+                "  reads (revision lists) / resyncs",
+                format!(
+                    "{} ({}) / {:.1}",
+                    f["reads"],
+                    f["revisionLists"],
+                    f["resyncs"].as_f64().unwrap_or(0.0)
+                )
+            );
             let rest = &run["restRssKiB"];
             let mib = |k: &str| rest[k].as_f64().unwrap_or(0.0) / 1024.0;
             println!(

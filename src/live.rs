@@ -87,6 +87,34 @@ pub async fn snapshot_since(
     concurrency: usize,
     verified: &BTreeMap<AppKey, u64>,
 ) -> LiveState {
+    snapshot_with(client, desired, concurrency, verified, None).await
+}
+
+/// [`snapshot_since`], leaving out the revisions that would decide nothing: those of an app
+/// whose first step needs none ([`crate::plan::plan_first_step`]: its template, after which
+/// the executor reads them, when they show what it did), and those of an app of `spread` that
+/// its list shows in sync ([`crate::plan::in_sync_as_listed`]; its first full verification
+/// waits, [`crate::apply::Reconcile::spread`]). The other apps' revisions are read here, as
+/// [`snapshot_since`] does, outside the executor's `--concurrency` slots, so verifications do
+/// not queue ahead of an edit's write for a slot.
+pub async fn lists_since(
+    client: &ArmClient,
+    desired: &DesiredState,
+    concurrency: usize,
+    verified: &BTreeMap<AppKey, u64>,
+    spread: &std::collections::BTreeSet<AppKey>,
+) -> LiveState {
+    snapshot_with(client, desired, concurrency, verified, Some(spread)).await
+}
+
+async fn snapshot_with(
+    client: &ArmClient,
+    desired: &DesiredState,
+    concurrency: usize,
+    verified: &BTreeMap<AppKey, u64>,
+    lazy: Option<&std::collections::BTreeSet<AppKey>>,
+) -> LiveState {
+    let now = crate::time::Clock::new().now();
     let mut groups: BTreeMap<(String, String), Vec<&AppKey>> = BTreeMap::new();
     for key in desired.apps.keys() {
         groups
@@ -142,7 +170,15 @@ pub async fn snapshot_since(
                                     state.unchanged.insert(key.clone());
                                 } else {
                                     state.fingerprints.insert(key.clone(), fp);
-                                    need_revisions.push(key.clone());
+                                    let later = lazy.is_some_and(|spread| {
+                                        (spread.contains(key)
+                                            && crate::plan::in_sync_as_listed(spec, &app))
+                                            || crate::plan::plan_first_step(spec, &app, now)
+                                                .is_some()
+                                    });
+                                    if !later {
+                                        need_revisions.push(key.clone());
+                                    }
                                 }
                             }
                             state.apps.insert(
@@ -232,6 +268,23 @@ pub async fn observe_app(
         Err(e) if e.status() == Some(404) => Ok(Observation::Missing),
         Err(e) => Err(e),
     }
+}
+
+/// Reads the revisions of `app` (and, during a restart generation, the replicas of its active
+/// ones, [`crate::plan::pending_restart`]).
+///
+/// # Errors
+/// A read failed.
+pub async fn read_revisions(
+    client: &ArmClient,
+    key: &AppKey,
+    app: &ContainerApp,
+) -> Result<Vec<Revision>, crate::arm::Error> {
+    let mut list = client.list_revisions(key).await?;
+    if crate::plan::pending_restart(app).is_some() {
+        read_replicas(client, key, &mut list).await?;
+    }
+    Ok(list)
 }
 
 /// Reads the replicas of each active revision, for an app whose restart was begun but maybe not

@@ -51,6 +51,9 @@ pub struct Verdict {
 pub enum Item {
     /// Observe it (through its group's list) and reconcile it.
     Observe(AppSpec),
+    /// The same, for an app not verified since the controller started: its first full
+    /// verification may wait ([`Reconcile::spread`]).
+    Spread(AppSpec),
     /// Resume its wait.
     Resume(AppSpec, Wait),
 }
@@ -93,6 +96,7 @@ pub fn split(
                     .unwrap_or_else(|| Observation::Unreadable("not observed".to_owned())),
             ),
             fingerprint: live.fingerprints.get(key).copied(),
+            spread: false,
         });
     }
     (ready, work)
@@ -111,9 +115,18 @@ pub async fn reconcile_apps(
     mut done: impl FnMut(AppReport),
 ) -> PassSummary {
     let mut groups: BTreeMap<(String, String), DesiredState> = BTreeMap::new();
-    let mut resumed = Vec::new();
+    let mut resumed: BTreeMap<(String, String), Vec<(AppSpec, Wait)>> = BTreeMap::new();
+    let mut spread = std::collections::BTreeSet::new();
     for item in items {
+        let item = match item {
+            Item::Spread(spec) => {
+                spread.insert(spec.key.clone());
+                Item::Observe(spec)
+            }
+            other => other,
+        };
         match item {
+            Item::Spread(_) => {}
             Item::Observe(spec) => {
                 let key = spec.key.clone();
                 groups
@@ -125,11 +138,13 @@ pub async fn reconcile_apps(
                     .apps
                     .insert(key, spec);
             }
-            Item::Resume(spec, wait) => resumed.push(Reconcile {
-                spec,
-                start: Start::Resume(wait),
-                fingerprint: None,
-            }),
+            Item::Resume(spec, wait) => resumed
+                .entry((
+                    spec.key.subscription.clone(),
+                    spec.key.resource_group.clone(),
+                ))
+                .or_default()
+                .push((spec, wait)),
         }
     }
     let fingerprints: BTreeMap<AppKey, u64> = verdicts
@@ -139,7 +154,7 @@ pub async fn reconcile_apps(
     let concurrency = options.concurrency.max(1);
     let (queue, queued) = tokio::sync::mpsc::channel::<Reconcile>(concurrency);
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<AppReport>();
-    let fingerprints = &fingerprints;
+    let (fingerprints, spread) = (&fingerprints, &spread);
     // Built first and boxed: a closure inside `map` trips rustc's higher-ranked lifetime
     // inference once the whole pass is spawned on a runtime. Each holds a sender: the queue
     // ends when every group is read and queued.
@@ -149,8 +164,12 @@ pub async fn reconcile_apps(
             let queue = queue.clone();
             let ready_tx = ready_tx.clone();
             Box::pin(async move {
-                let live = live::snapshot_since(client, &group, concurrency, fingerprints).await;
-                let (ready, work) = split(&group, live, verdicts);
+                let live =
+                    live::lists_since(client, &group, concurrency, fingerprints, spread).await;
+                let (ready, mut work) = split(&group, live, verdicts);
+                for w in &mut work {
+                    w.spread = spread.contains(&w.spec.key);
+                }
                 for r in ready {
                     let _ = ready_tx.send(r);
                 }
@@ -162,15 +181,18 @@ pub async fn reconcile_apps(
             })
         })
         .collect();
-    // Resumed apps need no list: straight into the queue, ahead of the groups.
+    // Resumed apps go into the queue ahead of the groups; where several of a group wait,
+    // one list of the group looks at all their waits (`apply::bulk`).
     observers.insert(
         0,
         Box::pin({
             let queue = queue.clone();
             async move {
-                for w in resumed {
-                    if queue.send(w).await.is_err() {
-                        break;
+                for ((sub, rg), waits) in resumed {
+                    for w in resume_group(client, &sub, &rg, waits).await {
+                        if queue.send(w).await.is_err() {
+                            return;
+                        }
                     }
                 }
             }
@@ -220,6 +242,51 @@ pub async fn reconcile_apps(
     }
     summary
 }
+
+/// The reconciles that resume `waits`, all of resource group `rg`. Two or more share one list
+/// of the group, which answers each wait where it can ([`Start::Listed`]); one alone, an app
+/// the list does not show, or a list that failed, resumes with its own reads.
+pub async fn resume_group(
+    client: &ArmClient,
+    sub: &str,
+    rg: &str,
+    waits: Vec<(AppSpec, Wait)>,
+) -> Vec<Reconcile> {
+    let mut listed: BTreeMap<String, crate::arm::ContainerApp> = BTreeMap::new();
+    if waits.len() >= BULK_WAITS {
+        match client.list_apps(sub, Some(rg)).await {
+            Ok(apps) => {
+                listed = apps
+                    .into_iter()
+                    .map(|a| (a.name.to_ascii_lowercase(), a))
+                    .collect();
+            }
+            Err(e) => {
+                tracing::warn!(resource_group = rg, error = %e, "cannot list the group for its waits; each app looks at its own")
+            }
+        }
+    }
+    waits
+        .into_iter()
+        .map(|(spec, wait)| {
+            let start = match listed.remove(&spec.key.name) {
+                Some(app) => Start::Listed(wait, Box::new(app)),
+                None => Start::Resume(wait),
+            };
+            Reconcile {
+                spec,
+                start,
+                fingerprint: None,
+                spread: false,
+            }
+        })
+        .collect()
+}
+
+/// Waits of one resource group resumed together that are looked at through one list of the
+/// group rather than each on its own: one page of a list holds many apps, so two waits already
+/// cost no more than their own reads (a group larger than a page costs a read per page).
+pub const BULK_WAITS: usize = 2;
 
 /// Reconciles every app of `desired` from the snapshot `live` until each is settled: apps that
 /// wait on Azure are looked at again when due, up to `--revision-timeout` each. The reports,
@@ -279,6 +346,7 @@ pub async fn converge(
                     spec: spec.clone(),
                     start: Start::Resume(q.wait),
                     fingerprint: None,
+                    spread: false,
                 };
                 running.push(task(work, now + q.after));
             }
@@ -367,7 +435,14 @@ pub async fn apply_pass(
     tag_deletion_cap: usize,
 ) -> ApplyReport {
     let started = std::time::Instant::now();
-    let live = live::snapshot(&connection.client, desired, options.concurrency).await;
+    let live = live::lists_since(
+        &connection.client,
+        desired,
+        options.concurrency,
+        &BTreeMap::new(),
+        &std::collections::BTreeSet::new(),
+    )
+    .await;
     let apps = converge(&connection.client, desired, live, options).await;
     let registries = if desired.registries.is_empty() {
         None

@@ -290,6 +290,20 @@ impl RevisionImages {
             .map(|(_, images)| images.clone())
     }
 
+    /// Whether the images of every one of `apps` are known (from some latest revision).
+    pub fn covers<'a>(&self, apps: impl IntoIterator<Item = &'a crate::spec::AppKey>) -> bool {
+        let known = self.lock();
+        apps.into_iter()
+            .all(|k| known.contains_key(&k.resource_id().to_ascii_lowercase()))
+    }
+
+    /// Learns the images of `app`'s revisions from a list of them read after `app` (the
+    /// executor reads them to plan; retention then needs no read of its own until the app has
+    /// a new latest revision).
+    pub fn learn(&self, app: &crate::arm::ContainerApp, revisions: &[crate::arm::Revision]) {
+        self.put(app, &images_of(revisions));
+    }
+
     fn put(&self, app: &crate::arm::ContainerApp, images: &[(String, String)]) {
         if let Some(latest) = &app.properties.latest_revision_name {
             self.lock().insert(
@@ -335,18 +349,7 @@ pub async fn protected_images(
                 Some(k) => arm
                     .list_revisions(k)
                     .await
-                    .map(|list| {
-                        list.iter()
-                            .flat_map(|r| {
-                                r.properties
-                                    .template
-                                    .containers
-                                    .iter()
-                                    .filter_map(|c| c.image.clone())
-                                    .map(|i| (r.name.clone(), i))
-                            })
-                            .collect::<Vec<_>>()
-                    })
+                    .map(|list| images_of(&list))
                     .map_err(|e| format!("cannot list the revisions of {}: {e}", app.name)),
                 None => Err(format!("app {} has no readable id", app.name)),
             };
@@ -376,6 +379,21 @@ pub async fn protected_images(
         }
     }
     Ok(protected)
+}
+
+/// (revision, image) for every container of every revision.
+fn images_of(revisions: &[crate::arm::Revision]) -> Vec<(String, String)> {
+    revisions
+        .iter()
+        .flat_map(|r| {
+            r.properties
+                .template
+                .containers
+                .iter()
+                .filter_map(|c| c.image.clone())
+                .map(|i| (r.name.clone(), i))
+        })
+        .collect()
 }
 
 fn app_key(app: &crate::arm::ContainerApp) -> Option<crate::spec::AppKey> {

@@ -591,6 +591,44 @@ async fn the_client_bucket_keeps_a_burst_from_being_throttled() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_arms_own_shape_the_client_paces_on_arms_headers() {
+    // The same burst with the client's bucket an exact copy of the server's: what keeps it
+    // under is `x-ms-ratelimit-remaining-subscription-reads` less the requests in flight.
+    let server = Limits {
+        read_burst: 250.0,
+        read_per_second: 250.0,
+        write_burst: 40.0,
+        write_per_second: 200.0,
+    };
+    let mut config = Config::default();
+    config.throttling.read_burst = server.read_burst;
+    config.throttling.read_per_second = server.read_per_second;
+    let h = common::start_sim_apart(world(config));
+    let c = Arc::new(client(&h, |cfg| {
+        cfg.limits = server;
+        cfg.retry.max_retries = 0;
+    }));
+    let mut tasks = Vec::new();
+    for worker in 0..32 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in (worker..1_000).step_by(32) {
+                c.get_app(&key("ca-user-service")).await?;
+            }
+            Ok::<(), aca_reconciler::arm::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        count(&h, "ContainerApps_Get").await,
+        1_000,
+        "no 429, no retry"
+    );
+}
+
 #[tokio::test]
 async fn plain_http_is_refused_for_non_loopback_endpoints() {
     let h = start_sim(World::default()).await;

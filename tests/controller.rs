@@ -892,3 +892,62 @@ fn every_documented_metric_moves_when_its_event_happens() {
         assert!(moved(&last, f) > 0.0, "{f} never moved");
     }
 }
+
+#[test]
+fn a_restarted_controller_spreads_its_first_verifications_over_the_resyncs() {
+    // A controller converges the platform and stops; a new one starts on the platform in sync.
+    let s = Scratch::new();
+    copy_tree(&root().join("desired-state"), s.path());
+    let (_sim, base) = simulator(s.path(), &["--revision-ready", "1s", "--lro", "sync"]);
+    let port = free_port();
+    let ep = format!("http://127.0.0.1:{port}");
+    let mut first = controller_with(s.path(), &base, port, "1h", &[], Stdio::null());
+    wait_for("readyz", Duration::from_secs(90), || {
+        get(&format!("{ep}/readyz")).0 == 200
+    });
+    first.stop();
+    let revision_lists = || {
+        sim_json(&base, "requests")["byOperation"]["ContainerAppsRevisions_ListRevisions"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let before = revision_lists();
+    let port = free_port();
+    let ep = format!("http://127.0.0.1:{port}");
+    let _second = controller_with(
+        s.path(),
+        &base,
+        port,
+        "1s",
+        &["--reverify-after", "3"],
+        Stdio::null(),
+    );
+    wait_for("readyz", Duration::from_secs(60), || {
+        get(&format!("{ep}/readyz")).0 == 200
+    });
+    // Its first resync lists the groups and trusts what they show: every app in sync, and no
+    // revision read (the old loop read all 10 apps' revisions here, and retention all again).
+    let status: Value = serde_json::from_str(&get(&format!("{ep}/status")).1).unwrap();
+    let apps = status["apps"].as_array().unwrap();
+    assert!(
+        apps.iter()
+            .filter(|a| a["resourceGroup"] == "rg-xshopai-prod")
+            .all(|a| a["state"] == "inSync"),
+        "{status:#}"
+    );
+    let at_first = revision_lists() - before;
+    assert!(
+        at_first < 10,
+        "{at_first} revision lists at the first resync of 10 apps"
+    );
+    // Within --reverify-after resyncs (and a spare), every app has been read in full once.
+    std::thread::sleep(Duration::from_secs(5));
+    let later = revision_lists() - before;
+    assert!(
+        later >= 10,
+        "every app verified in full within the limit: {later} revision lists"
+    );
+    println!(
+        "first verifications: {at_first} revision lists at the first resync, {later} after 5 s"
+    );
+}

@@ -2,7 +2,10 @@
 //! and random valid desired specs, one pass of plan + execute against the simulator
 //! - converges: a second plan is empty;
 //! - causes no outage: the simulator's outage log stays empty;
-//! - leaves every field outside the owned ones byte-identical.
+//! - leaves every field outside the owned ones byte-identical;
+//! - when the new image's revision never starts (one case in four), no traffic ever reaches it:
+//!   `latestRevision` traffic that rides in the template's PATCH moves only to a ready
+//!   revision, and everything else waits for it to run.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a panic is how a test fails
 
@@ -59,6 +62,8 @@ struct Target {
     split: u32,
     keep: Option<u32>,
     restart: Option<u64>,
+    /// The new image's revision never becomes healthy.
+    fails: bool,
 }
 
 fn live() -> impl Strategy<Value = Live> {
@@ -86,17 +91,21 @@ fn target() -> impl Strategy<Value = Target> {
         1u32..100,
         prop::option::of(1u32..7),
         prop::option::of(0u64..3),
+        prop::bool::weighted(0.25),
     )
         .prop_map(
-            |(mode, new_image, replicas, traffic, revision_index, split, keep, restart)| Target {
-                mode,
-                new_image,
-                replicas: replicas.map(|(min, extra)| (min, (min + extra).min(1000))),
-                traffic,
-                revision_index,
-                split,
-                keep,
-                restart,
+            |(mode, new_image, replicas, traffic, revision_index, split, keep, restart, fails)| {
+                Target {
+                    mode,
+                    new_image,
+                    replicas: replicas.map(|(min, extra)| (min, (min + extra).min(1000))),
+                    traffic,
+                    revision_index,
+                    split,
+                    keep,
+                    restart,
+                    fails,
+                }
             },
         )
 }
@@ -123,6 +132,10 @@ async fn case(l: Live, t: Target) -> Result<(), TestCaseError> {
         },
         Clock::new().now(),
     );
+    let fails = t.fails && t.new_image;
+    if fails {
+        world.apps.values_mut().next().unwrap().fail_next_revisions = 1;
+    }
     let record = world.apps.values().next().unwrap().clone();
     let live_multiple =
         record.app["properties"]["configuration"]["activeRevisionsMode"] == "Multiple";
@@ -211,16 +224,34 @@ async fn case(l: Live, t: Target) -> Result<(), TestCaseError> {
     if std::env::var_os("PROP_DEBUG").is_some() {
         eprintln!("{target_yaml}\nnames {names:?}\n{report:#?}");
     }
-    prop_assert!(
-        report.state == AppState::InSync,
-        "{target_yaml}\n{report:?}"
-    );
+    if fails {
+        prop_assert!(
+            report.state == AppState::Failing,
+            "{target_yaml}\n{report:?}"
+        );
+    } else {
+        prop_assert!(
+            report.state == AppState::InSync,
+            "{target_yaml}\n{report:?}"
+        );
+    }
 
     let again = live::snapshot(&client, &d, 4).await;
     let Some(Observation::Found { app, revisions }) = again.apps.values().next() else {
         panic!()
     };
     let spec = d.apps.values().next().unwrap();
+    if fails {
+        // Its latest revision failed: the plan stops there, traffic where it was.
+        let outages: Value = reqwest::get(format!("{}/_sim/outages", h.base_url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        prop_assert_eq!(&outages, &json!([]), "{}", target_yaml);
+        return Ok(());
+    }
     let replan = plan::plan_app(
         spec,
         plan::LiveApp {
@@ -282,6 +313,7 @@ fn pinning_an_inactive_revision_from_single_mode() {
         split: 50,
         keep: Some(2),
         restart: None,
+        fails: false,
     };
     rt.block_on(case(l, t)).unwrap();
 }

@@ -24,8 +24,12 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::arm::{ArmClient, Error, Landed, Operation, Progress, RevisionAction, Written};
-use crate::live::{Observation, observe_app};
+use crate::arm::{
+    ArmClient, ContainerApp, Error, Landed, Operation, Progress, Revision, RevisionAction, Written,
+};
+use crate::live::{Observation, observe_app, read_revisions};
+
+pub mod bulk;
 use crate::plan::{self, Action, Outcome, render};
 use crate::spec::{AppKey, AppSpec};
 use crate::state::AppState;
@@ -133,6 +137,9 @@ pub struct ApplyOptions {
     pub analysis: Option<AnalysisSetup>,
     /// How far behind Azure Monitor's data is: a check's window ends this long before now.
     pub metrics_lag: Duration,
+    /// Registry retention's cache of the images of each app's revisions, fed by the revision
+    /// reads of reconciles (`run`: retention then reads again only what changed).
+    pub images: Option<Arc<crate::retention::RevisionImages>>,
 }
 
 impl Default for ApplyOptions {
@@ -147,6 +154,7 @@ impl Default for ApplyOptions {
             slots: None,
             analysis: None,
             metrics_lag: Duration::from_secs(180),
+            images: None,
         }
     }
 }
@@ -232,6 +240,10 @@ pub enum Start {
     Observed(Observation),
     /// From a wait: look at what is awaited first.
     Resume(Wait),
+    /// From a wait, with the app as its group's list showed it after the wait began: the
+    /// list answers the wait where it can ([`crate::apply::bulk::judge`]), else the wait is
+    /// resumed as [`Start::Resume`] would.
+    Listed(Wait, Box<ContainerApp>),
 }
 
 /// One app to reconcile.
@@ -243,6 +255,12 @@ pub struct Reconcile {
     pub start: Start,
     /// Its [`crate::live::fingerprint`], if its revisions were read.
     pub fingerprint: Option<u64>,
+    /// Its first full verification may wait: if its group's list shows it in sync
+    /// ([`plan::in_sync_as_listed`]), it is reported in sync without reading its revisions,
+    /// and `run`'s schedule verifies it in full within `--reverify-after` resyncs
+    /// ([`Verification::Listed`]). So a controller that starts on a fleet in sync spreads the
+    /// first verifications over the resyncs instead of reading every app at the first.
+    pub spread: bool,
 }
 
 /// Where one app stands after a reconcile.
@@ -325,6 +343,9 @@ pub enum Verification {
     Full(u64),
     /// Unchanged since its last full verification; its revisions were not read.
     Unchanged,
+    /// Not verified yet, and in sync as far as its group's list shows, with this
+    /// [`crate::live::fingerprint`]; its revisions were not read ([`Reconcile::spread`]).
+    Listed(u64),
 }
 
 /// The `--max-actions` budget of a pass: the one in `options`, or a new one.
@@ -391,6 +412,21 @@ pub async fn reconcile(
     clock: Clock,
 ) -> AppReport {
     let span = tracing::info_span!("app", app = %work.spec.key);
+    if work.spread
+        && let (
+            Start::Observed(Observation::Found {
+                app,
+                revisions: None,
+            }),
+            Some(fp),
+        ) = (&work.start, work.fingerprint)
+        && plan::needs_revisions(&work.spec)
+        && plan::in_sync_as_listed(&work.spec, app)
+    {
+        let mut report = AppReport::new(work.spec.key.clone(), AppState::InSync);
+        report.verified = Verification::Listed(fp);
+        return report;
+    }
     let first_look = matches!(work.start, Start::Observed(_));
     let mut report = Run::new(client, &work.spec, options, budget, clock)
         .go(work.start)
@@ -412,9 +448,12 @@ pub async fn reconcile(
 enum Next {
     /// Read the app again and plan anew.
     Reread,
-    /// Plan anew from the same reading (an analysis check was taken: it changes nothing in
+    /// Plan anew from this reading (an analysis check was taken: it changes nothing in
     /// Azure).
-    Replan,
+    Replan(Box<Observation>),
+    /// Only revisions were written to (activated, deactivated, restarted), which leaves the
+    /// app resource as it was: read the revisions again, keep this app, and plan anew.
+    RereadRevisions(Box<ContainerApp>),
     /// Look again later.
     Requeue(Requeue),
     /// Stop here with this report.
@@ -495,36 +534,52 @@ impl<'a> Run<'a> {
         })
     }
 
+    /// Reads the revisions of `app` (read just before), and tells retention's cache.
+    async fn read_revisions(&self, app: &ContainerApp) -> Result<Vec<Revision>, Error> {
+        let revisions = read_revisions(self.client, self.key(), app).await?;
+        if let Some(images) = &self.options.images {
+            images.learn(app, &revisions);
+        }
+        Ok(revisions)
+    }
+
+    /// Reads the app again; its revisions are read when the plan needs them ([`Run::step`]).
     async fn observe(&self) -> Result<Observation, Error> {
-        observe_app(self.client, self.key(), plan::needs_revisions(self.spec)).await
+        observe_app(self.client, self.key(), false).await
     }
 
     async fn go(mut self, start: Start) -> AppReport {
-        let mut observed = match start {
-            Start::Observed(o) => o,
-            Start::Resume(wait) => match self.resume(wait).await {
-                Ok(None) => match self.observe().await {
-                    Ok(o) => o,
-                    Err(e) => return self.failed(e),
-                },
-                Ok(Some(next)) => return self.finish(next),
+        let resumed = match start {
+            Start::Observed(o) => Ok(Some(o)),
+            Start::Resume(wait) => self.resume_wait(wait).await,
+            Start::Listed(wait, app) => self.resume_listed(wait, app).await,
+        };
+        let mut observed = match resumed {
+            Ok(Some(o)) => o,
+            Ok(None) => match self.observe().await {
+                Ok(o) => o,
                 Err(e) => return self.failed(e),
             },
+            Err(Ok(next)) => return self.finish(next),
+            Err(Err(e)) => return self.failed(e),
         };
         for _ in 0..self.options.max_steps {
             let next = match self.step(&observed).await {
                 Ok(next) => next,
                 Err(e) => return self.failed(e),
             };
-            if matches!(next, Next::Replan) {
-                continue;
-            }
-            if !matches!(next, Next::Reread) {
-                return self.finish(next);
-            }
-            observed = match self.observe().await {
-                Ok(o) => o,
-                Err(e) => return self.failed(e),
+            observed = match next {
+                Next::Reread => match self.observe().await {
+                    Ok(o) => o,
+                    Err(e) => return self.failed(e),
+                },
+                // Only revisions were written to: the app resource is as it was read.
+                Next::RereadRevisions(app) => Observation::Found {
+                    app,
+                    revisions: None,
+                },
+                Next::Replan(o) => *o,
+                next => return self.finish(next),
             };
         }
         let steps = self.options.max_steps;
@@ -544,7 +599,86 @@ impl<'a> Run<'a> {
                 };
                 self.report(state, None, Some(r))
             }
-            Next::Reread | Next::Replan => self.report(AppState::Failing, None, None),
+            Next::Reread | Next::RereadRevisions(_) | Next::Replan(_) => {
+                self.report(AppState::Failing, None, None)
+            }
+        }
+    }
+
+    /// [`Run::resume`], in the shape of [`Run::resume_listed`].
+    async fn resume_wait(
+        &mut self,
+        wait: Wait,
+    ) -> Result<Option<Observation>, Result<Next, Error>> {
+        match self.resume(wait).await {
+            Ok(None) => Ok(None),
+            Ok(Some(next)) => Err(Ok(next)),
+            Err(e) => Err(Err(e)),
+        }
+    }
+
+    /// Resumes `wait` from what its group's list showed of the app ([`bulk::judge`]): the
+    /// observation to plan from once the wait is over, or how to go on (`Err(Ok(next))`).
+    /// Where the list cannot tell, the wait is resumed with the per-app reads.
+    async fn resume_listed(
+        &mut self,
+        wait: Wait,
+        app: Box<ContainerApp>,
+    ) -> Result<Option<Observation>, Result<Next, Error>> {
+        self.check = wait.check.clone().map(|c| *c);
+        if !matches!(wait.on, Awaited::Rollout)
+            && wait.since.elapsed() > self.options.revision_timeout
+        {
+            return Err(Err(timed_out(
+                self.key(),
+                &wait.on,
+                self.options.revision_timeout,
+            )));
+        }
+        match bulk::judge(&wait, &app, self.options.poll_interval) {
+            bulk::Judgement::Waiting(on) => {
+                let since = if matches!(
+                    (&wait.on, &on),
+                    (Awaited::Operation { .. }, Awaited::Revision(_))
+                ) {
+                    Instant::now()
+                } else {
+                    wait.since
+                };
+                let ours = wait.ours;
+                Err(Ok(self.requeue(
+                    on,
+                    since,
+                    ours,
+                    self.options.poll_interval,
+                )))
+            }
+            bulk::Judgement::Over => Ok(Some(Observation::Found {
+                app,
+                revisions: None,
+            })),
+            bulk::Judgement::Ready(revision) => {
+                // The list says it is ready; whether it runs is in the revisions, which the
+                // plan reads anyway: one read for both.
+                let revisions = self.read_revisions(&app).await.map_err(Err)?;
+                let since = if matches!(wait.on, Awaited::Operation { .. }) {
+                    Instant::now()
+                } else {
+                    wait.since
+                };
+                match revisions.iter().find(|r| r.name == revision) {
+                    Some(r) => match self.judge_revision(r, since, wait.ours) {
+                        Ok(None) => Ok(Some(Observation::Found {
+                            app,
+                            revisions: Some(revisions),
+                        })),
+                        Ok(Some(next)) => Err(Ok(next)),
+                        Err(e) => Err(Err(e)),
+                    },
+                    None => self.resume_wait(wait).await,
+                }
+            }
+            bulk::Judgement::CannotTell => self.resume_wait(wait).await,
         }
     }
 
@@ -619,6 +753,18 @@ impl<'a> Run<'a> {
         ours: bool,
     ) -> Result<Option<Next>, Error> {
         let r = self.client.get_revision(self.key(), &revision).await?;
+        self.judge_revision(&r, since, ours)
+    }
+
+    /// Where a revision as read leaves its wait: running (go on), failed (an error naming
+    /// it), or not yet (look again later).
+    fn judge_revision(
+        &self,
+        r: &Revision,
+        since: Instant,
+        ours: bool,
+    ) -> Result<Option<Next>, Error> {
+        let revision = r.name.clone();
         if r.is_running() {
             return Ok(None);
         }
@@ -667,52 +813,73 @@ impl<'a> Run<'a> {
             }
         };
         let now = self.clock.now();
-        let planned = plan::plan_app_with(
-            self.spec,
-            plan::LiveApp {
-                app,
-                revisions: revisions.as_deref(),
-            },
-            now,
-            &crate::rollout::decide::Input {
-                check: self.check.as_ref(),
-                metrics_lag_ms: u64::try_from(self.options.metrics_lag.as_millis())
-                    .unwrap_or(u64::MAX),
-            },
-        );
+        let first = match revisions {
+            None if plan::needs_revisions(self.spec) => plan::plan_first_step(self.spec, app, now),
+            _ => None,
+        };
+        let planned = match first {
+            // The first step needs no revisions: they are read after it, when they show what
+            // it did.
+            Some(first) => first,
+            None => {
+                let read = match revisions {
+                    None if plan::needs_revisions(self.spec) => {
+                        Some(self.read_revisions(app).await?)
+                    }
+                    _ => None,
+                };
+                let revisions = read.as_deref().or(revisions.as_deref());
+                let planned = plan::plan_app_with(
+                    self.spec,
+                    plan::LiveApp { app, revisions },
+                    now,
+                    &crate::rollout::decide::Input {
+                        check: self.check.as_ref(),
+                        metrics_lag_ms: u64::try_from(self.options.metrics_lag.as_millis())
+                            .unwrap_or(u64::MAX),
+                    },
+                );
+                if let Some(Action::Analyze {
+                    canary,
+                    stable,
+                    step,
+                    weight,
+                    window,
+                    probe_base,
+                }) = planned.actions.first().cloned()
+                    && !self.spec.suspend
+                {
+                    let target = crate::analysis::CheckTarget {
+                        at: now,
+                        step,
+                        weight,
+                        stable,
+                        canary,
+                        window,
+                        probe_base,
+                    };
+                    let check = self.analyze(&target).await;
+                    tracing::info!(
+                        canary = %check.canary,
+                        step = check.step.saturating_add(1),
+                        verdict = check.verdict.as_str(),
+                        reason = %check.reason,
+                        "rollout check"
+                    );
+                    self.checks.push(check.clone());
+                    self.check = Some(check);
+                    self.rollout = planned.rollout;
+                    // The same reading, with the revisions it needed: nothing changed in Azure.
+                    return Ok(Next::Replan(Box::new(Observation::Found {
+                        app: app.clone(),
+                        revisions: revisions.map(<[_]>::to_vec),
+                    })));
+                }
+                planned
+            }
+        };
         if planned.rollout.is_some() {
             self.rollout.clone_from(&planned.rollout);
-        }
-        if let Some(Action::Analyze {
-            canary,
-            stable,
-            step,
-            weight,
-            window,
-            probe_base,
-        }) = planned.actions.first().cloned()
-            && !self.spec.suspend
-        {
-            let target = crate::analysis::CheckTarget {
-                at: now,
-                step,
-                weight,
-                stable,
-                canary,
-                window,
-                probe_base,
-            };
-            let check = self.analyze(&target).await;
-            tracing::info!(
-                canary = %check.canary,
-                step = check.step.saturating_add(1),
-                verdict = check.verdict.as_str(),
-                reason = %check.reason,
-                "rollout check"
-            );
-            self.checks.push(check.clone());
-            self.check = Some(check);
-            return Ok(Next::Replan);
         }
         let step = match planned.outcome {
             Outcome::Progressing { until } => {
@@ -759,6 +926,7 @@ impl<'a> Run<'a> {
                 ));
             }
         }
+        let written_from = self.done.len();
         let mut step = step.into_iter().peekable();
         while let Some(action) = step.next() {
             if let Action::WaitUntilRunning { revision } = &action {
@@ -799,6 +967,17 @@ impl<'a> Run<'a> {
                     ));
                 }
             }
+        }
+        // A revision action changes that revision, not the app resource (its template,
+        // configuration and tags; docs/azure-notes.md 4.3): the app as read is still current.
+        let revisions_only = self.done[written_from..].iter().all(|a| {
+            matches!(
+                a.action,
+                Action::Activate { .. } | Action::Deactivate { .. } | Action::Restart { .. }
+            )
+        });
+        if revisions_only && self.done.len() > written_from {
+            return Ok(Next::RereadRevisions(app.clone()));
         }
         Ok(Next::Reread)
     }

@@ -40,15 +40,18 @@ pub struct Limits {
     pub write_per_second: f64,
 }
 
-/// The share of ARM's buckets the client allows itself. Requests that leave the client's
-/// bucket together can reach ARM bunched (connection reuse, scheduling, other clients of the
-/// same subscription), so an exact copy of ARM's bucket still meets 429s; a tenth of headroom
-/// absorbs that.
+/// The share of a registry's buckets the client allows itself. Requests that leave the
+/// client's bucket together can reach the server bunched (connection reuse, scheduling, other
+/// clients), so an exact copy of its bucket meets 429s; a tenth of headroom absorbs that. ARM
+/// needs none: it says what it has left on every answer, and the client paces on that
+/// ([`Limiter::observe_remaining`]).
 pub const HEADROOM: f64 = 0.9;
 
 impl Default for Limits {
+    /// ARM's own shape: the margin comes from its `x-ms-ratelimit-remaining-*` headers and the
+    /// requests in flight, not from a fixed share.
     fn default() -> Self {
-        Self::arm().scaled(HEADROOM)
+        Self::arm()
     }
 }
 
@@ -115,6 +118,8 @@ struct Bucket {
     tokens: f64,
     at: Instant,
     blocked_until: Option<Instant>,
+    /// Requests sent and not yet answered.
+    in_flight: u32,
 }
 
 /// The buckets of every scope (subscription, or registry login server) a client talks to.
@@ -184,6 +189,7 @@ impl Limiter {
                 tokens: burst,
                 at: now,
                 blocked_until: None,
+                in_flight: 0,
             });
         if let Some(until) = b.blocked_until {
             if now < until {
@@ -204,10 +210,29 @@ impl Limiter {
         }
     }
 
-    /// Learns from `x-ms-ratelimit-remaining-subscription-*`: the shared bucket has `remaining`.
+    /// A request of `kind` to `scope` leaves now (counted until [`Limiter::answered`]).
+    pub fn sent(&self, scope: &str, kind: Kind) {
+        if let Some(b) = self.lock().get_mut(&(scope.to_ascii_lowercase(), kind)) {
+            b.in_flight += 1;
+        }
+    }
+
+    /// The request [`Limiter::sent`] is answered (or failed).
+    pub fn answered(&self, scope: &str, kind: Kind) {
+        if let Some(b) = self.lock().get_mut(&(scope.to_ascii_lowercase(), kind)) {
+            b.in_flight = b.in_flight.saturating_sub(1);
+        }
+    }
+
+    /// Learns from `x-ms-ratelimit-remaining-subscription-*` on the answer to a request still
+    /// counted in flight: the shared bucket had `remaining` once it took that request, and the
+    /// other requests in flight will take theirs from it too. The local bucket never holds
+    /// more than that (it may go below zero: those requests are owed), so the client paces
+    /// on what ARM says it has left, with no margin beyond what is in flight.
     pub fn observe_remaining(&self, scope: &str, kind: Kind, remaining: u64) {
         if let Some(b) = self.lock().get_mut(&(scope.to_ascii_lowercase(), kind)) {
-            b.tokens = b.tokens.min(remaining as f64);
+            let others = f64::from(b.in_flight.saturating_sub(1));
+            b.tokens = b.tokens.min(remaining as f64 - others);
         }
     }
 
@@ -222,6 +247,7 @@ impl Limiter {
                 tokens: 0.0,
                 at: now,
                 blocked_until: None,
+                in_flight: 0,
             });
         let until = (now + retry_after).max(b.blocked_until.unwrap_or(now));
         b.tokens = 0.0;

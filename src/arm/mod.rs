@@ -507,8 +507,12 @@ impl ArmClient {
         with_retries(&self.config.retry, call.repeat.allows(), &what, || async {
             if let Some(sub) = call.subscription {
                 self.limiter.acquire(sub, kind).await;
+                self.limiter.sent(sub, kind);
             }
             let result = self.attempt(call, &path, kind).await;
+            if let Some(sub) = call.subscription {
+                self.limiter.answered(sub, kind);
+            }
             if let (Err(e), Some(sub)) = (&result, call.subscription)
                 && e.status() == Some(429)
             {

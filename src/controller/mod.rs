@@ -139,6 +139,7 @@ pub async fn run(
         backoff_base: config.backoff_base,
         backoff_cap: config.backoff_cap,
         reverify_after: config.reverify_after,
+        wait_tick: config.poll_interval,
     });
     let start = Instant::now();
     // Nothing to look at: ready at once.
@@ -146,6 +147,7 @@ pub async fn run(
     for k in store.state.apps.keys() {
         schedule.due_at(k, start);
     }
+    schedule.spread(store.state.apps.keys().cloned());
     let mut passes: JoinSet<(PassSummary, Duration)> = JoinSet::new();
     // The apps each running pass holds, to free them should it end without reporting them.
     let mut holding: BTreeMap<tokio::task::Id, Vec<AppKey>> = BTreeMap::new();
@@ -153,6 +155,11 @@ pub async fn run(
     // change, say) without waiting for the slowest app of the pass it was in.
     let (report_tx, mut report_rx) = tokio::sync::mpsc::unbounded_channel::<AppReport>();
     let mut next_retention = Instant::now();
+    // The first retention after start waits until the reconciles have read every managed
+    // app's revisions (feeding its cache), or `reverify_after` + 1 resyncs, whichever comes
+    // first: first verifications are spread over the resyncs (`Schedule::spread`), and
+    // retention reading every app at once would undo that.
+    let mut first_retention = Some(start + config.interval * (config.reverify_after + 1));
     let revision_images = Arc::new(crate::retention::RevisionImages::default());
     let mut retention_task: JoinSet<pass::RetentionOutcome> = JoinSet::new();
     let mut pending_change: Option<(Instant, desired::Fingerprint)> = None;
@@ -180,6 +187,9 @@ pub async fn run(
                 let mut items = Vec::new();
                 for key in batch.observe {
                     match store.state.apps.get(&key) {
+                        Some(spec) if batch.spread.contains(&key) => {
+                            items.push(Item::Spread(spec.clone()));
+                        }
                         Some(spec) => items.push(Item::Observe(spec.clone())),
                         None => drop(schedule.record(
                             &AppReport::new(key, crate::state::AppState::Pending),
@@ -209,6 +219,7 @@ pub async fn run(
                     slots: Some(slots.clone()),
                     analysis: Some(connection.analysis.clone()),
                     metrics_lag: connection.metrics_lag,
+                    images: Some(revision_images.clone()),
                     ..ApplyOptions::default()
                 };
                 let span = tracing::info_span!("pass", apps = items.len());
@@ -240,8 +251,12 @@ pub async fn run(
         // never stops (long rollouts) cannot starve it: three intervals overdue, it runs anyway.
         let now = Instant::now();
         let converging = schedule.waiting() > 0;
+        let first_ready = first_retention.is_none_or(|deadline| {
+            now >= deadline || revision_images.covers(store.state.apps.keys())
+        });
         if retention_task.is_empty()
             && now >= next_retention
+            && first_ready
             && ((!converging && (passes.is_empty() || now >= next_retention + config.interval))
                 || now >= next_retention + config.interval * 3)
             && !store.state.registries.is_empty()
@@ -294,6 +309,7 @@ pub async fn run(
                     schedule.due_at(k, now);
                 }
                 next_retention = now;
+                first_retention = None;
             }
             Some(report) = report_rx.recv() => {
                 release(&mut holding, &report.app);
@@ -323,6 +339,7 @@ pub async fn run(
                 schedule.tidy(Instant::now());
             }
             Some(done) = retention_task.join_next() => {
+                first_retention = None;
                 // Tags age in days: every `reverify_after` resyncs is soon enough.
                 next_retention = Instant::now() + jittered(config.interval * config.reverify_after);
                 if let Ok(outcome) = done

@@ -37,6 +37,9 @@ pub struct ScheduleConfig {
     pub backoff_cap: Duration,
     /// A verdict is trusted for this many resyncs without a full read.
     pub reverify_after: u32,
+    /// The waits of one resource group are looked at together, at most once per this tick:
+    /// one list of the group answers them all ([`crate::apply::bulk`]).
+    pub wait_tick: Duration,
 }
 
 /// When an app is due, and what it resumes.
@@ -55,6 +58,8 @@ pub struct Batch {
     pub resume: Vec<(AppKey, Wait)>,
     /// Verdicts still trusted, by app, for the observed apps.
     pub verdicts: BTreeMap<AppKey, Verdict>,
+    /// Observed apps whose first full verification may wait ([`Schedule::spread`]).
+    pub spread: BTreeSet<AppKey>,
 }
 
 impl Batch {
@@ -82,6 +87,11 @@ pub struct Schedule {
     verdicts: BTreeMap<AppKey, (Verdict, u32)>,
     /// Resource group -> its next resync.
     group_next: BTreeMap<(String, String), Instant>,
+    /// Resource group -> when its waits were last handed out together.
+    waits_taken: BTreeMap<(String, String), Instant>,
+    /// Apps not looked at since the controller started, whose first full verification may
+    /// wait ([`crate::apply::Reconcile::spread`]).
+    spread: BTreeSet<AppKey>,
 }
 
 fn group_of(k: &AppKey) -> (&str, &str) {
@@ -114,6 +124,29 @@ impl Schedule {
             failures: BTreeMap::new(),
             verdicts: BTreeMap::new(),
             group_next: BTreeMap::new(),
+            waits_taken: BTreeMap::new(),
+            spread: BTreeSet::new(),
+        }
+    }
+
+    /// Lets the first full verification of `apps` wait, each until a random resync within
+    /// `reverify_after` (as an app verified for the first time is re-verified), when its first
+    /// look finds it in sync as far as its group's list shows: a controller started on a fleet
+    /// reads one slice of it in full per resync, not all of it at the first.
+    pub fn spread(&mut self, apps: impl IntoIterator<Item = AppKey>) {
+        self.spread.extend(apps);
+    }
+
+    /// When an entry can be handed out: a wait no sooner than a tick after its group's waits
+    /// were last handed out (they were looked at then, on one list).
+    fn ready_at(&self, key: &AppKey, due: &Due) -> Instant {
+        if due.wait.is_none() {
+            return due.at;
+        }
+        let (sub, rg) = group_of(key);
+        match self.waits_taken.get(&(sub.to_owned(), rg.to_owned())) {
+            Some(last) => due.at.max(*last + self.config.wait_tick),
+            None => due.at,
         }
     }
 
@@ -138,6 +171,7 @@ impl Schedule {
     /// Forgets every verdict: the next look at each app reads it in full.
     pub fn clear_verdicts(&mut self) {
         self.verdicts.clear();
+        self.spread.clear();
     }
 
     /// Apps waiting to be handed out.
@@ -157,19 +191,43 @@ impl Schedule {
 
     /// When the next app comes due (`None`: none is scheduled).
     pub fn next_due(&self) -> Option<Instant> {
-        self.due.values().map(|d| d.at).min()
+        self.due.iter().map(|(k, d)| self.ready_at(k, d)).min()
     }
 
     /// Hands out every app due by `now` that is not in flight, with its group siblings due
     /// within the jitter window (not backing off, not resuming a wait), and marks them in
-    /// flight.
+    /// flight. The waits of a group go together: when one is due, every other due within a
+    /// wait tick rides along, and the group's waits are next handed out a tick later, so
+    /// that one list of the group a tick answers them all.
     pub fn take_ready(&mut self, now: Instant) -> Batch {
-        let ready: Vec<AppKey> = self
+        let mut ready: Vec<AppKey> = self
             .due
             .iter()
-            .filter(|(k, d)| d.at <= now && !self.in_flight.contains(*k))
+            .filter(|(k, d)| self.ready_at(k, d) <= now && !self.in_flight.contains(*k))
             .map(|(k, _)| k.clone())
             .collect();
+        let waiting: BTreeSet<(String, String)> = ready
+            .iter()
+            .filter(|k| self.due.get(*k).is_some_and(|d| d.wait.is_some()))
+            .map(|k| (k.subscription.clone(), k.resource_group.clone()))
+            .collect();
+        let tick = now + self.config.wait_tick;
+        let wait_riders: Vec<AppKey> = self
+            .due
+            .iter()
+            .filter(|(k, d)| {
+                d.at > now
+                    && d.at <= tick
+                    && d.wait.is_some()
+                    && !self.in_flight.contains(*k)
+                    && waiting.contains(&(k.subscription.clone(), k.resource_group.clone()))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for group in waiting {
+            self.waits_taken.insert(group, now);
+        }
+        ready.extend(wait_riders);
         let listed: BTreeSet<(&str, &str)> = ready
             .iter()
             .filter(|k| self.due.get(*k).is_some_and(|d| d.wait.is_none()))
@@ -198,6 +256,9 @@ impl Schedule {
             match due.wait {
                 Some(wait) => batch.resume.push((key, wait)),
                 None => {
+                    if self.spread.remove(&key) {
+                        batch.spread.insert(key.clone());
+                    }
                     if let Some((verdict, age)) = self.verdicts.get(&key)
                         && *age < self.config.reverify_after
                     {
@@ -294,6 +355,8 @@ impl Schedule {
     /// Drops group resync times that have passed.
     pub fn tidy(&mut self, now: Instant) {
         self.group_next.retain(|_, at| *at > now);
+        let tick = self.config.wait_tick;
+        self.waits_taken.retain(|_, at| *at + tick > now);
     }
 
     /// One resync time per resource group: every app of the group settling in this cycle
@@ -313,6 +376,17 @@ impl Schedule {
 
     fn remember(&mut self, report: &AppReport) {
         match report.verified {
+            // In sync as its list shows, not read in full yet: trusted, from a random age, so
+            // that its first full read comes within `reverify_after` resyncs.
+            Verification::Listed(fingerprint) => {
+                let verdict = Verdict {
+                    fingerprint,
+                    state: report.state,
+                    error: None,
+                };
+                let age = stagger(self.config.reverify_after);
+                self.verdicts.insert(report.app.clone(), (verdict, age));
+            }
             Verification::Full(fingerprint) => {
                 // An app verified for the first time starts at a random age, so that a fleet
                 // verified together (at start, or after POST /reconcile) is re-verified a slice
@@ -353,6 +427,7 @@ mod tests {
             backoff_base: Duration::from_secs(5),
             backoff_cap: Duration::from_secs(60),
             reverify_after: 6,
+            wait_tick: Duration::from_secs(2),
         }
     }
 
@@ -520,5 +595,93 @@ mod tests {
         assert!(ages.iter().all(|a| *a < 6), "{ages:?}");
         assert!(ages.len() >= 4, "spread over the period: {ages:?}");
         assert_eq!(stagger(0), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_waits_of_a_group_are_handed_out_together_once_a_tick() {
+        let mut s = Schedule::new(config());
+        let (a, b, c, other) = (
+            key("rg", "a"),
+            key("rg", "b"),
+            key("rg", "c"),
+            key("rg2", "d"),
+        );
+        let now = Instant::now();
+        for k in [&a, &b, &c, &other] {
+            s.due_at(k, now);
+        }
+        s.take_ready(now);
+        let wait = |app: &AppKey, after: u64| {
+            let mut r = report(app, AppState::Applying);
+            r.requeue = Some(Requeue {
+                after: Duration::from_millis(after),
+                wait: Wait {
+                    on: Awaited::Busy,
+                    since: now,
+                    ours: true,
+                    check: None,
+                },
+            });
+            r
+        };
+        s.record(&wait(&a, 1_000), true, now);
+        s.record(&wait(&b, 2_500), true, now);
+        s.record(&wait(&c, 20_000), true, now);
+        s.record(&wait(&other, 1_500), true, now);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let batch = s.take_ready(Instant::now());
+        let resumed: Vec<&AppKey> = batch.resume.iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            resumed,
+            [&a, &b],
+            "b, due within a tick, rides along; c, due much later, does not; another group's wait is its own"
+        );
+        for r in [wait(&a, 100), wait(&b, 100)] {
+            s.record(&r, true, Instant::now());
+        }
+        // Due again 0.1 s later, but the group's waits were looked at a tick ago at most.
+        assert_eq!(
+            secs(s.next_due(), Instant::now()),
+            0.5,
+            "the other group's wait"
+        );
+        tokio::time::advance(Duration::from_millis(500)).await;
+        let batch = s.take_ready(Instant::now());
+        assert_eq!(batch.resume.len(), 1);
+        assert_eq!(
+            secs(s.next_due(), Instant::now()),
+            1.5,
+            "a tick after the last"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_spread_first_look_is_trusted_until_its_turn_and_only_once() {
+        let mut s = Schedule::new(config());
+        let (a, b) = (key("rg", "a"), key("rg", "b"));
+        let now = Instant::now();
+        s.due_at(&a, now);
+        s.due_at(&b, now);
+        s.spread([a.clone()]);
+        let batch = s.take_ready(now);
+        assert_eq!(batch.spread, BTreeSet::from([a.clone()]), "{batch:?}");
+        // In sync as listed: a verdict, trusted from a random age below the limit.
+        let mut r = report(&a, AppState::InSync);
+        r.verified = Verification::Listed(7);
+        s.record(&r, true, now);
+        s.record(&report(&b, AppState::InSync), true, now);
+        let (verdict, age) = s.verdicts.get(&a).cloned().unwrap();
+        assert_eq!((verdict.fingerprint, verdict.state), (7, AppState::InSync));
+        assert!(age < s.config.reverify_after, "{age}");
+        // Its next look is not spread again: it is verified as any app is.
+        tokio::time::advance(Duration::from_secs(400)).await;
+        let batch = s.take_ready(Instant::now());
+        assert_eq!(batch.observe.len(), 2, "{batch:?}");
+        assert!(batch.spread.is_empty(), "{batch:?}");
+        assert!(batch.verdicts.contains_key(&a));
+        // POST /reconcile verifies everything in full: nothing is spread.
+        s.spread([b.clone()]);
+        s.clear_verdicts();
+        assert!(s.spread.is_empty());
     }
 }

@@ -239,6 +239,15 @@ pub enum Change {
         /// Desired mode.
         to: String,
     },
+    /// Traffic to `latestRevision` only, in the same PATCH as the template: Azure moves it to
+    /// the new revision once that is ready ([`sections::latest_only_traffic`]).
+    #[serde(rename_all = "camelCase")]
+    Traffic {
+        /// Live rules.
+        from: Vec<Rule>,
+        /// Desired rules.
+        to: Vec<Rule>,
+    },
 }
 
 /// A traffic rule in a form that compares and prints well.
@@ -537,6 +546,103 @@ pub fn plan_app_with(
 /// for a person's command (two reads each time; the command waits in its tag meanwhile).
 pub const APPROVAL_LOOK_MS: Millis = 10_000;
 
+/// The first step of `spec`'s plan, from the listed app alone, when its revisions cannot
+/// change it: a template change (and the revision mode, and `latestRevision`-only traffic,
+/// riding in its PATCH) with the wait for its revision, the first step [`plan_app`] would take
+/// too. Everything after it is planned from a fresh read once the revision runs, so reading
+/// the revisions before the PATCH would cost a read that decides nothing. `None` when the
+/// revisions are needed: a restart generation raised or pending, traffic that names a
+/// revision or a label, no template change, a suspended app, or anything blocked (the full
+/// plan says why).
+///
+/// The one difference from [`plan_app`]: the revision suffix is chosen without the list of
+/// existing revisions. It is derived from the change and the latest revision, so it can
+/// collide only with a revision made from the same change on the same base, which would be
+/// the latest one (or a 36-bit hash collision); Azure refuses a taken suffix
+/// (docs/azure-notes.md 4.2), and nothing is minted twice.
+pub fn plan_first_step(spec: &AppSpec, app: &ContainerApp, now: Millis) -> Option<AppPlan> {
+    // A rollout's first step depends on the revisions (which one is stable, and runs).
+    if spec.suspend || app.is_busy() || spec.rollout.is_some() {
+        return None;
+    }
+    let tags = OwnedTags::of(app);
+    if tags.restart_pending.is_some()
+        || spec
+            .restart_generation
+            .is_some_and(|g| g > tags.restart_generation)
+    {
+        return None;
+    }
+    let ctx = sections::Ctx::new(
+        spec,
+        LiveApp {
+            app,
+            revisions: Some(&[]),
+        },
+        now,
+    )
+    .ok()?;
+    let traffic = sections::desired_rules(&ctx).ok()?;
+    if traffic.as_ref().is_some_and(|rules| {
+        *rules != ctx.live_rules
+            && !rules
+                .iter()
+                .all(|r| r.revision.is_none() && r.label.is_none())
+    }) {
+        return None;
+    }
+    let mut draft = sections::Draft::default();
+    sections::mode_and_template(&ctx, &mut draft).ok()?;
+    draft.new_revision.as_ref()?;
+    check_invariants(spec, app, &[], &draft.actions).ok()?;
+    Some(AppPlan {
+        outcome: Outcome::Changes,
+        actions: draft.actions,
+        rollout: None,
+    })
+}
+
+/// Whether `app`, as its group's list shows it, is in sync with `spec` in everything the list
+/// can show: no operation running, no restart generation raised or pending, the latest
+/// revision ready, the revision mode, template and traffic rules as the spec asks. What the
+/// list cannot show (which revisions are active, and whether they run) only a full read with
+/// the revisions can verify.
+pub fn in_sync_as_listed(spec: &AppSpec, app: &ContainerApp) -> bool {
+    // A rollout's state and its revisions are what decide; the list cannot show them.
+    if app.is_busy() || spec.rollout.is_some() {
+        return false;
+    }
+    let props = &app.properties;
+    if props.latest_revision_name.is_none()
+        || props.latest_revision_name != props.latest_ready_revision_name
+    {
+        return false;
+    }
+    let tags = OwnedTags::of(app);
+    if tags.restart_pending.is_some()
+        || spec
+            .restart_generation
+            .is_some_and(|g| g > tags.restart_generation)
+    {
+        return false;
+    }
+    let Ok(ctx) = sections::Ctx::new(
+        spec,
+        LiveApp {
+            app,
+            revisions: Some(&[]),
+        },
+        0,
+    ) else {
+        return false;
+    };
+    let mut draft = sections::Draft::default();
+    if sections::mode_and_template(&ctx, &mut draft).is_err() || !draft.actions.is_empty() {
+        return false;
+    }
+    matches!(sections::desired_rules(&ctx), Ok(rules) if rules.as_ref().is_none_or(|r| *r == ctx.live_rules))
+}
+
 /// A revision suffix derived from the change: a retry of the same change from the same live
 /// revision gives the same suffix (so Azure refuses a second revision instead of minting one),
 /// while a change back and forth gets a new one. It starts with a letter and keeps the revision
@@ -638,21 +744,7 @@ pub fn check_invariants(
                 owned_only(body)?;
             }
             Action::UpdateTemplate { body, .. } => {
-                // A rollout pins the stable revision in the template's PATCH.
-                if let Some(traffic) = body.pointer("/properties/configuration/ingress/traffic") {
-                    let rules: Vec<Rule> = traffic
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|t| {
-                            Rule::from_arm(
-                                &serde_json::from_value::<TrafficWeight>(t.clone())
-                                    .unwrap_or_default(),
-                            )
-                        })
-                        .collect();
-                    check_rules(&rules, &running, &mut weighted)?;
-                }
+                template_traffic(body, &running, &mut weighted)?;
                 owned_only(body)?;
             }
             Action::Analyze { .. } => {}
@@ -684,6 +776,47 @@ fn check_rules(
             }
             weighted.insert(n.clone());
         }
+    }
+    Ok(())
+}
+
+/// Traffic in a template's PATCH gives weight only where nothing can get it before it runs:
+/// to `latestRevision`, which Azure moves to the new revision only once it is ready
+/// (docs/azure-notes.md 4.3), or to a revision by name that runs at that point (a rollout pins
+/// its stable revision there). The weights sum to 100.
+fn template_traffic(
+    body: &Value,
+    running: &BTreeSet<&str>,
+    weighted: &mut BTreeSet<String>,
+) -> Result<(), String> {
+    let Some(rules) = body
+        .pointer("/properties/configuration/ingress/traffic")
+        .map(|t| t.as_array().cloned().unwrap_or_default())
+    else {
+        return Ok(());
+    };
+    let mut sum = 0;
+    for r in &rules {
+        let weight = r.get("weight").and_then(Value::as_i64).unwrap_or(0);
+        sum += weight;
+        if weight <= 0 {
+            continue;
+        }
+        let latest = r.get("latestRevision").and_then(Value::as_bool) == Some(true);
+        match r.get("revisionName").and_then(Value::as_str) {
+            None if latest => {}
+            Some(name) if !latest && running.contains(name) => {
+                weighted.insert(name.to_owned());
+            }
+            _ => {
+                return Err(format!(
+                    "the template's PATCH gives weight to {r}, which is neither latestRevision nor a revision that runs"
+                ));
+            }
+        }
+    }
+    if sum != 100 {
+        return Err(format!("traffic weights sum to {sum}"));
     }
     Ok(())
 }
@@ -806,6 +939,99 @@ mod tests {
             body: json!({"properties": {"template": {"scale": {"rules": []}}}}),
         };
         assert!(check(vec![unowned]).unwrap_err().contains("does not own"));
+        // Traffic in a template's PATCH: latestRevision alone (Azure moves it once the new
+        // revision is ready); a named revision would get weight before it runs.
+        let with_traffic = |traffic: Value| Action::UpdateTemplate {
+            changes: vec![],
+            revision: "ca-x--d".into(),
+            body: json!({"properties": {"template": {"revisionSuffix": "d"}, "configuration": {"ingress": {"traffic": traffic}}}}),
+        };
+        assert!(
+            check(vec![with_traffic(
+                json!([{"latestRevision": true, "weight": 100}])
+            )])
+            .is_ok()
+        );
+        assert!(
+            check(vec![with_traffic(
+                json!([{"revisionName": "ca-x--d", "weight": 100}])
+            )])
+            .unwrap_err()
+            .contains("not latestRevision")
+        );
+        assert!(
+            check(vec![with_traffic(
+                json!([{"latestRevision": true, "weight": 90}])
+            )])
+            .unwrap_err()
+            .contains("sum to 90")
+        );
+    }
+
+    #[test]
+    fn latest_revision_traffic_rides_in_the_template_patch_and_nothing_else_does() {
+        let mut s = spec();
+        s.images = BTreeMap::from([(
+            "api".to_owned(),
+            crate::spec::validate::parse_image("cr.io/api:v2").unwrap(),
+        )]);
+        s.traffic = Some(TrafficSpec::Split(vec![crate::spec::TrafficTarget {
+            to: crate::spec::TrafficTo::Latest,
+            weight: 100,
+        }]));
+        let live = ContainerApp::from_value(json!({"name": "ca-x", "properties": {"latestRevisionName": "ca-x--c", "latestReadyRevisionName": "ca-x--c", "configuration": {"activeRevisionsMode": "Multiple", "ingress": {"traffic": [{"revisionName": "ca-x--c", "weight": 100}]}}, "template": {"containers": [{"name": "api", "image": "cr.io/api:v1"}]}}})).unwrap();
+        let revisions = [revision("ca-x--c", true, 100)];
+        let full = plan_app(
+            &s,
+            LiveApp {
+                app: &live,
+                revisions: Some(&revisions),
+            },
+            0,
+        );
+        let kinds: Vec<&str> = full
+            .actions
+            .iter()
+            .map(|a| match a {
+                Action::UpdateTemplate { .. } => "template",
+                Action::WaitUntilRunning { .. } => "wait",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(kinds, ["template", "wait"], "one write: {:?}", full.actions);
+        let Action::UpdateTemplate { body, .. } = &full.actions[0] else {
+            panic!()
+        };
+        assert_eq!(
+            body["properties"]["configuration"]["ingress"]["traffic"],
+            json!([{"latestRevision": true, "weight": 100}])
+        );
+        // The same first step from the list alone.
+        assert_eq!(plan_first_step(&s, &live, 0).unwrap().actions, full.actions);
+        // A split naming a revision needs the revisions, and is a step of its own.
+        s.traffic = Some(TrafficSpec::Split(vec![
+            crate::spec::TrafficTarget {
+                to: crate::spec::TrafficTo::Latest,
+                weight: 90,
+            },
+            crate::spec::TrafficTarget {
+                to: crate::spec::TrafficTo::Revision("ca-x--c".into()),
+                weight: 10,
+            },
+        ]));
+        assert!(plan_first_step(&s, &live, 0).is_none());
+        let full = plan_app(
+            &s,
+            LiveApp {
+                app: &live,
+                revisions: Some(&revisions),
+            },
+            0,
+        );
+        assert!(matches!(
+            full.actions.last(),
+            Some(Action::SetTraffic { .. })
+        ));
     }
 
     #[test]

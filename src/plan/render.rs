@@ -59,6 +59,11 @@ pub fn describe(action: &Action) -> String {
                         format!("replicas: {} -> {}..{}", bounds(*from), to.0, to.1)
                     }
                     Change::RevisionMode { from, to } => format!("revision mode: {from} -> {to}"),
+                    Change::Traffic { from, to } => format!(
+                        "traffic: {} -> {} (once the new revision is ready)",
+                        rules(from),
+                        rules(to)
+                    ),
                 })
                 .collect();
             format!("~ {}  (new revision {revision})", parts.join("; "))

@@ -205,6 +205,13 @@ pub fn mode_and_template(ctx: &Ctx<'_>, draft: &mut Draft) -> Result<(), Blocked
             },
         );
     }
+    let traffic = latest_only_traffic(ctx)?;
+    if let Some(to) = &traffic {
+        changes.push(Change::Traffic {
+            from: ctx.live_rules.clone(),
+            to: to.clone(),
+        });
+    }
     let base = app
         .properties
         .latest_revision_name
@@ -228,11 +235,19 @@ pub fn mode_and_template(ctx: &Ctx<'_>, draft: &mut Draft) -> Result<(), Blocked
     }
     let mut properties = serde_json::Map::new();
     properties.insert("template".to_owned(), Value::Object(template));
+    let mut configuration = serde_json::Map::new();
     if let Some((_, to)) = mode_change {
-        properties.insert(
-            "configuration".to_owned(),
-            json!({"activeRevisionsMode": to}),
+        configuration.insert("activeRevisionsMode".to_owned(), Value::String(to));
+    }
+    if let Some(rules) = &traffic {
+        configuration.insert(
+            "ingress".to_owned(),
+            json!({"traffic": rules.iter().map(Rule::to_arm).collect::<Vec<_>>()}),
         );
+        draft.end_rules = Some(rules.clone());
+    }
+    if !configuration.is_empty() {
+        properties.insert("configuration".to_owned(), Value::Object(configuration));
     }
     let mut body = serde_json::Map::new();
     body.insert("properties".to_owned(), Value::Object(properties));
@@ -246,6 +261,24 @@ pub fn mode_and_template(ctx: &Ctx<'_>, draft: &mut Draft) -> Result<(), Blocked
     });
     draft.new_revision = Some(revision);
     Ok(())
+}
+
+/// The traffic rules a template's PATCH carries: the spec's, when they differ from the live
+/// ones and only `latestRevision` takes weight. Azure moves `latestRevision` traffic to a new
+/// revision only once it is ready ("traffic doesn't switch to the latest revision until it's
+/// ready", docs/azure-notes.md 4.3), so the rule needs no wait before it, and the change costs
+/// one write instead of two. A rule that names a revision or a label stays a step of its own
+/// ([`traffic`]): that revision must be active and running first.
+///
+/// # Errors
+/// As [`desired_rules`].
+pub fn latest_only_traffic(ctx: &Ctx<'_>) -> Result<Option<Vec<Rule>>, Blocked> {
+    Ok(desired_rules(ctx)?.filter(|desired| {
+        *desired != ctx.live_rules
+            && desired
+                .iter()
+                .all(|r| r.revision.is_none() && r.label.is_none())
+    }))
 }
 
 /// Every container as read, only `image` changed where the spec names one. Arrays are
@@ -417,7 +450,8 @@ pub fn traffic(ctx: &Ctx<'_>, draft: &mut Draft) -> Result<(), Blocked> {
             Some(_) => {}
         }
     }
-    if desired != ctx.live_rules {
+    // Already carried by the template's PATCH ([`latest_only_traffic`]).
+    if desired != ctx.live_rules && draft.end_rules.as_ref() != Some(&desired) {
         let body = json!({"properties": {"configuration": {"ingress": {"traffic": desired.iter().map(Rule::to_arm).collect::<Vec<_>>()}}}});
         draft.actions.push(Action::SetTraffic {
             from: ctx.live_rules.clone(),
