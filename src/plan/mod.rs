@@ -939,8 +939,9 @@ mod tests {
             body: json!({"properties": {"template": {"scale": {"rules": []}}}}),
         };
         assert!(check(vec![unowned]).unwrap_err().contains("does not own"));
-        // Traffic in a template's PATCH: latestRevision alone (Azure moves it once the new
-        // revision is ready); a named revision would get weight before it runs.
+        // Traffic in a template's PATCH: latestRevision (Azure moves it once the new revision
+        // is ready) or a revision that runs (a rollout's stable pin); the new revision by
+        // name would get weight before it runs.
         let with_traffic = |traffic: Value| Action::UpdateTemplate {
             changes: vec![],
             revision: "ca-x--d".into(),
@@ -957,7 +958,7 @@ mod tests {
                 json!([{"revisionName": "ca-x--d", "weight": 100}])
             )])
             .unwrap_err()
-            .contains("not latestRevision")
+            .contains("neither latestRevision nor a revision that runs")
         );
         assert!(
             check(vec![with_traffic(
