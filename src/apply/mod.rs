@@ -274,6 +274,10 @@ pub struct AppReport {
     /// The analysis checks this reconcile took.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<crate::rollout::Check>,
+    /// What this reconcile last read of the app (for `/status` and the dashboard; `None`: not
+    /// read).
+    #[serde(skip)]
+    pub live: Option<Box<crate::controller::status::LiveView>>,
 }
 
 impl AppReport {
@@ -289,6 +293,7 @@ impl AppReport {
             verified: Verification::No,
             rollout: None,
             checks: Vec::new(),
+            live: None,
         }
     }
 
@@ -436,6 +441,8 @@ struct Run<'a> {
     checks: Vec<crate::rollout::Check>,
     /// The rollout as last planned.
     rollout: Option<crate::rollout::decide::RolloutView>,
+    /// What was last read of the app.
+    live: Option<Box<crate::controller::status::LiveView>>,
 }
 
 impl<'a> Run<'a> {
@@ -457,6 +464,7 @@ impl<'a> Run<'a> {
             check: None,
             checks: Vec::new(),
             rollout: None,
+            live: None,
         }
     }
 
@@ -480,6 +488,7 @@ impl<'a> Run<'a> {
             verified: Verification::No,
             rollout: self.rollout,
             checks: self.checks,
+            live: self.live,
         }
     }
 
@@ -495,13 +504,24 @@ impl<'a> Run<'a> {
         })
     }
 
-    async fn observe(&self) -> Result<Observation, Error> {
-        observe_app(self.client, self.key(), plan::needs_revisions(self.spec)).await
+    async fn observe(&mut self) -> Result<Observation, Error> {
+        let o = observe_app(self.client, self.key(), plan::needs_revisions(self.spec)).await?;
+        self.seen(&o);
+        Ok(o)
+    }
+
+    fn seen(&mut self, o: &Observation) {
+        if let Some(v) = crate::controller::status::LiveView::of(o) {
+            self.live = Some(Box::new(v));
+        }
     }
 
     async fn go(mut self, start: Start) -> AppReport {
         let mut observed = match start {
-            Start::Observed(o) => o,
+            Start::Observed(o) => {
+                self.seen(&o);
+                o
+            }
             Start::Resume(wait) => match self.resume(wait).await {
                 Ok(None) => match self.observe().await {
                     Ok(o) => o,
