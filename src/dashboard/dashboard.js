@@ -75,7 +75,8 @@ function when(text) {
 function ago(t) {
   const s = Math.round((Date.now() - t) / 1000);
   const abs = Math.abs(s);
-  const text = abs < 90 ? abs + "s" : abs < 5400 ? Math.round(abs / 60) + "m" : Math.round(abs / 3600) + "h";
+  const text = abs < 90 ? abs + "s" : abs < 5400 ? Math.round(abs / 60) + "m"
+    : abs < 172800 ? Math.round(abs / 3600) + "h" : Math.round(abs / 86400) + "d";
   return s >= 0 ? text + " ago" : "in " + text;
 }
 
@@ -119,7 +120,8 @@ function trafficBar(app) {
     share.style.width = Math.max(0, Math.min(100, Number(t.weight) || 0)) + "%";
     bar.append(share);
     const state = t.runningState ? " " + t.runningState : "";
-    const label = (t.label ? t.label + ": " : "") + name;
+    const role = kind === "new" ? " (new)" : stable && t.revision === stable ? " (stable)" : "";
+    const label = (t.label ? t.label + ": " : "") + name + role;
     legend.append(el("li", { class: "key-" + kind }, el("span", { class: "swatch swatch-" + kind }),
       label + " " + t.weight + "%" + (running === false ? " — NOT RUNNING:" + state : state)));
     words.push(label + " " + t.weight + "%");
@@ -214,10 +216,26 @@ function appRow(a) {
     el("td", { "data-field": "image", title: images.join("\n") }, tags || "—"),
     el("td", { "data-field": "replicas", class: drift ? "differs" : "" }, replicas, drift ? el("div", { class: "warn" }, "live differs from desired") : null),
     el("td", {}, trafficBar(a)),
-    el("td", { "data-field": "last-action" }, a.lastAction || "—"),
+    lastAction(a.lastAction),
     el("td", { "data-field": "last-error", class: a.lastError ? "error-text" : "" }, a.lastError || "—"),
     el("td", { "data-field": "next" }, a.nextAt ? when(a.nextAt) : "at the next resync"));
   return tr;
+}
+
+// "TIME description": the time as "hh:mm:ss UTC (ago)", the description cut at 110 characters
+// (all of it on hover, and on the app's page).
+function lastAction(text) {
+  const td = el("td", { "data-field": "last-action" });
+  if (!text) {
+    td.append("—");
+    return td;
+  }
+  const space = text.indexOf(" ");
+  const at = space > 0 ? text.slice(0, space) : "";
+  const what = space > 0 ? text.slice(space + 1) : text;
+  td.setAttribute("title", text);
+  td.append(el("div", { class: "muted" }, when(at)), what.length > 110 ? what.slice(0, 109) + "…" : what);
+  return td;
 }
 
 function renderRetention(s) {
@@ -258,7 +276,6 @@ function renderApp(s, id) {
   fact("Traffic", trafficBar(a));
   fact("Last error", a.lastError || "—");
   fact("Next check", a.nextAt ? when(a.nextAt) : "at the next resync");
-  fact("Reconciles", String(a.reconciles));
 
   renderRollout(a);
 
@@ -298,7 +315,7 @@ function renderRollout(a) {
   const facts = clear(document.getElementById("rollout-facts"));
   const fact = (k, v) => facts.append(el("div", {}, el("dt", {}, k), el("dd", {}, v)));
   const phaseWords = { starting: "starting the new revision", progressing: "progressing", waitingForApproval: "waiting for `rollout promote`", promoted: "promoted", rolledBack: "ROLLED BACK" };
-  fact("Phase", phaseWords[r.phase] || r.phase);
+  fact("Phase", (phaseWords[r.phase] || r.phase) + (r.step >= 0 && r.phase !== "promoted" && r.phase !== "rolledBack" ? " — step " + (r.step + 1) + " of " + (r.steps || []).length : ""));
   fact("New revision", r.canary + " at " + r.weight + "%");
   fact("Stable revision", r.stable);
   fact("Failed checks", r.failedChecks + (r.maxFailedChecks !== undefined ? " of " + r.maxFailedChecks + " allowed" : ""));
@@ -315,6 +332,7 @@ function renderRollout(a) {
   });
   plot(a);
   const t = clear(document.getElementById("rollout-checks"));
+  t.hidden = (a.checks || []).length === 0;
   t.append(el("caption", {}, "Checks of this rollout, newest first"));
   t.append(el("thead", {}, el("tr", {}, ...["When", "Step", "Verdict", "Stable success %", "New success %", "Requests stable / new", "Why"].map((h) => el("th", { scope: "col" }, h)))));
   const b = el("tbody");
@@ -379,7 +397,8 @@ function plot(a) {
     if (pts.length > 1) s.append(svg("polyline", { points: pts.join(" "), class: "line-" + cls }));
     for (const c of checks) {
       if (typeof c[key] !== "number") continue;
-      const dot = svg("circle", { cx: x(c.at), cy: y(c[key]), r: 4, class: "dot-" + cls + (c.verdict === "fail" ? " failed" : "") });
+      // The stable's dots are larger: where both revisions score the same, both show.
+      const dot = svg("circle", { cx: x(c.at), cy: y(c[key]), r: cls === "new" ? 3.5 : 6, class: "dot-" + cls + (c.verdict === "fail" ? " failed" : "") });
       dot.append(svg("title", {}, (cls === "new" ? "new" : "stable") + " " + c[key].toFixed(2) + "% · " + c.verdict + " · " + c.reason));
       s.append(dot);
     }
