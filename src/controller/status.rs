@@ -751,3 +751,81 @@ impl Status {
             .set(self.desired_state_errors.len() as i64);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::ActionRecord;
+    use crate::plan::Action;
+
+    #[test]
+    fn the_dashboards_history_is_bounded() {
+        let key = AppKey::new("s", "rg", "ca");
+        let mut status = Status::default();
+        let metrics = Metrics::default();
+        for i in 0..3 * RECENT_ACTIONS {
+            let mut report = AppReport::new(key.clone(), AppState::InSync);
+            report.actions.push(ActionRecord {
+                description: format!("action {i}"),
+                action: Action::Deactivate {
+                    revision: format!("ca--r{i}"),
+                    keep_active: 1,
+                },
+                error: None,
+                request_id: Some(format!("req-{i}")),
+                landed: crate::arm::Landed::Yes,
+                ms: 1,
+            });
+            status.record(&report, &metrics, None, "2026-12-05T00:00:00Z", 0);
+        }
+        let app = &status.apps[&key];
+        assert_eq!(app.recent_actions.len(), RECENT_ACTIONS);
+        let last = format!("action {}", 3 * RECENT_ACTIONS - 1);
+        assert_eq!(
+            app.recent_actions.back().map(|a| a.description.as_str()),
+            Some(last.as_str())
+        );
+    }
+
+    #[test]
+    fn the_commit_of_a_checkout_a_worktree_and_packed_refs() {
+        let root = std::env::temp_dir().join(format!("acar-git-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let repo = root.join("repo");
+        std::fs::create_dir_all(repo.join(".git/refs/heads")).unwrap_or_default();
+        std::fs::create_dir_all(repo.join("desired/prod")).unwrap_or_default();
+        let write = |p: std::path::PathBuf, t: &str| std::fs::write(p, t).unwrap_or_default();
+        write(repo.join(".git/HEAD"), "ref: refs/heads/main\n");
+        write(
+            repo.join(".git/refs/heads/main"),
+            "0123456789abcdef0123456789abcdef01234567\n",
+        );
+        assert_eq!(
+            git_commit(&repo.join("desired/prod")).as_deref(),
+            Some("0123456789ab (main)")
+        );
+        // Packed: no loose ref.
+        let _ = std::fs::remove_file(repo.join(".git/refs/heads/main"));
+        write(
+            repo.join(".git/packed-refs"),
+            "# pack-refs with: peeled\nfedcba9876543210fedcba9876543210fedcba98 refs/heads/main\n",
+        );
+        assert_eq!(git_commit(&repo).as_deref(), Some("fedcba987654 (main)"));
+        // A linked worktree: `.git` is a file; HEAD in its git dir, refs in the common one.
+        let wt = root.join("wt");
+        let wt_git = repo.join(".git/worktrees/wt");
+        std::fs::create_dir_all(&wt).unwrap_or_default();
+        std::fs::create_dir_all(&wt_git).unwrap_or_default();
+        write(wt.join(".git"), &format!("gitdir: {}\n", wt_git.display()));
+        write(wt_git.join("HEAD"), "ref: refs/heads/main\n");
+        write(wt_git.join("commondir"), "../..\n");
+        assert_eq!(git_commit(&wt).as_deref(), Some("fedcba987654 (main)"));
+        // Outside any checkout (the temp dir's ancestors have no .git, presumably): absent.
+        let bare = root.join("plain");
+        std::fs::create_dir_all(&bare).unwrap_or_default();
+        if !std::path::Path::new("/tmp/.git").exists() && !std::path::Path::new("/.git").exists() {
+            assert_eq!(git_commit(&bare), None);
+        }
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}
