@@ -69,8 +69,9 @@ pub struct AppStatus {
 pub const RECENT_ACTIONS: usize = 10;
 /// Rollout checks kept per app in `/status` (the dashboard's plot).
 pub const RECENT_CHECKS: usize = 40;
-/// Revisions kept per app in `/status` (newest first; Azure keeps up to 100 inactive).
-pub const LIVE_REVISIONS: usize = 12;
+/// Revisions kept per app in `/status`: the active ones and any with traffic, newest first
+/// (Azure keeps up to 100 inactive ones; 1,000 apps' worth of those would show in RSS).
+pub const LIVE_REVISIONS: usize = 8;
 
 /// One action, for the dashboard: when, what, how it ended, and Azure's request id.
 #[derive(Debug, Clone, Serialize)]
@@ -145,10 +146,17 @@ pub struct LiveView {
     pub running_replicas: Option<i64>,
     /// The traffic rules: each revision's (or the latest's, or a label's) share.
     pub traffic: Vec<TrafficShare>,
-    /// Its revisions, newest first, at most [`LIVE_REVISIONS`] (empty: not read; the spec
-    /// does not need them).
+    /// Its active revisions and any with traffic, newest first, at most [`LIVE_REVISIONS`]
+    /// (empty: not read; the spec does not need them).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub revisions: Vec<RevisionView>,
+    /// Revisions read but not kept (inactive, or past [`LIVE_REVISIONS`]).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub revisions_omitted: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// One traffic rule.
@@ -238,9 +246,11 @@ impl LiveView {
                     .collect()
             })
             .unwrap_or_default();
+        let all = revisions.map_or(0, <[_]>::len);
         let mut listed: Vec<RevisionView> = revisions
             .unwrap_or_default()
             .iter()
+            .filter(|r| r.properties.active || r.properties.traffic_weight.unwrap_or(0) > 0)
             .map(|r| RevisionView {
                 name: r.name.clone(),
                 active: r.properties.active,
@@ -278,6 +288,7 @@ impl LiveView {
                     .sum()
             }),
             traffic,
+            revisions_omitted: all - listed.len(),
             revisions: listed,
         })
     }

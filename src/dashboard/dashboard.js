@@ -292,6 +292,9 @@ function renderApp(s, id) {
       el("td", {}, r.created ? when(r.created) : "—"), el("td", {}, r.image || "—"),
       el("td", { class: "num" }, r.weight + "%"), el("td", { class: "num" }, r.replicas === undefined ? "—" : r.replicas)));
   }
+  if (a.live && a.live.revisionsOmitted) {
+    rb.append(el("tr", {}, el("td", { colspan: 7, class: "muted" }, a.live.revisionsOmitted + " inactive revision(s) not shown (az containerapp revision list lists them).")));
+  }
   rt.append(rb);
 
   const at = clear(document.getElementById("app-actions"));
