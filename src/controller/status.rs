@@ -68,7 +68,7 @@ pub struct AppStatus {
 /// Actions kept per app in `/status` (the dashboard's app page).
 pub const RECENT_ACTIONS: usize = 10;
 /// Rollout checks kept per app in `/status` (the dashboard's plot).
-pub const RECENT_CHECKS: usize = 40;
+pub const RECENT_CHECKS: usize = 24;
 /// Revisions kept per app in `/status`: the active ones and any with traffic, newest first
 /// (Azure keeps up to 100 inactive ones; 1,000 apps' worth of those would show in RSS).
 pub const LIVE_REVISIONS: usize = 8;
