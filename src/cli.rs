@@ -209,7 +209,7 @@ pub struct RunArgs {
     #[arg(long, env = "ACAR_INTERVAL", default_value = "5m", value_parser = parse_duration)]
     pub interval: std::time::Duration,
 
-    /// HTTP endpoints (/healthz, /readyz, /metrics, /status, /reconcile). Anything but
+    /// HTTP endpoints (/ the dashboard, /healthz, /readyz, /metrics, /status, /reconcile). Anything but
     /// loopback is an explicit choice.
     #[arg(long, env = "ACAR_LISTEN", default_value = "127.0.0.1:9090")]
     pub listen: std::net::SocketAddr,

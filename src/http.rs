@@ -2,6 +2,7 @@
 //!
 //! | route | answers |
 //! | --- | --- |
+//! | `GET /` | the dashboard ([`crate::dashboard`]): a read-only page drawn from `/status` |
 //! | `GET /healthz` | 200 while the process runs |
 //! | `GET /readyz` | 200 once the desired state is loaded and a first pass is done, else 503 |
 //! | `GET /metrics` | Prometheus text format |
@@ -38,6 +39,9 @@ pub fn router(board: Arc<StatusBoard>, trigger_token: Option<String>) -> Router 
         trigger_token: trigger_token.filter(|t| !t.is_empty()).map(Arc::new),
     };
     Router::new()
+        .route("/", get(crate::dashboard::index))
+        .route("/dashboard.js", get(crate::dashboard::script))
+        .route("/dashboard.css", get(crate::dashboard::style))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

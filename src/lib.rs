@@ -60,6 +60,7 @@ pub mod cli;
 pub mod cmd;
 pub mod connect;
 pub mod controller;
+pub mod dashboard;
 pub mod duration;
 #[doc(hidden)]
 pub mod fuzz;

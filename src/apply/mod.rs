@@ -292,6 +292,10 @@ pub struct AppReport {
     /// The analysis checks this reconcile took.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<crate::rollout::Check>,
+    /// What this reconcile last read of the app (for `/status` and the dashboard; `None`: not
+    /// read).
+    #[serde(skip)]
+    pub live: Option<Box<crate::controller::status::LiveView>>,
 }
 
 impl AppReport {
@@ -307,6 +311,7 @@ impl AppReport {
             verified: Verification::No,
             rollout: None,
             checks: Vec::new(),
+            live: None,
         }
     }
 
@@ -475,6 +480,8 @@ struct Run<'a> {
     checks: Vec<crate::rollout::Check>,
     /// The rollout as last planned.
     rollout: Option<crate::rollout::decide::RolloutView>,
+    /// What was last read of the app.
+    live: Option<Box<crate::controller::status::LiveView>>,
 }
 
 impl<'a> Run<'a> {
@@ -496,6 +503,7 @@ impl<'a> Run<'a> {
             check: None,
             checks: Vec::new(),
             rollout: None,
+            live: None,
         }
     }
 
@@ -519,6 +527,7 @@ impl<'a> Run<'a> {
             verified: Verification::No,
             rollout: self.rollout,
             checks: self.checks,
+            live: self.live,
         }
     }
 
@@ -544,8 +553,17 @@ impl<'a> Run<'a> {
     }
 
     /// Reads the app again; its revisions are read when the plan needs them ([`Run::step`]).
-    async fn observe(&self) -> Result<Observation, Error> {
-        observe_app(self.client, self.key(), false).await
+    async fn observe(&mut self) -> Result<Observation, Error> {
+        let o = observe_app(self.client, self.key(), false).await?;
+        self.seen(&o);
+        Ok(o)
+    }
+
+    /// Keeps what the app looked like (for `/status` and the dashboard).
+    fn seen(&mut self, o: &Observation) {
+        if let Some(v) = crate::controller::status::LiveView::of(o) {
+            self.live = Some(Box::new(v));
+        }
     }
 
     async fn go(mut self, start: Start) -> AppReport {
@@ -555,7 +573,10 @@ impl<'a> Run<'a> {
             Start::Listed(wait, app) => self.resume_listed(wait, app).await,
         };
         let mut observed = match resumed {
-            Ok(Some(o)) => o,
+            Ok(Some(o)) => {
+                self.seen(&o);
+                o
+            }
             Ok(None) => match self.observe().await {
                 Ok(o) => o,
                 Err(e) => return self.failed(e),
@@ -828,6 +849,12 @@ impl<'a> Run<'a> {
                     }
                     _ => None,
                 };
+                if let Some(read) = &read {
+                    self.live = Some(Box::new(crate::controller::status::LiveView::from_parts(
+                        app,
+                        Some(read),
+                    )));
+                }
                 let revisions = read.as_deref().or(revisions.as_deref());
                 let planned = plan::plan_app_with(
                     self.spec,

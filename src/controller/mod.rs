@@ -131,7 +131,7 @@ pub async fn run(
 ) {
     let clock = Clock::new();
     store.reload();
-    refresh_desired(&store, &board);
+    refresh_desired(&store, &board, &clock);
     let mut leading = fence.is_leader();
     publish_leadership(&fence, leading, &board);
     let mut schedule = Schedule::new(ScheduleConfig {
@@ -342,13 +342,15 @@ pub async fn run(
                 first_retention = None;
                 // Tags age in days: every `reverify_after` resyncs is soon enough.
                 next_retention = Instant::now() + jittered(config.interval * config.reverify_after);
-                if let Ok(outcome) = done
-                    && let Some(report) = &outcome.done
-                {
-                    board.metrics.tags_deleted.inc_by(report.tags_deleted as u64);
-                    for e in &report.errors {
-                        tracing::warn!(error = %e, "registry retention");
+                if let Ok(outcome) = done {
+                    if let Some(report) = &outcome.done {
+                        board.metrics.tags_deleted.inc_by(report.tags_deleted as u64);
+                        for e in &report.errors {
+                            tracing::warn!(error = %e, "registry retention");
+                        }
                     }
+                    board.status().retention =
+                        Some(status::RetentionView::of(&outcome, time::format_arm(clock.now())));
                 }
             }
             () = tokio::time::sleep_until(wake) => {}
@@ -363,7 +365,7 @@ pub async fn run(
                 Some((since, seen)) if *seen == fp && since.elapsed() >= config.file_poll => {
                     pending_change = None;
                     let reload = store.reload();
-                    refresh_desired(&store, &board);
+                    refresh_desired(&store, &board, &clock);
                     tracing::info!(
                         changed_apps = reload.apps.len(),
                         problems = store.problems.len(),
@@ -501,9 +503,12 @@ fn publish_leadership(fence: &Fence, leading: bool, board: &StatusBoard) {
 }
 
 /// Publishes the desired state's problems and apps to `/status`.
-fn refresh_desired(store: &DesiredStore, board: &StatusBoard) {
+fn refresh_desired(store: &DesiredStore, board: &StatusBoard, clock: &Clock) {
+    let commit = status::git_commit(store.root());
     let mut status = board.status();
     status.desired_state_errors = store.problems.iter().map(ToString::to_string).collect();
+    status.desired_loaded_at = Some(time::format_arm(clock.now()));
+    status.desired_commit = commit;
     for (k, spec) in &store.state.apps {
         let entry = status
             .apps
@@ -511,6 +516,15 @@ fn refresh_desired(store: &DesiredStore, board: &StatusBoard) {
             .or_insert_with(|| status::AppStatus::pending(k.clone()));
         entry.source = spec.source.to_string();
         entry.desired_stale = store.stale_files.contains(&spec.source.file);
+        entry.replicas_desired = spec
+            .replicas
+            .as_ref()
+            .map(|r| format!("{}-{}", r.min, r.max));
+        entry.success_rate_min = spec
+            .rollout
+            .as_ref()
+            .and_then(|r| r.analysis.as_ref())
+            .and_then(|a| a.success_rate_min);
     }
     status.export(&board.metrics);
 }

@@ -1,7 +1,7 @@
 //! What the controller knows about each app and each pass: served as `/status`, printed by
 //! `status`, and exported as Prometheus metrics. One store, so the three always agree.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -47,6 +47,258 @@ pub struct AppStatus {
     /// failed checks, and the last check's numbers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollout: Option<crate::rollout::decide::RolloutView>,
+    /// The spec's replicas, `min-max` (absent: the spec leaves them to Azure).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas_desired: Option<String>,
+    /// Its rollout's `analysis.successRate.min`, percent (the dashboard draws it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub success_rate_min: Option<f64>,
+    /// What the last reconcile read of it in Azure (absent until one read it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<LiveView>,
+    /// Its last [`RECENT_ACTIONS`] actions, oldest first.
+    #[serde(skip_serializing_if = "VecDeque::is_empty")]
+    pub recent_actions: VecDeque<ActionView>,
+    /// The analysis checks of its current (or last) rollout, oldest first, at most
+    /// [`RECENT_CHECKS`].
+    #[serde(skip_serializing_if = "VecDeque::is_empty")]
+    pub checks: VecDeque<CheckPoint>,
+}
+
+/// Actions kept per app in `/status` (the dashboard's app page).
+pub const RECENT_ACTIONS: usize = 10;
+/// Rollout checks kept per app in `/status` (the dashboard's plot).
+pub const RECENT_CHECKS: usize = 24;
+/// Revisions kept per app in `/status`: the active ones and any with traffic, newest first
+/// (Azure keeps up to 100 inactive ones; 1,000 apps' worth of those would show in RSS).
+pub const LIVE_REVISIONS: usize = 8;
+
+/// One action, for the dashboard: when, what, how it ended, and Azure's request id.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionView {
+    /// When it was recorded (RFC 3339).
+    pub at: String,
+    /// What was done.
+    pub description: String,
+    /// `ok`, `error`, `unknown` (the answer was lost) or `conflict`.
+    pub result: &'static str,
+    /// Its error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Azure's `x-ms-request-id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// One rollout analysis check, in numbers, for the dashboard's plot.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckPoint {
+    /// When it was taken (epoch ms).
+    pub at: i64,
+    /// The new revision it judged.
+    pub canary: String,
+    /// The step (0-based).
+    pub step: i32,
+    /// `pass`, `fail`, `noData` or `error`.
+    pub verdict: &'static str,
+    /// The stable revision's success rate, percent (absent: no requests or not read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stable_rate: Option<f64>,
+    /// The new revision's success rate, percent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary_rate: Option<f64>,
+    /// The stable revision's requests in the window.
+    pub stable_requests: u64,
+    /// The new revision's requests in the window.
+    pub canary_requests: u64,
+    /// The conclusion in words.
+    pub reason: String,
+}
+
+impl CheckPoint {
+    fn of(c: &crate::rollout::Check) -> Self {
+        Self {
+            at: c.at,
+            canary: c.canary.clone(),
+            step: c.step,
+            verdict: c.verdict.as_str(),
+            stable_rate: c.stable.and_then(|n| n.success_rate()),
+            canary_rate: c.canary_counts.and_then(|n| n.success_rate()),
+            stable_requests: c.stable.map_or(0, |n| n.requests),
+            canary_requests: c.canary_counts.map_or(0, |n| n.requests),
+            reason: c.reason.clone(),
+        }
+    }
+}
+
+/// What a reconcile last read of an app in Azure.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveView {
+    /// Each container's image, `container=image`, in the app's template.
+    pub images: Vec<String>,
+    /// The template's replicas, `min-max` (`?` for a bound Azure leaves out).
+    pub replicas: String,
+    /// Running replicas over the active revisions (absent: revisions not read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub running_replicas: Option<i64>,
+    /// The traffic rules: each revision's (or the latest's, or a label's) share.
+    pub traffic: Vec<TrafficShare>,
+    /// Its active revisions and any with traffic, newest first, at most [`LIVE_REVISIONS`]
+    /// (empty: not read; the spec does not need them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub revisions: Vec<RevisionView>,
+    /// Revisions read but not kept (inactive, or past [`LIVE_REVISIONS`]).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub revisions_omitted: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// One traffic rule.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficShare {
+    /// The revision (for a `latestRevision` rule, the latest one's name when known).
+    pub revision: String,
+    /// Percent.
+    pub weight: i64,
+    /// A `latestRevision: true` rule.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub latest: bool,
+    /// Its label, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// The revision's running state (absent: revisions not read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub running_state: Option<String>,
+}
+
+/// One revision.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionView {
+    /// `<app>--<suffix>`.
+    pub name: String,
+    /// Whether it is active.
+    pub active: bool,
+    /// `Running`, `Failed`, ... as Azure says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub running_state: Option<String>,
+    /// When it was created (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    /// Its first container's image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Its traffic share, percent.
+    pub weight: i64,
+    /// Running replicas.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i64>,
+}
+
+impl LiveView {
+    /// The summary of one observation (`None`: the app was not found or not read).
+    pub fn of(observed: &crate::live::Observation) -> Option<Self> {
+        let crate::live::Observation::Found { app, revisions } = observed else {
+            return None;
+        };
+        Some(Self::from_parts(app, revisions.as_deref()))
+    }
+
+    /// The summary of an app and, if read, its revisions.
+    pub fn from_parts(
+        app: &crate::arm::models::ContainerApp,
+        revisions: Option<&[crate::arm::models::Revision]>,
+    ) -> Self {
+        let p = &app.properties;
+        let bound = |b: Option<i64>| b.map_or_else(|| "?".to_owned(), |n| n.to_string());
+        let state_of = |name: &str| {
+            revisions.and_then(|rs| {
+                rs.iter()
+                    .find(|r| r.name == name)
+                    .and_then(|r| r.properties.running_state.clone())
+            })
+        };
+        let latest = p
+            .latest_ready_revision_name
+            .clone()
+            .or_else(|| p.latest_revision_name.clone());
+        let traffic = p
+            .configuration
+            .ingress
+            .as_ref()
+            .map(|i| {
+                i.traffic
+                    .iter()
+                    .map(|t| {
+                        let revision = t
+                            .revision_name
+                            .clone()
+                            .or_else(|| t.latest_revision.then(|| latest.clone()).flatten())
+                            .unwrap_or_default();
+                        TrafficShare {
+                            running_state: state_of(&revision),
+                            revision,
+                            weight: t.weight,
+                            latest: t.latest_revision,
+                            label: t.label.clone(),
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let all = revisions.map_or(0, <[_]>::len);
+        let mut listed: Vec<RevisionView> = revisions
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r.properties.active || r.properties.traffic_weight.unwrap_or(0) > 0)
+            .map(|r| RevisionView {
+                name: r.name.clone(),
+                active: r.properties.active,
+                running_state: r.properties.running_state.clone(),
+                created: r.properties.created_time.clone(),
+                image: r
+                    .properties
+                    .template
+                    .containers
+                    .first()
+                    .and_then(|c| c.image.clone()),
+                weight: r.properties.traffic_weight.unwrap_or(0),
+                replicas: r.properties.replicas,
+            })
+            .collect();
+        // RFC 3339 in one zone sorts as text.
+        listed.sort_by(|a, b| b.created.cmp(&a.created).then(b.name.cmp(&a.name)));
+        listed.truncate(LIVE_REVISIONS);
+        Self {
+            images: p
+                .template
+                .containers
+                .iter()
+                .map(|c| format!("{}={}", c.name, c.image.as_deref().unwrap_or("?")))
+                .collect(),
+            replicas: format!(
+                "{}-{}",
+                bound(p.template.scale.min_replicas),
+                bound(p.template.scale.max_replicas)
+            ),
+            running_replicas: revisions.map(|rs| {
+                rs.iter()
+                    .filter(|r| r.properties.active)
+                    .filter_map(|r| r.properties.replicas)
+                    .sum()
+            }),
+            traffic,
+            revisions_omitted: all - listed.len(),
+            revisions: listed,
+        }
+    }
 }
 
 impl AppStatus {
@@ -64,6 +316,11 @@ impl AppStatus {
             last_at: None,
             reconciles: 0,
             rollout: None,
+            replicas_desired: None,
+            success_rate_min: None,
+            live: None,
+            recent_actions: VecDeque::new(),
+            checks: VecDeque::new(),
         }
     }
 }
@@ -273,6 +530,112 @@ pub struct Status {
     /// With leader election: `leader` or `standby` (another replica acts). Absent without it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leadership: Option<&'static str>,
+    /// When the desired state in force was last (re)loaded (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub desired_loaded_at: Option<String>,
+    /// The git commit of the desired-state tree, if it is in a git checkout (read from
+    /// `.git/HEAD` at each load).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub desired_commit: Option<String>,
+    /// The last registry retention run: when, and per repository what it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionView>,
+}
+
+/// The last registry retention run, per repository.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionView {
+    /// When it ended (RFC 3339).
+    pub at: String,
+    /// Per repository.
+    pub repositories: Vec<RetentionRepo>,
+    /// Its problems, one line each.
+    pub errors: Vec<String>,
+}
+
+/// What one retention run did to one repository.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionRepo {
+    /// Registry login server.
+    pub registry: String,
+    /// Repository.
+    pub repository: String,
+    /// Tags it deleted (planned; `errors` names any that failed).
+    pub deleted: usize,
+    /// Tags old enough to go that stay (in use, newest, ...).
+    pub protected: usize,
+    /// Tags the deletion cap held back for a later run.
+    pub held_back: usize,
+}
+
+impl RetentionView {
+    /// The view of one run.
+    pub fn of(outcome: &crate::pass::RetentionOutcome, at: String) -> Self {
+        Self {
+            at,
+            repositories: outcome
+                .plan
+                .repositories
+                .iter()
+                .map(|r| RetentionRepo {
+                    registry: r.registry.clone(),
+                    repository: r.repository.clone(),
+                    deleted: r.delete.len(),
+                    protected: r.protected.len(),
+                    held_back: r.held_back,
+                })
+                .collect(),
+            errors: outcome
+                .done
+                .as_ref()
+                .map_or_else(|| outcome.plan.errors.clone(), |d| d.errors.clone()),
+        }
+    }
+}
+
+/// The commit checked out in the git repository holding `dir` (its `.git/HEAD`, following one
+/// symbolic ref through the loose ref or `packed-refs`); `None` outside a git checkout. Reads at
+/// most three small files: no git process.
+pub fn git_commit(dir: &std::path::Path) -> Option<String> {
+    let dir = std::fs::canonicalize(dir).ok()?;
+    let git = dir
+        .ancestors()
+        .map(|d| d.join(".git"))
+        .find(|g| g.exists())?;
+    // A worktree or submodule: `.git` is a file naming the real git directory.
+    let git = if git.is_file() {
+        let text = std::fs::read_to_string(&git).ok()?;
+        let target = text.trim().strip_prefix("gitdir:")?.trim();
+        git.parent()?.join(target)
+    } else {
+        git
+    };
+    let head = std::fs::read_to_string(git.join("HEAD")).ok()?;
+    let head = head.trim();
+    let Some(reference) = head.strip_prefix("ref:").map(str::trim) else {
+        return Some(head.chars().take(12).collect());
+    };
+    // Refs of a linked worktree live in the common directory.
+    let common = std::fs::read_to_string(git.join("commondir"))
+        .ok()
+        .map_or_else(|| git.clone(), |c| git.join(c.trim()));
+    let loose = std::fs::read_to_string(common.join(reference))
+        .or_else(|_| std::fs::read_to_string(git.join(reference)))
+        .ok();
+    let full = loose.map(|t| t.trim().to_owned()).or_else(|| {
+        std::fs::read_to_string(common.join("packed-refs"))
+            .ok()?
+            .lines()
+            .find_map(|l| {
+                let (hash, name) = l.split_once(' ')?;
+                (name == reference).then(|| hash.to_owned())
+            })
+    })?;
+    let short: String = full.chars().take(12).collect();
+    let branch = reference.strip_prefix("refs/heads/").unwrap_or(reference);
+    Some(format!("{short} ({branch})"))
 }
 
 fn values_only<S: serde::Serializer>(
@@ -315,8 +678,29 @@ impl Status {
                 })
                 .inc();
             entry.last_action = Some(format!("{now} {}", d.description));
+            if entry.recent_actions.len() == RECENT_ACTIONS {
+                entry.recent_actions.pop_front();
+            }
+            entry.recent_actions.push_back(ActionView {
+                at: now.to_owned(),
+                description: d.description.clone(),
+                result,
+                error: d.error.clone(),
+                request_id: d.request_id.clone(),
+            });
+        }
+        if let Some(live) = &report.live {
+            entry.live = Some((**live).clone());
         }
         for c in &report.checks {
+            // A new revision's rollout starts a new plot.
+            if entry.checks.back().is_some_and(|p| p.canary != c.canary) {
+                entry.checks.clear();
+            }
+            if entry.checks.len() == RECENT_CHECKS {
+                entry.checks.pop_front();
+            }
+            entry.checks.push_back(CheckPoint::of(c));
             metrics
                 .analysis_checks
                 .get_or_create(&ResultLabels {
@@ -383,5 +767,83 @@ impl Status {
         metrics
             .desired_errors
             .set(self.desired_state_errors.len() as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::ActionRecord;
+    use crate::plan::Action;
+
+    #[test]
+    fn the_dashboards_history_is_bounded() {
+        let key = AppKey::new("s", "rg", "ca");
+        let mut status = Status::default();
+        let metrics = Metrics::default();
+        for i in 0..3 * RECENT_ACTIONS {
+            let mut report = AppReport::new(key.clone(), AppState::InSync);
+            report.actions.push(ActionRecord {
+                description: format!("action {i}"),
+                action: Action::Deactivate {
+                    revision: format!("ca--r{i}"),
+                    keep_active: 1,
+                },
+                error: None,
+                request_id: Some(format!("req-{i}")),
+                landed: crate::arm::Landed::Yes,
+                ms: 1,
+            });
+            status.record(&report, &metrics, None, "2026-12-05T00:00:00Z", 0);
+        }
+        let app = &status.apps[&key];
+        assert_eq!(app.recent_actions.len(), RECENT_ACTIONS);
+        let last = format!("action {}", 3 * RECENT_ACTIONS - 1);
+        assert_eq!(
+            app.recent_actions.back().map(|a| a.description.as_str()),
+            Some(last.as_str())
+        );
+    }
+
+    #[test]
+    fn the_commit_of_a_checkout_a_worktree_and_packed_refs() {
+        let root = std::env::temp_dir().join(format!("acar-git-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let repo = root.join("repo");
+        std::fs::create_dir_all(repo.join(".git/refs/heads")).unwrap_or_default();
+        std::fs::create_dir_all(repo.join("desired/prod")).unwrap_or_default();
+        let write = |p: std::path::PathBuf, t: &str| std::fs::write(p, t).unwrap_or_default();
+        write(repo.join(".git/HEAD"), "ref: refs/heads/main\n");
+        write(
+            repo.join(".git/refs/heads/main"),
+            "0123456789abcdef0123456789abcdef01234567\n",
+        );
+        assert_eq!(
+            git_commit(&repo.join("desired/prod")).as_deref(),
+            Some("0123456789ab (main)")
+        );
+        // Packed: no loose ref.
+        let _ = std::fs::remove_file(repo.join(".git/refs/heads/main"));
+        write(
+            repo.join(".git/packed-refs"),
+            "# pack-refs with: peeled\nfedcba9876543210fedcba9876543210fedcba98 refs/heads/main\n",
+        );
+        assert_eq!(git_commit(&repo).as_deref(), Some("fedcba987654 (main)"));
+        // A linked worktree: `.git` is a file; HEAD in its git dir, refs in the common one.
+        let wt = root.join("wt");
+        let wt_git = repo.join(".git/worktrees/wt");
+        std::fs::create_dir_all(&wt).unwrap_or_default();
+        std::fs::create_dir_all(&wt_git).unwrap_or_default();
+        write(wt.join(".git"), &format!("gitdir: {}\n", wt_git.display()));
+        write(wt_git.join("HEAD"), "ref: refs/heads/main\n");
+        write(wt_git.join("commondir"), "../..\n");
+        assert_eq!(git_commit(&wt).as_deref(), Some("fedcba987654 (main)"));
+        // Outside any checkout (the temp dir's ancestors have no .git, presumably): absent.
+        let bare = root.join("plain");
+        std::fs::create_dir_all(&bare).unwrap_or_default();
+        if !std::path::Path::new("/tmp/.git").exists() && !std::path::Path::new("/.git").exists() {
+            assert_eq!(git_commit(&bare), None);
+        }
+        let _ = std::fs::remove_dir_all(&root);
     }
 }
