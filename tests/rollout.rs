@@ -13,7 +13,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Proc, Scratch, bin, get, root, wait_for};
+use common::{Proc, Scratch, bin, get, root, run, wait_for};
 use serde_json::Value;
 
 const HEADER: &str = "rollout-test";
@@ -285,32 +285,18 @@ fn a_bad_image_rolls_back_with_its_numbers_and_is_not_retried_until_asked() {
         "a rolled-back spec was retried"
     );
     // `status` exits 2 (the app needs attention); `rollout status` too.
-    let out = p.cmd(&["status", "--server", &ep]).output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    run(&mut p.cmd(&["status", "--server", &ep]), 2);
     // `plan` shows it, with the reason (exit 1, as for a blocked app).
-    let out = p.cmd(&["plan"]).output().unwrap();
+    let out = run(&mut p.cmd(&["plan"]), 1);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(
         text.contains("rolledBack: the last rollout rolled back (success rate"),
         "{text}"
     );
     // A person retries: the same revision walks again (and, being bad, rolls back again).
-    let out = p
-        .cmd(&["rollout", "retry", "ca-bad", "--wait", "30s"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    run(
+        &mut p.cmd(&["rollout", "retry", "ca-bad", "--wait", "30s"]),
+        0,
     );
     wait_for(
         "the retried canary's first step",
@@ -351,15 +337,9 @@ fn abort_and_promote_from_the_cli_act_on_a_running_controllers_rollout() {
                 && app_status(&ep, a)["rollout"]["weight"] == 10
         });
     }
-    let out = p
-        .cmd(&["rollout", "abort", "ca-one", "--wait", "30s"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run(
+        &mut p.cmd(&["rollout", "abort", "ca-one", "--wait", "30s"]),
+        0,
     );
     let s = wait_state(&ep, "ca-one", "rolledBack", Duration::from_secs(30));
     assert!(
@@ -369,15 +349,9 @@ fn abort_and_promote_from_the_cli_act_on_a_running_controllers_rollout() {
             .contains("rollout abort"),
         "{s:#}"
     );
-    let out = p
-        .cmd(&["rollout", "promote", "ca-two", "--wait", "30s"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run(
+        &mut p.cmd(&["rollout", "promote", "ca-two", "--wait", "30s"]),
+        0,
     );
     let s = wait_state(&ep, "ca-two", "inSync", Duration::from_secs(30));
     let canary = s["rollout"]["canary"].as_str().unwrap();
@@ -413,15 +387,9 @@ fn blue_green_previews_on_its_label_switches_on_approval_and_switches_back_on_fa
         (preview["weight"].as_i64(), preview["label"].as_str()),
         (Some(0), Some("preview"))
     );
-    let out = p
-        .cmd(&["rollout", "promote", "ca-blue", "--wait", "30s"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run(
+        &mut p.cmd(&["rollout", "promote", "ca-blue", "--wait", "30s"]),
+        0,
     );
     wait_state(&ep, "ca-blue", "inSync", Duration::from_secs(30));
     // The approval switches (100% with the label) and the post-switch check promotes (100%).
@@ -444,9 +412,8 @@ fn plan_shows_the_walk_and_status_the_step() {
         "requestsPerSecond: 10\n",
     );
     // Before anything runs: `plan` says which steps the new image will walk.
-    let out = p.cmd(&["plan"]).output().unwrap();
+    let out = run(&mut p.cmd(&["plan"]), 2);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(
         text.contains("↻ rollout (canary): 10% for 10m, then 100% or 20m without progress"),
         "{text}"
@@ -461,16 +428,9 @@ fn plan_shows_the_walk_and_status_the_step() {
     wait_for("the first step", Duration::from_secs(60), || {
         app_status(&ep, "ca-slow")["rollout"]["weight"] == 10
     });
-    let out = p.cmd(&["status", "--server", &ep]).output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let out = p.cmd(&["status"]).output().unwrap();
+    run(&mut p.cmd(&["status", "--server", &ep]), 0);
+    let out = run(&mut p.cmd(&["status"]), 0);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(
         text.contains("rollout progressing step 1/1 (10%)"),
         "{text}"

@@ -187,12 +187,7 @@ pub fn rollout_walk(spec: &crate::rollout::RolloutSpec) -> String {
             .collect(),
     };
     if spec.approval == Approval::Manual {
-        let gate = spec
-            .steps
-            .iter()
-            .position(|s| s.weight >= 100)
-            .unwrap_or(spec.steps.len());
-        steps.insert(gate, "wait for `rollout promote`".to_owned());
+        steps.insert(spec.gate(), "wait for `rollout promote`".to_owned());
     }
     if spec.steps.last().is_none_or(|s| s.weight < 100) || spec.strategy == Strategy::BlueGreen {
         steps.push("100%".to_owned());

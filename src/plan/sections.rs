@@ -312,11 +312,7 @@ pub fn abandoned_rollout(ctx: &Ctx<'_>) -> Result<(), Blocked> {
     if ctx.spec.traffic.is_some() {
         return Ok(());
     }
-    let walking = ctx
-        .app
-        .tags
-        .get(crate::rollout::STATE_TAG)
-        .and_then(|v| crate::rollout::RolloutState::decode(v))
+    let walking = crate::rollout::RolloutState::of(ctx.app)
         .filter(|s| s.phase == crate::rollout::Phase::Progressing)
         .filter(|_| ctx.live_rules.len() > 1);
     match walking {
@@ -478,12 +474,7 @@ pub fn retention(ctx: &Ctx<'_>, draft: &mut Draft) {
     protected.extend(ctx.spec.traffic.iter().flat_map(|t| t.named_revisions()));
     // A rollout's two revisions: the stable one traffic returns to, and the new one (kept
     // active at 0% for inspection after a rollback).
-    let rollout = ctx
-        .app
-        .tags
-        .get(crate::rollout::STATE_TAG)
-        .and_then(|v| crate::rollout::RolloutState::decode(v))
-        .filter(|_| ctx.spec.rollout.is_some());
+    let rollout = crate::rollout::RolloutState::of(ctx.app).filter(|_| ctx.spec.rollout.is_some());
     if let Some(state) = &rollout {
         // Once promoted, the old stable revision is retention's like any other.
         if state.phase != crate::rollout::Phase::Promoted {

@@ -130,14 +130,14 @@ pub fn section(
     input: &Input<'_>,
 ) -> Result<Decision, Blocked> {
     let tags = &ctx.app.tags;
-    let state = tags.get(STATE_TAG).and_then(|v| RolloutState::decode(v));
+    let state = RolloutState::of(ctx.app);
     let command = tags.get(COMMAND_TAG).map(|v| Command::decode(v));
     let r = Rollout {
         ctx,
         spec,
         input,
         command: command.clone().flatten(),
-        stale_command: command.is_some(),
+        command_tag: command.is_some(),
     };
     // A template change planned now: its PATCH starts the rollout of the revision it creates.
     if let Some(canary) = draft.new_revision.clone() {
@@ -161,8 +161,12 @@ pub fn section(
         } else {
             String::new()
         };
+        let view = r.view("starting", -1, 0, &stable, &canary, 0, "");
         r.start_with_template(draft, stable, canary);
-        return Ok(r.decision_starting(draft));
+        return Ok(Decision {
+            view: Some(view),
+            ..Decision::default()
+        });
     }
     let latest = ctx
         .app
@@ -188,9 +192,9 @@ struct Rollout<'a, 'b> {
     input: &'b Input<'b>,
     /// A command that parses.
     command: Option<Command>,
-    /// Whether the command tag is present at all (removed by the next transition unless it is
-    /// the one carried out... which removes it too).
-    stale_command: bool,
+    /// Whether the command tag is there at all: the next transition removes it, carried out
+    /// or stale.
+    command_tag: bool,
 }
 
 impl Rollout<'_, '_> {
@@ -307,7 +311,7 @@ impl Rollout<'_, '_> {
     fn body(&self, traffic: Option<&[Rule]>, state: &RolloutState) -> Value {
         let mut tags = Map::new();
         tags.insert(STATE_TAG.to_owned(), Value::String(state.encode()));
-        if self.stale_command {
+        if self.command_tag {
             tags.insert(COMMAND_TAG.to_owned(), Value::Null);
         }
         let mut body = Map::new();
@@ -353,19 +357,7 @@ impl Rollout<'_, '_> {
         state: &RolloutState,
     ) {
         let to = to.filter(|rules| !self.is_live(rules));
-        let body = self.body(to.as_deref(), state);
-        if to.is_some() {
-            draft.end_rules.clone_from(&to);
-        }
-        draft.actions.push(Action::Rollout {
-            transition,
-            step: state.step,
-            from: self.ctx.live_rules.clone(),
-            to,
-            reason: state.reason.clone(),
-            state: state.encode(),
-            body,
-        });
+        self.transition_as_written(draft, transition, to, state);
     }
 
     /// The template PATCH (planned by `mode_and_template`) pins 100% on `stable` and writes
@@ -394,15 +386,6 @@ impl Rollout<'_, '_> {
         }
         if pin.is_some() {
             draft.end_rules = pin;
-        }
-    }
-
-    fn decision_starting(&self, draft: &Draft) -> Decision {
-        let canary = draft.new_revision.clone().unwrap_or_default();
-        let stable = self.live_stable();
-        Decision {
-            view: Some(self.view("starting", -1, 0, &stable, &canary, 0, "")),
-            ..Decision::default()
         }
     }
 
@@ -491,7 +474,7 @@ impl Rollout<'_, '_> {
                     reason: "traffic set back to 100% on the stable revision".to_owned(),
                 };
                 self.transition(draft, Transition::Steady, Some(rules), &state);
-            } else if self.stale_command {
+            } else if self.command_tag {
                 self.drop_command(draft);
             }
             return Decision::default();
@@ -565,7 +548,7 @@ impl Rollout<'_, '_> {
                 ..state.clone()
             };
             self.transition(draft, Transition::Steady, Some(rules), &again);
-        } else if self.stale_command && draft.actions.is_empty() {
+        } else if self.command_tag && draft.actions.is_empty() {
             self.drop_command(draft);
         }
         Decision {
@@ -608,7 +591,7 @@ impl Rollout<'_, '_> {
         if !self.is_live(&rules) && matches!(self.stable_serves(draft, &state.stable), Serves::Yes)
         {
             self.transition(draft, Transition::RollBack, Some(rules), state);
-        } else if self.stale_command && draft.actions.is_empty() {
+        } else if self.command_tag && draft.actions.is_empty() {
             self.drop_command(draft);
         }
         Decision {
@@ -627,9 +610,10 @@ impl Rollout<'_, '_> {
     }
 
     fn roll_back(&self, draft: &mut Draft, state: &RolloutState, reason: String) -> Decision {
-        let reason = match self.stable_serves(draft, &state.stable) {
-            Serves::Yes | Serves::Soon => reason,
+        let serves = self.stable_serves(draft, &state.stable);
+        let reason = match &serves {
             Serves::No(why) => format!("{reason}; {why}, so traffic stays where it is"),
+            Serves::Yes | Serves::Soon => reason,
         };
         let back = RolloutState {
             phase: Phase::RolledBack,
@@ -637,12 +621,12 @@ impl Rollout<'_, '_> {
             reason: reason.clone(),
             ..state.clone()
         };
-        match self.stable_serves(&mut Draft::default(), &state.stable) {
+        match serves {
             Serves::Yes => {
                 let rules = self.rollback_rules(&state.stable, &state.canary);
                 self.transition(draft, Transition::RollBack, Some(rules), &back);
             }
-            // Activated first (by `stable_serves` above); the rollback follows its wait.
+            // Being activated (by `stable_serves`); the rollback follows its wait.
             Serves::Soon => {}
             Serves::No(_) => self.transition(draft, Transition::RollBack, None, &back),
         }
@@ -804,10 +788,7 @@ impl Rollout<'_, '_> {
             }
         }
         let steps = &self.spec.steps;
-        let gate = steps
-            .iter()
-            .position(|s| s.weight >= 100)
-            .unwrap_or(steps.len());
+        let gate = self.spec.gate();
         let at_gate = usize::try_from(state.step.saturating_add(1)).ok() == Some(gate);
         if command == Some(Verb::Promote) && at_gate && gate < steps.len() {
             // Approval of a switch that has its own watch (blue/green's post-switch window):

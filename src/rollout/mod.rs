@@ -100,6 +100,17 @@ pub struct AnalysisSpec {
     pub probes: Vec<Probe>,
 }
 
+impl RolloutSpec {
+    /// The index of the move to 100% (a step of 100%, else the promotion after the last
+    /// step): where a manual rollout waits for `rollout promote`.
+    pub fn gate(&self) -> usize {
+        self.steps
+            .iter()
+            .position(|s| s.weight >= 100)
+            .unwrap_or(self.steps.len())
+    }
+}
+
 impl AnalysisSpec {
     /// Whether a check reads Azure Monitor (the probes alone do not).
     pub fn reads_metrics(&self) -> bool {
@@ -183,6 +194,11 @@ impl Phase {
 }
 
 impl RolloutState {
+    /// The state `app`'s tag holds, if it holds one this release wrote.
+    pub fn of(app: &crate::arm::models::ContainerApp) -> Option<Self> {
+        app.tags.get(STATE_TAG).and_then(|v| Self::decode(v))
+    }
+
     /// The tag value: `v1;PHASE;STEP;SINCE;FAILED;LASTFAILED;STABLE;CANARY;REASON`, times in
     /// epoch milliseconds (a step's pause counts from the very moment it began), the reason cut so that the whole fits [`TAG_VALUE_MAX`] characters
     /// (revision names are at most 54 characters and hold no `;`).
