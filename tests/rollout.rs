@@ -742,3 +742,53 @@ fn kill_9_during_a_bad_images_rollout_rolls_back_once_and_never_retries() {
         started.elapsed().as_secs_f64()
     );
 }
+
+#[test]
+fn apply_starts_a_rollout_and_returns_while_its_step_holds() {
+    let p = platform(
+        &[app(
+            "ca-once",
+            GOOD,
+            "    steps:\n      - {weight: 10, pause: 10m}\n    progressDeadline: 20m\n",
+        )],
+        "requestsPerSecond: 10\n",
+    );
+    let out = run(&mut p.cmd(&["apply"]), 0);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("ca-once: ↻ rollout progressing step 1/1 (10%)")
+            && text.contains("`run` carries it on"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_readmes_demo_rolls_back_the_bad_canary_on_the_embedded_simulator() {
+    let dir = Scratch::new();
+    std::fs::create_dir_all(dir.path().join("rollout")).unwrap();
+    common::copy_tree(
+        &root().join("examples/rollout"),
+        &dir.path().join("rollout"),
+    );
+    let port = common::free_port();
+    let ep = format!("http://127.0.0.1:{port}");
+    let _ctl = Proc(
+        bin(dir.path())
+            .args(["run", "--simulate", "--desired-state", "rollout"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let s = wait_state(
+        &ep,
+        "ca-user-service",
+        "rolledBack",
+        Duration::from_secs(150),
+    );
+    let reason = s["rollout"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("checks 2/2"), "{s:#}");
+    let good = app_status(&ep, "ca-cart-service");
+    assert_ne!(good["state"], "rolledBack", "{good:#}");
+}
