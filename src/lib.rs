@@ -69,6 +69,7 @@ pub mod http;
 pub mod ingress;
 pub mod lease;
 pub mod live;
+pub mod notify;
 pub mod pass;
 pub mod permissions;
 pub mod plan;

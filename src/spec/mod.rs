@@ -141,6 +141,8 @@ pub struct DesiredState {
     /// Every subscription that a document or Defaults names (plus `--subscription`): registry
     /// retention protects the images of every app in all of them.
     pub subscriptions: BTreeSet<String>,
+    /// Where events are sent (`kind: Notification`).
+    pub notifications: Vec<crate::notify::NotificationSpec>,
 }
 
 /// The checked desired state of one app. `None` means "not owned: leave as it is".
