@@ -128,6 +128,9 @@ pub enum Command {
     /// Every managed app: desired vs live, in sync or drifted, health, last action and error.
     /// Exit 0, or 2 if any app has drifted or is unhealthy.
     Status(StatusArgs),
+    /// What a running controller decided lately (the last 100 events of its /status: changes
+    /// applied, failures and recoveries, rollout steps, rejected files), like `kubectl get events`.
+    Events(EventsArgs),
     /// Serve the built-in Azure simulator (ARM Container Apps, ACR, managed identity) over HTTP.
     Simulate(SimulateArgs),
     /// Progressive delivery at run time: show an app's rollout, or leave a command (promote,
@@ -232,8 +235,39 @@ pub struct RunArgs {
     #[arg(long, env = "ACAR_LEASE_DURATION", default_value = "30s", value_parser = parse_duration)]
     pub lease_duration: std::time::Duration,
 
+    /// The desired-state commit that events and GitHub commit statuses name, when the
+    /// directory is not a git checkout of it (e.g. `main@sha1:<hash>` or a bare hash from the
+    /// CI that copied the files). Default: read from the checkout's `.git` at each load.
+    #[arg(long, env = "ACAR_DESIRED_REVISION")]
+    pub revision: Option<String>,
+
+    /// GitHub's REST API, for `type: github` Notifications without their own `apiUrl`
+    /// (GitHub Enterprise Server: `https://HOST/api/v3`).
+    #[arg(
+        long,
+        env = "ACAR_GITHUB_API_URL",
+        default_value = "https://api.github.com"
+    )]
+    pub github_api_url: String,
+
     #[command(flatten)]
     pub pass: PassArgs,
+}
+
+/// Options of `events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// The running controller to ask.
+    #[arg(
+        long,
+        env = "ACAR_STATUS_SERVER",
+        default_value = "http://127.0.0.1:9090"
+    )]
+    pub server: String,
+
+    /// Only events about this app (its name).
+    #[arg(long)]
+    pub app: Option<String>,
 }
 
 /// Options of `status`.

@@ -11,11 +11,13 @@
 //! | `apply` | [`apply`] |
 //! | `run` | [`mod@run`] |
 //! | `status` | [`status`] |
+//! | `events` | [`events`] |
 //! | `simulate` | [`simulate`] |
 //! | `rollout status\|promote\|abort\|retry` | [`rollout`] |
 
 pub mod apply;
 pub mod desired;
+pub mod events;
 pub mod plan;
 pub mod rollout;
 pub mod run;
@@ -89,6 +91,7 @@ pub fn name(command: &Command) -> &'static str {
         Command::Apply(_) => "apply",
         Command::Run(_) => "run",
         Command::Status(_) => "status",
+        Command::Events(_) => "events",
         Command::Simulate(_) => "simulate",
         Command::Rollout(RolloutCommand::Status(_)) => "rollout status",
         Command::Rollout(RolloutCommand::Promote(_)) => "rollout promote",
@@ -109,6 +112,7 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> Result<Exit, Error> 
         Command::Apply(args) => apply::apply(common, &args, out).await,
         Command::Run(args) => run::run(common, &args, out).await,
         Command::Status(args) => status::status(common, &args, out).await,
+        Command::Events(args) => events::events(common, &args, out).await,
         Command::Rollout(command) => rollout::rollout(common, &command, out).await,
         Command::Permissions => desired::permissions(common, out),
         Command::Schema => desired::schema(out),

@@ -83,6 +83,14 @@ pub async fn run(
         poll_interval: connection.poll_interval,
         max_tag_deletions: common.max_tag_deletions,
         reverify_after: args.reverify_after,
+        #[allow(clippy::needless_update)] // the options grow
+        notifier: Some(Arc::new(crate::notify::deliver::Notifier::new(
+            crate::notify::deliver::NotifierOptions {
+                github_api_url: args.github_api_url.clone(),
+                ..crate::notify::deliver::NotifierOptions::default()
+            },
+        ))),
+        revision: args.revision.clone(),
         ..RunConfig::default()
     };
     let store = DesiredStore::new(common.desired_state.clone(), options);

@@ -28,6 +28,7 @@
 //! points: an executor never stops in the middle of an action); a second one exits at once.
 
 pub mod desired;
+pub mod notices;
 pub mod schedule;
 pub mod status;
 
@@ -75,6 +76,10 @@ pub struct RunConfig {
     pub drain: Duration,
     /// An app verified in sync is read in full again after this many passes without change.
     pub reverify_after: u32,
+    /// Where events go (`kind: Notification`); `None`: kept in `/status` only.
+    pub notifier: Option<Arc<crate::notify::deliver::Notifier>>,
+    /// `--revision`: the desired-state commit events carry, instead of the checkout's.
+    pub revision: Option<String>,
 }
 
 impl Default for RunConfig {
@@ -91,6 +96,8 @@ impl Default for RunConfig {
             max_tag_deletions: crate::retention::DEFAULT_CAP,
             drain: Duration::from_secs(120),
             reverify_after: 6,
+            notifier: None,
+            revision: None,
         }
     }
 }
@@ -131,8 +138,11 @@ pub async fn run(
 ) {
     let clock = Clock::new();
     store.reload();
-    refresh_desired(&store, &board, &clock);
+    let mut notices = notices::Notices::new(config.notifier.clone(), config.revision.clone());
     let mut leading = fence.is_leader();
+    notices.set_leading(leading);
+    refresh_desired(&store, &board, &clock);
+    notices.on_desired(&store, &board, &time::format_arm(clock.now()));
     publish_leadership(&fence, leading, &board);
     let mut schedule = Schedule::new(ScheduleConfig {
         interval: config.interval,
@@ -175,6 +185,12 @@ pub async fn run(
         // The lease can lapse without a change on its channel (time passed): look every turn.
         if fence.is_leader() != leading {
             leading = on_leadership(&fence, leading, &store, &mut schedule, &board);
+            notices.on_leadership(
+                leading,
+                fence.is_elected(),
+                &board,
+                &time::format_arm(clock.now()),
+            );
             if leading {
                 next_retention = Instant::now();
             }
@@ -297,6 +313,7 @@ pub async fn run(
             () = fence.changed() => {
                 let was = leading;
                 leading = on_leadership(&fence, leading, &store, &mut schedule, &board);
+                notices.on_leadership(leading, fence.is_elected(), &board, &time::format_arm(clock.now()));
                 if leading && !was {
                     next_retention = Instant::now();
                 }
@@ -313,13 +330,13 @@ pub async fn run(
             }
             Some(report) = report_rx.recv() => {
                 release(&mut holding, &report.app);
-                on_report(&report, &mut schedule, &store, &board, &clock);
+                on_report(&report, &mut schedule, &store, &board, &clock, &mut notices);
             }
             Some(done) = passes.join_next_with_id() => {
                 // Its reports were sent before it ended; take any still queued first.
                 while let Ok(report) = report_rx.try_recv() {
                     release(&mut holding, &report.app);
-                    on_report(&report, &mut schedule, &store, &board, &clock);
+                    on_report(&report, &mut schedule, &store, &board, &clock, &mut notices);
                 }
                 let id = match &done {
                     Ok((id, _)) => *id,
@@ -348,6 +365,7 @@ pub async fn run(
                         for e in &report.errors {
                             tracing::warn!(error = %e, "registry retention");
                         }
+                        notices.on_retention(report, &board, &time::format_arm(clock.now()));
                     }
                     board.status().retention =
                         Some(status::RetentionView::of(&outcome, time::format_arm(clock.now())));
@@ -366,6 +384,7 @@ pub async fn run(
                     pending_change = None;
                     let reload = store.reload();
                     refresh_desired(&store, &board, &clock);
+                    notices.on_desired(&store, &board, &time::format_arm(clock.now()));
                     tracing::info!(
                         changed_apps = reload.apps.len(),
                         problems = store.problems.len(),
@@ -377,6 +396,7 @@ pub async fn run(
                             schedule.due_at(&k, now);
                         } else {
                             schedule.forget(&k);
+                            notices.forget(&k);
                             board.status().apps.remove(&k);
                         }
                     }
@@ -437,11 +457,16 @@ fn on_report(
     store: &DesiredStore,
     board: &StatusBoard,
     clock: &Clock,
+    notices: &mut notices::Notices,
 ) {
-    let managed = store.state.apps.contains_key(&report.app);
-    let next = schedule.record(report, managed, Instant::now());
-    if !managed {
+    let managed = store.state.apps.get(&report.app);
+    let next = schedule.record(report, managed.is_some(), Instant::now());
+    let Some(spec) = managed else {
         return;
+    };
+    if !report.standby {
+        let source = spec.source.to_string();
+        notices.on_report(report, &source, board, &time::format_arm(clock.now()));
     }
     let mut status = board.status();
     status.record(

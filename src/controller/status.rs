@@ -540,6 +540,27 @@ pub struct Status {
     /// The last registry retention run: when, and per repository what it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retention: Option<RetentionView>,
+    /// The full hash of the desired-state commit that events carry (from `--revision`, or the
+    /// checkout's `.git`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub desired_revision: Option<String>,
+    /// The last [`EVENTS_KEPT`] events, oldest first.
+    pub events: std::collections::VecDeque<crate::notify::Event>,
+}
+
+/// Events `/status` keeps.
+pub const EVENTS_KEPT: usize = 100;
+
+impl Status {
+    /// Keeps `events` (the oldest go past [`EVENTS_KEPT`]).
+    pub fn push_events(&mut self, events: &[crate::notify::Event]) {
+        for e in events {
+            if self.events.len() == EVENTS_KEPT {
+                self.events.pop_front();
+            }
+            self.events.push_back(e.clone());
+        }
+    }
 }
 
 /// The last registry retention run, per repository.
@@ -595,10 +616,31 @@ impl RetentionView {
     }
 }
 
-/// The commit checked out in the git repository holding `dir` (its `.git/HEAD`, following one
-/// symbolic ref through the loose ref or `packed-refs`); `None` outside a git checkout. Reads at
-/// most three small files: no git process.
+/// The commit checked out in the git repository holding `dir`, as `/status` shows it:
+/// `0123456789ab (main)`; `None` outside a git checkout.
 pub fn git_commit(dir: &std::path::Path) -> Option<String> {
+    let head = git_head(dir)?;
+    let short: String = head.commit.chars().take(12).collect();
+    Some(match head.branch {
+        Some(branch) => format!("{short} ({branch})"),
+        None => short,
+    })
+}
+
+/// A checked-out commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitHead {
+    /// The full hash (40 hex digits; 64 in a SHA-256 repository).
+    pub commit: String,
+    /// The branch, unless HEAD is detached (git-sync checks out a detached worktree).
+    pub branch: Option<String>,
+}
+
+/// The commit checked out in the git repository holding `dir` (its `.git/HEAD`, following one
+/// symbolic ref through the loose ref or `packed-refs`; a `.git` file, as in git-sync's
+/// worktrees, names the real git directory); `None` outside a git checkout. Reads at most
+/// four small files: no git process.
+pub fn git_head(dir: &std::path::Path) -> Option<GitHead> {
     let dir = std::fs::canonicalize(dir).ok()?;
     let git = dir
         .ancestors()
@@ -615,7 +657,10 @@ pub fn git_commit(dir: &std::path::Path) -> Option<String> {
     let head = std::fs::read_to_string(git.join("HEAD")).ok()?;
     let head = head.trim();
     let Some(reference) = head.strip_prefix("ref:").map(str::trim) else {
-        return Some(head.chars().take(12).collect());
+        return is_commit(head).then(|| GitHead {
+            commit: head.to_owned(),
+            branch: None,
+        });
     };
     // Refs of a linked worktree live in the common directory.
     let common = std::fs::read_to_string(git.join("commondir"))
@@ -633,9 +678,27 @@ pub fn git_commit(dir: &std::path::Path) -> Option<String> {
                 (name == reference).then(|| hash.to_owned())
             })
     })?;
-    let short: String = full.chars().take(12).collect();
     let branch = reference.strip_prefix("refs/heads/").unwrap_or(reference);
-    Some(format!("{short} ({branch})"))
+    is_commit(&full).then(|| GitHead {
+        commit: full,
+        branch: Some(branch.to_owned()),
+    })
+}
+
+/// Whether `s` is a full commit hash (SHA-1 or SHA-256), lower-case hex.
+pub fn is_commit(s: &str) -> bool {
+    matches!(s.len(), 40 | 64) && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The commit in a `--revision` value: a bare hash, or Flux's `main@sha1:<hash>` /
+/// `main/<hash>` forms; `None` when it holds none.
+pub fn revision_commit(revision: &str) -> Option<String> {
+    let revision = revision.trim().to_ascii_lowercase();
+    revision
+        .rsplit(|c: char| !c.is_ascii_hexdigit())
+        .next()
+        .filter(|h| is_commit(h))
+        .map(str::to_owned)
 }
 
 fn values_only<S: serde::Serializer>(

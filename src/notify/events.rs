@@ -1,1 +1,579 @@
-//! From reports to events (being built).
+//! From what the controller did to events: pure, so each rule is a unit test.
+//!
+//! The [`Tracker`] remembers, per app, what was last *announced* (healthy, failing with which
+//! problem, which rollout step), and the writes made since the app was last at rest. A report
+//! becomes an event only when it changes that: the steady state says nothing, a failure that
+//! repeats on every retry is told once, and the writes of one change are told once, when the
+//! app comes to rest (or fails).
+//!
+//! | the app's report | event |
+//! | --- | --- |
+//! | writes sent, waiting on Azure (first time for this change) | `Progressing` (info) |
+//! | at rest in sync after writes | `Applied` (info), its writes and request ids |
+//! | at rest in sync after an announced failure | `Recovered` (info), with any writes |
+//! | failing, blocked or missing, with a problem not announced yet | `Failed` (error) |
+//! | a rollout starts / steps / waits for approval / promotes / rolls back | `Progressing` / `RolloutStep` / `RolloutPromoted` / `RolledBack` (error) |
+//!
+//! A replica that starts, or takes over leadership, tells what it does and what changes while
+//! it watches, never what it finds on its first look: that was announced by whoever watched
+//! it happen (so a new leader does not repeat the old one's messages). Its own write that
+//! fails is announced, first look or not.
+
+use std::collections::BTreeMap;
+
+use super::{Event, Reason};
+use crate::apply::{AppReport, Failure};
+use crate::arm::Landed;
+use crate::spec::AppKey;
+use crate::state::AppState;
+
+/// What was last announced about an app.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+enum Condition {
+    /// Nothing announced yet by this replica.
+    #[default]
+    Unknown,
+    /// In sync (or suspended, or a rollout walking).
+    Healthy,
+    /// Failing with this problem (its stable text).
+    Failing(String),
+    /// The last rollout rolled back.
+    RolledBack,
+}
+
+/// One app's memory.
+#[derive(Debug, Default)]
+struct Memory {
+    condition: Condition,
+    /// The writes since the app was last at rest: (what, Azure's request id).
+    writes: Vec<(String, Option<String>)>,
+    /// `Progressing` was announced for the change under way.
+    progressing: bool,
+    /// The rollout position last announced: (new revision, phase, step).
+    rollout: Option<(String, String, i32)>,
+}
+
+/// Turns reports into events by comparing with what was announced.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    apps: BTreeMap<AppKey, Memory>,
+}
+
+/// What an event about an app is stamped with.
+#[derive(Debug, Clone, Copy)]
+pub struct Stamp<'a> {
+    /// Now (RFC 3339).
+    pub at: &'a str,
+    /// Where the app is written (`FILE:LINE:COLUMN`).
+    pub source: &'a str,
+    /// The desired-state commit (full hash), when known.
+    pub commit: Option<&'a str>,
+}
+
+impl Tracker {
+    /// A tracker that has announced nothing.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Forgets an app (no longer managed).
+    pub fn forget(&mut self, app: &AppKey) {
+        self.apps.remove(app);
+    }
+
+    /// Forgets everything (this replica stopped leading: whoever leads next announces).
+    pub fn clear(&mut self) {
+        self.apps.clear();
+    }
+
+    /// The events one reconcile's report makes.
+    pub fn on_report(&mut self, report: &AppReport, stamp: Stamp<'_>) -> Vec<Event> {
+        let memory = self.apps.entry(report.app.clone()).or_default();
+        let event = |reason: Reason, message: String| Event {
+            at: stamp.at.to_owned(),
+            severity: reason.severity(),
+            reason,
+            app: Some(report.app.clone()),
+            source: Some(stamp.source.to_owned()),
+            message,
+            details: BTreeMap::new(),
+            commit: stamp.commit.map(str::to_owned),
+        };
+        let mut wrote_now = false;
+        for a in &report.actions {
+            if a.error.is_none() && a.landed != Landed::No {
+                memory
+                    .writes
+                    .push((a.description.clone(), a.request_id.clone()));
+                wrote_now = true;
+            }
+        }
+        let mut out = Vec::new();
+        // A rollout's moves are its own events; while it walks, its writes are its steps.
+        let mut walking = false;
+        if let Some(view) = report.rollout.as_ref().filter(|v| !v.canary.is_empty()) {
+            walking = matches!(
+                view.phase.as_str(),
+                "starting" | "progressing" | "waitingForApproval"
+            );
+            let now = (view.canary.clone(), view.phase.clone(), view.step);
+            let before = memory.rollout.replace(now.clone());
+            if let Some(mut e) =
+                rollout_event(before.as_ref(), &now, view, wrote_now, &report.app.name)
+                    .map(|(reason, message)| event(reason, message))
+            {
+                if e.reason == Reason::RolledBack && !view.reason.is_empty() {
+                    e.details.insert("analysis".to_owned(), view.reason.clone());
+                }
+                if let Some(json) = view
+                    .last_check
+                    .as_ref()
+                    .and_then(|c| serde_json::to_string(c).ok())
+                {
+                    e.details.insert("lastCheck".to_owned(), json);
+                }
+                add_ids(&mut e, &memory.writes);
+                match e.reason {
+                    Reason::RolledBack => memory.condition = Condition::RolledBack,
+                    Reason::RolloutPromoted => memory.condition = Condition::Healthy,
+                    _ => {}
+                }
+                memory.writes.clear();
+                memory.progressing = true;
+                walking = true;
+                out.push(e);
+            }
+        }
+        match report.state {
+            AppState::Applying | AppState::Waiting
+                if wrote_now && !memory.progressing && !walking =>
+            {
+                memory.progressing = true;
+                let mut e = event(
+                    Reason::Progressing,
+                    format!("applying: {}", list(&memory.writes)),
+                );
+                add_ids(&mut e, &memory.writes);
+                out.push(e);
+            }
+            AppState::Failing | AppState::Blocked | AppState::Missing => {
+                let problem = report
+                    .error
+                    .as_ref()
+                    .map_or_else(|| report.state.as_str().to_owned(), stable_text);
+                // A first look at a failing app tells nothing unless this replica's own write
+                // failed: the failure was announced by whoever watched it begin.
+                let first_look = memory.condition == Condition::Unknown
+                    && memory.writes.is_empty()
+                    && report.actions.is_empty();
+                if memory.condition != Condition::Failing(problem.clone()) && !first_look {
+                    let mut e = event(Reason::Failed, format!("failed: {problem}"));
+                    add_ids(&mut e, &memory.writes);
+                    if let Some(id) = report.error.as_ref().and_then(request_id) {
+                        e.details.insert("failedRequestId".to_owned(), id);
+                    }
+                    out.push(e);
+                }
+                memory.condition = Condition::Failing(problem);
+                memory.writes.clear();
+                memory.progressing = false;
+            }
+            AppState::InSync | AppState::Suspended | AppState::Progressing
+                if report.requeue.is_none() =>
+            {
+                if matches!(memory.condition, Condition::Failing(_)) {
+                    let mut e = event(
+                        Reason::Recovered,
+                        if memory.writes.is_empty() {
+                            "recovered: in sync again".to_owned()
+                        } else {
+                            format!("recovered: {}", list(&memory.writes))
+                        },
+                    );
+                    add_ids(&mut e, &memory.writes);
+                    out.push(e);
+                } else if !memory.writes.is_empty() && !walking {
+                    let mut e = event(
+                        Reason::Applied,
+                        format!("applied: {}", list(&memory.writes)),
+                    );
+                    add_ids(&mut e, &memory.writes);
+                    out.push(e);
+                }
+                memory.condition = Condition::Healthy;
+                memory.writes.clear();
+                if !walking {
+                    memory.progressing = false;
+                }
+            }
+            AppState::RolledBack if report.requeue.is_none() => {
+                memory.writes.clear();
+                memory.progressing = false;
+            }
+            _ => {}
+        }
+        out
+    }
+}
+
+/// The event a rollout's move from `before` to `now` (new revision, phase, step) makes, if
+/// any.
+fn rollout_event(
+    before: Option<&(String, String, i32)>,
+    now: &(String, String, i32),
+    view: &crate::rollout::decide::RolloutView,
+    wrote: bool,
+    app: &str,
+) -> Option<(Reason, String)> {
+    // A first look tells only what this replica itself did.
+    if before == Some(now) || (before.is_none() && !wrote) {
+        return None;
+    }
+    let same_revision = before.is_some_and(|b| b.0 == now.0);
+    let step = |what: &str| {
+        format!(
+            "rollout of {}: {what} step {} of {}, {}% of traffic",
+            view.canary,
+            view.step + 1,
+            view.steps.len(),
+            view.weight
+        )
+    };
+    match view.phase.as_str() {
+        "starting" if !same_revision => Some((
+            Reason::Progressing,
+            format!("rollout of {} started", view.canary),
+        )),
+        // Step -1: the new revision is starting, not a step yet.
+        "progressing" if view.step >= 0 => Some((Reason::RolloutStep, step("at"))),
+        "waitingForApproval" => Some((
+            Reason::RolloutStep,
+            format!(
+                "{}; approve with `aca-reconciler rollout promote {app}`",
+                step("waiting for approval at")
+            ),
+        )),
+        "promoted" if same_revision => Some((
+            Reason::RolloutPromoted,
+            format!("rollout promoted {} to all traffic", view.canary),
+        )),
+        "rolledBack" => Some((
+            Reason::RolledBack,
+            format!(
+                "rollout of {} rolled back: all traffic is on {} again",
+                view.canary, view.stable
+            ),
+        )),
+        _ => None,
+    }
+}
+
+/// The writes, for a message: "a; b; c".
+fn list(writes: &[(String, Option<String>)]) -> String {
+    let mut seen: Vec<&str> = Vec::new();
+    for (w, _) in writes {
+        if !seen.contains(&w.as_str()) {
+            seen.push(w);
+        }
+    }
+    seen.join("; ")
+}
+
+/// Azure's request ids of the writes, in `details`.
+fn add_ids(e: &mut Event, writes: &[(String, Option<String>)]) {
+    let ids: Vec<&str> = writes.iter().filter_map(|(_, id)| id.as_deref()).collect();
+    if !ids.is_empty() {
+        e.details.insert("requestIds".to_owned(), ids.join(" "));
+    }
+}
+
+/// Azure's request id of a failure, if it has one.
+fn request_id(f: &Failure) -> Option<String> {
+    match f {
+        Failure::Azure(e) => e.request_id().map(str::to_owned),
+        _ => None,
+    }
+}
+
+/// A failure's text without what changes from one try to the next (Azure's request ids), so
+/// a failure repeated on every retry is one problem.
+pub fn stable_text(f: &Failure) -> String {
+    let text = f.to_string();
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(i) = rest.find(" (x-ms-") {
+        out.push_str(&rest[..i]);
+        rest = rest[i..].find(')').map_or("", |j| &rest[i + j + 1..]);
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::apply::{ActionRecord, Awaited, Requeue, Wait};
+    use crate::plan::{Action, Blocked};
+    use crate::rollout::decide::RolloutView;
+    use crate::rollout::{Step, Strategy};
+
+    fn key() -> AppKey {
+        AppKey::new("00000000-0000-0000-0000-000000000001", "rg-shop", "ca-user")
+    }
+
+    const STAMP: Stamp<'static> = Stamp {
+        at: "2026-12-05T06:00:00Z",
+        source: "apps/user.yaml:4:9",
+        commit: Some("0123456789abcdef0123456789abcdef01234567"),
+    };
+
+    fn report(state: AppState) -> AppReport {
+        AppReport::new(key(), state)
+    }
+
+    fn wrote(mut r: AppReport, what: &str, id: &str) -> AppReport {
+        r.actions.push(ActionRecord {
+            description: what.to_owned(),
+            action: Action::Activate {
+                revision: "ca-user--r2".to_owned(),
+            },
+            error: None,
+            request_id: Some(id.to_owned()),
+            landed: Landed::Yes,
+            ms: 12,
+        });
+        r
+    }
+
+    fn waiting(mut r: AppReport) -> AppReport {
+        r.requeue = Some(Requeue {
+            after: Duration::from_secs(2),
+            wait: Wait {
+                on: Awaited::Revision("ca-user--r2".to_owned()),
+                since: tokio::time::Instant::now(),
+                ours: true,
+                check: None,
+            },
+        });
+        r
+    }
+
+    fn reasons(events: &[Event]) -> Vec<Reason> {
+        events.iter().map(|e| e.reason).collect()
+    }
+
+    fn latest_failed(r: &str) -> Failure {
+        Failure::Blocked(Blocked::LatestFailed {
+            revision: r.to_owned(),
+            why: "ImagePullBackOff".to_owned(),
+        })
+    }
+
+    #[test]
+    fn the_steady_state_says_nothing() {
+        let mut t = Tracker::new();
+        for _ in 0..3 {
+            assert!(t.on_report(&report(AppState::InSync), STAMP).is_empty());
+        }
+    }
+
+    #[test]
+    fn a_change_is_progressing_then_applied_once_with_its_request_ids() {
+        let mut t = Tracker::new();
+        let e = t.on_report(
+            &waiting(wrote(report(AppState::Applying), "image v1 -> v2", "req-1")),
+            STAMP,
+        );
+        assert_eq!(reasons(&e), [Reason::Progressing]);
+        assert_eq!(e[0].message, "applying: image v1 -> v2");
+        // Still waiting: nothing more.
+        assert!(
+            t.on_report(&waiting(report(AppState::Applying)), STAMP)
+                .is_empty()
+        );
+        let e = t.on_report(
+            &wrote(report(AppState::InSync), "traffic 0 -> 100", "req-2"),
+            STAMP,
+        );
+        assert_eq!(reasons(&e), [Reason::Applied]);
+        assert_eq!(e[0].message, "applied: image v1 -> v2; traffic 0 -> 100");
+        assert_eq!(e[0].details["requestIds"], "req-1 req-2");
+        assert_eq!(e[0].severity, crate::notify::Severity::Info);
+        assert_eq!(e[0].commit.as_deref(), STAMP.commit);
+        assert!(t.on_report(&report(AppState::InSync), STAMP).is_empty());
+    }
+
+    #[test]
+    fn a_bad_image_is_one_failure_and_one_recovery() {
+        let mut t = Tracker::new();
+        t.on_report(
+            &waiting(wrote(
+                report(AppState::Applying),
+                "image v1 -> bad",
+                "req-1",
+            )),
+            STAMP,
+        );
+        let mut failed = report(AppState::Blocked);
+        failed.error = Some(latest_failed("ca-user--bad"));
+        let e = t.on_report(&failed, STAMP);
+        assert_eq!(reasons(&e), [Reason::Failed]);
+        assert_eq!(e[0].severity, crate::notify::Severity::Error);
+        assert!(
+            e[0].message.contains("ca-user--bad failed to start"),
+            "{}",
+            e[0].message
+        );
+        // Re-planned at the next resync: the same problem is not told again.
+        assert!(t.on_report(&failed, STAMP).is_empty());
+        // The fix: one Progressing, then Recovered (not Applied as well).
+        let e = t.on_report(
+            &waiting(wrote(
+                report(AppState::Applying),
+                "image bad -> v3",
+                "req-3",
+            )),
+            STAMP,
+        );
+        assert_eq!(reasons(&e), [Reason::Progressing]);
+        let e = t.on_report(&report(AppState::InSync), STAMP);
+        assert_eq!(reasons(&e), [Reason::Recovered]);
+        assert_eq!(e[0].message, "recovered: image bad -> v3");
+        assert!(t.on_report(&report(AppState::InSync), STAMP).is_empty());
+    }
+
+    #[test]
+    fn a_first_look_tells_only_what_this_replica_did() {
+        let mut t = Tracker::new();
+        let mut failed = report(AppState::Blocked);
+        failed.error = Some(latest_failed("ca-user--bad"));
+        assert!(t.on_report(&failed, STAMP).is_empty());
+        // Its recovery is news.
+        let e = t.on_report(&report(AppState::InSync), STAMP);
+        assert_eq!(reasons(&e), [Reason::Recovered]);
+        // A replica whose own first write fails says so.
+        let mut t = Tracker::new();
+        let mut own = wrote(report(AppState::Failing), "replicas 1-3 -> 2-5", "req-9");
+        own.error = Some(Failure::Unreadable("HTTP 500".to_owned()));
+        assert_eq!(reasons(&t.on_report(&own, STAMP)), [Reason::Failed]);
+    }
+
+    #[test]
+    fn a_failure_repeated_with_new_request_ids_is_one_problem() {
+        let text = "PATCH /x: HTTP 500 InternalError: boom (x-ms-request-id abc-123)";
+        let f = Failure::Unreadable(text.to_owned());
+        assert_eq!(
+            stable_text(&f),
+            "cannot read the app: PATCH /x: HTTP 500 InternalError: boom"
+        );
+        let mut t = Tracker::new();
+        let mut a = wrote(report(AppState::Failing), "w", "r1");
+        a.error = Some(f);
+        let mut b = report(AppState::Failing);
+        b.error = Some(Failure::Unreadable(text.replace("abc-123", "def-456")));
+        assert_eq!(t.on_report(&a, STAMP).len(), 1);
+        assert!(t.on_report(&b, STAMP).is_empty());
+    }
+
+    fn rollout(phase: &str, step: i32, weight: u32) -> RolloutView {
+        RolloutView {
+            strategy: Strategy::Canary,
+            phase: phase.to_owned(),
+            step,
+            steps: vec![
+                Step {
+                    weight: 20,
+                    pause_ms: 60_000,
+                },
+                Step {
+                    weight: 50,
+                    pause_ms: 60_000,
+                },
+            ],
+            weight,
+            stable: "ca-user--v1".to_owned(),
+            canary: "ca-user--v2".to_owned(),
+            failed_checks: 0,
+            max_failed_checks: Some(2),
+            since: STAMP.at.to_owned(),
+            reason: String::new(),
+            last_check: None,
+            command: None,
+        }
+    }
+
+    fn in_rollout(state: AppState, view: RolloutView) -> AppReport {
+        let mut r = report(state);
+        r.rollout = Some(view);
+        r
+    }
+
+    #[test]
+    fn a_rollout_tells_its_start_steps_and_promotion_and_nothing_while_it_holds() {
+        let mut t = Tracker::new();
+        let idle = |t: &mut Tracker| {
+            t.on_report(
+                &in_rollout(AppState::InSync, rollout("promoted", 1, 100)),
+                STAMP,
+            )
+        };
+        let start = waiting(wrote(
+            in_rollout(AppState::Applying, rollout("starting", -1, 0)),
+            "image v1 -> v2",
+            "req-1",
+        ));
+        assert_eq!(reasons(&t.on_report(&start, STAMP)), [Reason::Progressing]);
+        let step0 = wrote(
+            in_rollout(AppState::Progressing, rollout("progressing", 0, 20)),
+            "traffic 0 -> 20",
+            "req-2",
+        );
+        let e = t.on_report(&step0, STAMP);
+        assert_eq!(reasons(&e), [Reason::RolloutStep]);
+        assert_eq!(
+            e[0].message,
+            "rollout of ca-user--v2: at step 1 of 2, 20% of traffic"
+        );
+        // Holding the step: nothing.
+        let hold = in_rollout(AppState::Progressing, rollout("progressing", 0, 20));
+        assert!(t.on_report(&hold, STAMP).is_empty());
+        let e = t.on_report(
+            &wrote(
+                in_rollout(AppState::InSync, rollout("promoted", 1, 100)),
+                "traffic 20 -> 100",
+                "req-3",
+            ),
+            STAMP,
+        );
+        assert_eq!(reasons(&e), [Reason::RolloutPromoted]);
+        assert!(idle(&mut t).is_empty());
+    }
+
+    #[test]
+    fn a_rollback_is_an_error_with_its_numbers_and_not_repeated() {
+        let mut t = Tracker::new();
+        t.on_report(
+            &in_rollout(AppState::Progressing, rollout("progressing", 0, 20)),
+            STAMP,
+        );
+        let mut back = rollout("rolledBack", 0, 0);
+        back.reason = "success rate 80.0% < 99% (2 failed checks)".to_owned();
+        let r = wrote(
+            in_rollout(AppState::RolledBack, back),
+            "traffic 20 -> 0",
+            "req-4",
+        );
+        let e = t.on_report(&r, STAMP);
+        assert_eq!(reasons(&e), [Reason::RolledBack]);
+        assert_eq!(e[0].severity, crate::notify::Severity::Error);
+        assert_eq!(
+            e[0].details["analysis"],
+            "success rate 80.0% < 99% (2 failed checks)"
+        );
+        let mut again = in_rollout(AppState::RolledBack, rollout("rolledBack", 0, 0));
+        again.actions.clear();
+        assert!(t.on_report(&again, STAMP).is_empty());
+    }
+}
