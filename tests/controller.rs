@@ -384,6 +384,8 @@ fn two_replicas_one_leader_and_the_other_takes_over_when_it_dies() {
     );
 
     // kill -9 the leader: B takes over once the lease lapses (15 s) and acts.
+    let told_by_a = app_events(&ea);
+    assert!(!told_by_a.is_empty(), "A told what it did");
     a.0.kill().unwrap();
     let killed = Instant::now();
     wait_for("B to lead after A died", Duration::from_secs(30), || {
@@ -401,6 +403,27 @@ fn two_replicas_one_leader_and_the_other_takes_over_when_it_dies() {
         writes(&base) > before
     });
     assert!(requests_sent(&eb, true) > 0.0, "B acts now");
+    // B tells that it leads and what it did, never what it found A had done: A told that.
+    wait_for("B's event about its write", Duration::from_secs(10), || {
+        app_events(&eb).iter().any(|e| e["reason"] == "Applied")
+    });
+    let told = app_events(&eb);
+    let same = |x: &Value, y: &Value| {
+        x["reason"] == y["reason"] && x["app"] == y["app"] && x["message"] == y["message"]
+    };
+    for e in &told {
+        assert!(e["details"]["requestIds"].is_string(), "B told of something it did not do: {e}");
+        assert!(!told_by_a.iter().any(|a| same(a, e)), "B repeated A's event: {e}");
+    }
+    let all: Value = serde_json::from_str(&get(&format!("{eb}/status")).1).unwrap();
+    assert!(
+        all["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["reason"] == "LeadershipGained"),
+        "{all}"
+    );
 
     // A clean stop releases the lease: a restarted A takes over at its next try, not 15 s later.
     drop(a);
@@ -439,6 +462,18 @@ fn two_replicas_one_leader_and_the_other_takes_over_when_it_dies() {
     println!(
         "leader election: takeover {takeover:?} after kill -9 of the leader (lease 15 s), {handover:?} after a clean stop"
     );
+}
+
+/// The events in a replica's `/status` that are about an app.
+fn app_events(ep: &str) -> Vec<Value> {
+    let status: Value = serde_json::from_str(&get(&format!("{ep}/status")).1).unwrap();
+    status["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["app"].is_object())
+        .cloned()
+        .collect()
 }
 
 /// An ARM call to the simulator as an operator would make it (`az containerapp ...`): the
