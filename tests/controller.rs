@@ -412,8 +412,14 @@ fn two_replicas_one_leader_and_the_other_takes_over_when_it_dies() {
         x["reason"] == y["reason"] && x["app"] == y["app"] && x["message"] == y["message"]
     };
     for e in &told {
-        assert!(e["details"]["requestIds"].is_string(), "B told of something it did not do: {e}");
-        assert!(!told_by_a.iter().any(|a| same(a, e)), "B repeated A's event: {e}");
+        assert!(
+            e["details"]["requestIds"].is_string(),
+            "B told of something it did not do: {e}"
+        );
+        assert!(
+            !told_by_a.iter().any(|a| same(a, e)),
+            "B repeated A's event: {e}"
+        );
     }
     let all: Value = serde_json::from_str(&get(&format!("{eb}/status")).1).unwrap();
     assert!(

@@ -268,15 +268,62 @@ fn rollout_event(
     }
 }
 
-/// The writes, for a message: "a; b; c".
+/// The writes, for a message: "a; b; c", without timestamps (a message is stable).
 fn list(writes: &[(String, Option<String>)]) -> String {
-    let mut seen: Vec<&str> = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
     for (w, _) in writes {
-        if !seen.contains(&w.as_str()) {
+        let w = without_times(w);
+        if !seen.contains(&w) {
             seen.push(w);
         }
     }
     seen.join("; ")
+}
+
+/// `text` with each RFC 3339 time (`2026-12-05T06:11:45+00:00`, `...Z`, fractions) taken out:
+/// a tag like `3@2026-12-05T06:11:45+00:00` reads `3@…`.
+pub fn without_times(text: &str) -> String {
+    let b = text.as_bytes();
+    let digits = |at: usize, n: usize| {
+        b.get(at..at + n)
+            .is_some_and(|d| d.iter().all(u8::is_ascii_digit))
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    let mut copied = 0;
+    while i < b.len() {
+        let is_time = digits(i, 4)
+            && b.get(i + 4) == Some(&b'-')
+            && digits(i + 5, 2)
+            && b.get(i + 7) == Some(&b'-')
+            && digits(i + 8, 2)
+            && b.get(i + 10) == Some(&b'T')
+            && digits(i + 11, 2)
+            && b.get(i + 13) == Some(&b':')
+            && digits(i + 14, 2);
+        if !is_time {
+            i += 1;
+            continue;
+        }
+        let mut end = i + 16;
+        while end < b.len() && (b[end].is_ascii_digit() || matches!(b[end], b':' | b'.')) {
+            end += 1;
+        }
+        if b.get(end) == Some(&b'Z') {
+            end += 1;
+        } else if matches!(b.get(end), Some(b'+' | b'-')) && digits(end + 1, 2) {
+            end += 3;
+            if b.get(end) == Some(&b':') && digits(end + 1, 2) {
+                end += 3;
+            }
+        }
+        out.push_str(&text[copied..i]);
+        out.push('…');
+        copied = end;
+        i = end;
+    }
+    out.push_str(&text[copied..]);
+    out
 }
 
 /// Azure's request ids of the writes, in `details`.
@@ -295,8 +342,8 @@ fn request_id(f: &Failure) -> Option<String> {
     }
 }
 
-/// A failure's text without what changes from one try to the next (Azure's request ids), so
-/// a failure repeated on every retry is one problem.
+/// A failure's text without what changes from one try to the next (Azure's request ids,
+/// times), so a failure repeated on every retry is one problem.
 pub fn stable_text(f: &Failure) -> String {
     let text = f.to_string();
     let mut out = String::with_capacity(text.len());
@@ -306,7 +353,7 @@ pub fn stable_text(f: &Failure) -> String {
         rest = rest[i..].find(')').map_or("", |j| &rest[i + j + 1..]);
     }
     out.push_str(rest);
-    out
+    without_times(&out)
 }
 
 #[cfg(test)]
@@ -369,6 +416,19 @@ mod tests {
             revision: r.to_owned(),
             why: "ImagePullBackOff".to_owned(),
         })
+    }
+
+    #[test]
+    fn messages_carry_no_times() {
+        assert_eq!(
+            without_times(
+                "~ tag aca-reconciler-restart-pending: 3@2026-12-05T06:11:45+00:00 (restarts)"
+            ),
+            "~ tag aca-reconciler-restart-pending: 3@… (restarts)"
+        );
+        assert_eq!(without_times("at 2026-12-05T06:11:45.123Z."), "at ….");
+        assert_eq!(without_times("v1.2.0 -> v1.3.0"), "v1.2.0 -> v1.3.0");
+        assert_eq!(without_times("2026-12-05"), "2026-12-05");
     }
 
     #[test]
