@@ -269,9 +269,7 @@ pub(super) fn secret_in(text: &str) -> Option<&'static str> {
         }
     }
     if lower.contains("hooks.slack.com/services/") {
-        return Some(
-            "a Slack webhook path (hooks.slack.com/services/...), which is the credential",
-        );
+        return Some("a Slack webhook path (hooks.slack.com/services/..., the credential itself)");
     }
     let random = text.split(|c: char| !c.is_ascii_alphanumeric()).any(|run| {
         run.len() >= 20
