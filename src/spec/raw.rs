@@ -576,7 +576,7 @@ pub struct NotificationSpec {
     /// webhook: the HMAC key (optional; signs `X-Signature: sha256=<hex>`). github: the token
     /// (`statuses:write`), required. Only `{fromEnv: NAME}` or `{fromFile: /path}`.
     #[serde(default, deserialize_with = "named_secret")]
-    #[schemars(with = "SecretSource")]
+    #[schemars(with = "SecretSource", transform = no_default)]
     pub secret: Option<SecretSource>,
     /// github: the desired-state repository, `owner/repo`.
     #[schemars(regex(pattern = r"^[A-Za-z0-9-]+/[A-Za-z0-9._-]+$"))]
@@ -591,7 +591,7 @@ pub struct NotificationSpec {
     /// Only events of these reasons. Left out: every reason but `Progressing` (a `github`
     /// target uses every reason it has a commit state for).
     #[serde(default)]
-    #[schemars(schema_with = "reason_names")]
+    #[schemars(schema_with = "reason_names", transform = no_default)]
     pub reasons: Option<Vec<String>>,
     /// Only events about these apps (every condition given must hold). Events about no app
     /// (a rejected file, leadership) pass.
@@ -779,6 +779,11 @@ fn named_secret<'de, D: serde::Deserializer<'de>>(
         }
     }
     deserializer.deserialize_any(Visitor).map(Some)
+}
+
+/// Left out means what the field's doc says, not `null` (which editors would offer to write).
+fn no_default(schema: &mut schemars::Schema) {
+    schema.remove("default");
 }
 
 /// `reasons`: names of [`crate::notify::Reason`].
