@@ -50,7 +50,7 @@ fn validate_reports_every_problem_of_every_file_and_exits_1() {
         "./a.yaml:5:3: spec.replicas: min (5) is greater than max (2); min must not exceed max\n\
          ./a.yaml:6:3: spec.traffic: weights sum to 60; they must sum to 100\n\
          ./sub/b.yaml:1:1: apiVersion is missing; write `apiVersion: aca-reconciler/v1`\n\
-         ./sub/b.yaml:1:1: kind: `Gadget` is unknown; expected one of Defaults, ContainerApp, RegistryRetention\n\
+         ./sub/b.yaml:1:1: kind: `Gadget` is unknown; expected one of Defaults, ContainerApp, RegistryRetention, Notification\n\
          invalid: 4 problems in 2 documents in 2 files (0 apps, 0 registry policies)\n"
     );
 }

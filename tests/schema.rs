@@ -120,6 +120,9 @@ const SCHEMA_REJECTS: &[&str] = &[
     "defaults-unknown-field",
     "document-is-a-list",
     "document-is-a-scalar",
+    "notification-teams-inline-url",
+    "notification-github-missing-token",
+    "notification-unknown-reason",
 ];
 
 #[test]

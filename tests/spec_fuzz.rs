@@ -17,6 +17,7 @@ const SEEDS: &[&str] = &[
     include_str!("../desired-state/dev/apps.yaml"),
     include_str!("../desired-state/dev/registry-retention.yaml"),
     include_str!("../desired-state/prod/_defaults.yaml"),
+    include_str!("../examples/notifications/notifications.yaml"),
 ];
 
 const TOKENS: &[&str] = &[
@@ -112,7 +113,11 @@ fn check(bytes: &[u8]) -> Vec<String> {
     // Validation of whatever parsed must not panic either.
     let loaded = validate::assemble(&[file], &LoadOptions::default());
     if !loaded.diagnostics.is_empty() {
-        assert!(loaded.state.apps.is_empty() && loaded.state.registries.is_empty());
+        assert!(
+            loaded.state.apps.is_empty()
+                && loaded.state.registries.is_empty()
+                && loaded.state.notifications.is_empty()
+        );
     }
     loaded.diagnostics.iter().map(ToString::to_string).collect()
 }

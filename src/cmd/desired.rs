@@ -73,8 +73,17 @@ fn write_validate_text(loaded: &spec::load::Loaded, out: &mut dyn Write) -> std:
     for d in &loaded.diagnostics {
         writeln!(out, "{d}")?;
     }
+    // Notification targets are named only when there are some, so trees without them read
+    // as before.
+    let notifications = match loaded.state.notifications.len() {
+        0 => String::new(),
+        n => format!(
+            ", {}",
+            plural(n, "notification target", "notification targets")
+        ),
+    };
     let summary = format!(
-        "{} in {} ({}, {})",
+        "{} in {} ({}, {}{notifications})",
         plural(loaded.documents, "document", "documents"),
         plural(loaded.files, "file", "files"),
         plural(loaded.state.apps.len(), "app", "apps"),
@@ -98,12 +107,14 @@ fn write_validate_text(loaded: &spec::load::Loaded, out: &mut dyn Write) -> std:
 fn write_validate_json(loaded: &spec::load::Loaded, out: &mut dyn Write) -> std::io::Result<()> {
     let apps: Vec<_> = loaded.state.apps.keys().collect();
     let registries: Vec<_> = loaded.state.registries.iter().map(|r| &r.name).collect();
+    let notifications: Vec<_> = loaded.state.notifications.iter().map(|n| &n.name).collect();
     let report = serde_json::json!({
         "valid": loaded.diagnostics.is_empty(),
         "files": loaded.files,
         "documents": loaded.documents,
         "apps": apps,
         "registryRetentions": registries,
+        "notifications": notifications,
         "diagnostics": loaded.diagnostics,
     });
     serde_json::to_writer_pretty(&mut *out, &report)?;

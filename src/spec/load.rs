@@ -25,7 +25,10 @@ use serde_yaml::Value;
 
 use super::index::{self, DocIndex, Pos, SourceIndex};
 use super::nesting;
-use super::raw::{API_VERSION, ContainerAppDocument, DefaultsDocument, RegistryRetentionDocument};
+use super::raw::{
+    API_VERSION, ContainerAppDocument, DefaultsDocument, NotificationDocument,
+    RegistryRetentionDocument,
+};
 use super::validate;
 use super::{DesiredState, Diagnostic};
 
@@ -33,7 +36,12 @@ use super::{DesiredState, Diagnostic};
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// The document kinds this release reads, in the order messages list them.
-pub const KINDS: [&str; 3] = ["Defaults", "ContainerApp", "RegistryRetention"];
+pub const KINDS: [&str; 4] = [
+    "Defaults",
+    "ContainerApp",
+    "RegistryRetention",
+    "Notification",
+];
 
 /// Settings that come from the command line rather than from the documents.
 #[derive(Debug, Clone, Default)]
@@ -51,6 +59,8 @@ pub enum RawDocument {
     ContainerApp(Box<ContainerAppDocument>),
     /// `kind: RegistryRetention`.
     RegistryRetention(RegistryRetentionDocument),
+    /// `kind: Notification`.
+    Notification(Box<NotificationDocument>),
 }
 
 /// A raw document together with the positions of its keys.
@@ -471,6 +481,9 @@ fn parse_document(mut value: Value, positions: &DocIndex) -> Result<RawDocument,
         "ContainerApp" => {
             typed(&mut value, positions).map(|d| RawDocument::ContainerApp(Box::new(d)))
         }
+        "Notification" => {
+            typed(&mut value, positions).map(|d| RawDocument::Notification(Box::new(d)))
+        }
         _ => typed(&mut value, positions).map(RawDocument::RegistryRetention),
     };
     match typed {
@@ -714,7 +727,7 @@ fn humanize(message: &str) -> String {
 
 /// The allowed name nearest to a misspelt one, if it is near enough to be a typo (or the
 /// typo is the start of it, such as `multi` for `multiple`).
-fn closest<'a>(typo: &str, names: &[&'a str]) -> Option<&'a str> {
+pub(super) fn closest<'a>(typo: &str, names: &[&'a str]) -> Option<&'a str> {
     let lower = typo.to_ascii_lowercase();
     if lower.len() >= 4
         && let Some(n) = names

@@ -9,7 +9,8 @@
 //! 2. [`validate`] applies `Defaults` inheritance and every rule of the contract, collecting
 //!    *all* problems as [`Diagnostic`]s (`FILE:LINE:COLUMN: message`), and turns the raw
 //!    documents into the checked types below.
-//! 3. The result is a [`DesiredState`]: apps keyed by [`AppKey`], and registry policies.
+//! 3. The result is a [`DesiredState`]: apps keyed by [`AppKey`], registry policies, and
+//!    notification targets.
 //!
 //! A file with any problem contributes nothing: a half-read file never becomes desired state.
 //! The per-file result ([`load::ParsedFile`]) is what the controller keeps as "last good" so

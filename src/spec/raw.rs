@@ -485,3 +485,316 @@ pub struct RegistryRetentionSpec {
     /// Also delete the image (manifest) once no kept or protected tag points at its digest.
     pub delete_images: Option<bool>,
 }
+
+/// Where the controller tells people what it did: Microsoft Teams, Slack, a JSON webhook, or
+/// commit statuses on GitHub.
+///
+/// Not per app, so `Defaults` do not apply. Secrets are never written here: a URL that is a
+/// secret (Teams, Slack) or a token is named by `fromEnv` or `fromFile` and read when a
+/// message is sent; `validate` refuses an inline URL that carries a query string, credentials
+/// or a token-looking value.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(title = "Notification")]
+pub struct NotificationDocument {
+    /// Always `aca-reconciler/v1`.
+    pub api_version: ApiVersion,
+    /// Always `Notification`.
+    pub kind: NotificationKind,
+    /// Names this target in logs, metrics (`target` label) and `/status`; unique among
+    /// Notifications.
+    pub metadata: NotificationMetadata,
+    /// Where to send, and which events.
+    pub spec: NotificationSpec,
+}
+
+/// `kind: Notification`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema)]
+pub enum NotificationKind {
+    /// A target for the controller's events.
+    Notification,
+}
+
+/// `metadata` of a Notification.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NotificationMetadata {
+    /// 1-63 letters, digits, `.`, `_` and `-`, starting with a letter or digit. Shown
+    /// wherever the target is named (never its URL).
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    )]
+    pub name: String,
+}
+
+/// `spec` of a Notification.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("allOf" = [
+    {
+        "if": {"properties": {"type": {"const": "teams"}}},
+        "then": {
+            "required": ["url"],
+            "properties": {"url": {"type": "object"}},
+            "not": {"anyOf": [{"required": ["secret"]}, {"required": ["repository"]}, {"required": ["apiUrl"]}]}
+        }
+    },
+    {
+        "if": {"properties": {"type": {"const": "slack"}}},
+        "then": {
+            "required": ["url"],
+            "properties": {"url": {"type": "object"}},
+            "not": {"anyOf": [{"required": ["secret"]}, {"required": ["repository"]}, {"required": ["apiUrl"]}]}
+        }
+    },
+    {
+        "if": {"properties": {"type": {"const": "webhook"}}},
+        "then": {
+            "required": ["url"],
+            "not": {"anyOf": [{"required": ["repository"]}, {"required": ["apiUrl"]}]}
+        }
+    },
+    {
+        "if": {"properties": {"type": {"const": "github"}}},
+        "then": {
+            "required": ["repository", "secret"],
+            "not": {"required": ["url"]}
+        }
+    }
+]))]
+pub struct NotificationSpec {
+    /// `teams` (a Workflows webhook, "When a Teams webhook request is received"), `slack` (an
+    /// incoming webhook), `webhook` (JSON, signed with `secret` if given) or `github` (commit
+    /// statuses on the desired-state commit).
+    #[serde(rename = "type")]
+    pub kind: NotificationType,
+    /// teams, slack, webhook: where to POST. Teams and Slack URLs are secrets (a signature, a
+    /// secret path): name them, `{fromEnv: NAME}` or `{fromFile: /path}`. A webhook URL may be
+    /// written inline when it holds no secret (no query string, no `user:pass@`, no token).
+    pub url: Option<UrlSource>,
+    /// webhook: the HMAC key (optional; signs `X-Signature: sha256=<hex>`). github: the token
+    /// (`statuses:write`), required. Only `{fromEnv: NAME}` or `{fromFile: /path}`.
+    #[serde(default, deserialize_with = "named_secret")]
+    #[schemars(with = "SecretSource", transform = no_default)]
+    pub secret: Option<SecretSource>,
+    /// github: the desired-state repository, `owner/repo`.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9-]+/[A-Za-z0-9._-]+$"))]
+    pub repository: Option<String>,
+    /// github: the API's base URL for GitHub Enterprise Server (`https://HOST/api/v3`); left
+    /// out, the `--github-api-url` flag's (by default `https://api.github.com`).
+    #[schemars(regex(pattern = r"^https?://[^\s?#@]+$"))]
+    pub api_url: Option<String>,
+    /// `info` (default): every event; `error`: errors only (Failed, RolledBack,
+    /// DesiredStateRejected).
+    pub severity: Option<NotificationSeverity>,
+    /// Only events of these reasons. Left out: every reason but `Progressing` (a `github`
+    /// target uses every reason it has a commit state for).
+    #[serde(default)]
+    #[schemars(schema_with = "reason_names", transform = no_default)]
+    pub reasons: Option<Vec<String>>,
+    /// Only events about these apps (every condition given must hold). Events about no app
+    /// (a rejected file, leadership) pass.
+    pub apps: Option<AppsFilter>,
+    /// Identical events are sent once per window (`5m`, default; `30s`, `1h`).
+    #[schemars(regex(pattern = r"^[0-9]+[smhd]$"))]
+    pub window: Option<String>,
+}
+
+/// `spec.type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NotificationType {
+    /// Microsoft Teams through a Workflows webhook: an Adaptive Card.
+    Teams,
+    /// A Slack incoming webhook.
+    Slack,
+    /// A generic JSON webhook.
+    Webhook,
+    /// GitHub commit status, context `aca-reconciler/<app>`.
+    Github,
+}
+
+impl NotificationType {
+    /// As `type:` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationType::Teams => "teams",
+            NotificationType::Slack => "slack",
+            NotificationType::Webhook => "webhook",
+            NotificationType::Github => "github",
+        }
+    }
+}
+
+/// `spec.severity`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NotificationSeverity {
+    /// Every event.
+    Info,
+    /// Errors only.
+    Error,
+}
+
+/// `spec.apps`: every condition given must hold.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AppsFilter {
+    /// App names, with the wildcards `*` (any run of characters) and `?` (one character):
+    /// `["user-*", "cart-?"]`.
+    #[schemars(length(min = 1), inner(regex(pattern = r"^[a-z0-9*?-]+$")))]
+    pub names: Option<Vec<String>>,
+    /// Resource groups (compared without regard to case).
+    #[schemars(length(min = 1), inner(length(min = 1, max = 90)))]
+    pub resource_groups: Option<Vec<String>>,
+    /// Directories of the desired-state tree, relative to its root (`prod/eu`): apps written
+    /// in a file under one of them.
+    #[schemars(length(min = 1), inner(length(min = 1)))]
+    pub directories: Option<Vec<String>>,
+}
+
+/// A URL written inline, or named by an environment variable or a file.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum UrlSource {
+    /// `url: https://...` (webhook only, and only without a secret in it).
+    Inline(String),
+    /// `url: {fromEnv: NAME}` or `url: {fromFile: /path}`.
+    Named(SecretSource),
+}
+
+/// What a misplaced value is told, without the value (it may be a secret).
+const NAMED_HINT: &str = "write {fromEnv: NAME} or {fromFile: /path}";
+
+impl<'de> Deserialize<'de> for UrlSource {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = UrlSource;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "a URL, or {NAMED_HINT}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<UrlSource, E> {
+                Ok(UrlSource::Inline(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<UrlSource, A::Error> {
+                SecretSource::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(UrlSource::Named)
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<UrlSource, E> {
+                Err(E::custom(format!("expected a URL, or {NAMED_HINT}")))
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<UrlSource, E> {
+                Err(E::custom(format!("expected a URL, or {NAMED_HINT}")))
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<UrlSource, E> {
+                Err(E::custom(format!("expected a URL, or {NAMED_HINT}")))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<UrlSource, E> {
+                Err(E::custom(format!("expected a URL, or {NAMED_HINT}")))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<UrlSource, E> {
+                Err(E::custom(format!("is empty; {NAMED_HINT}")))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl JsonSchema for UrlSource {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "UrlSource".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let named = generator.subschema_for::<SecretSource>();
+        schemars::json_schema!({
+            "description": "A URL: inline (webhook only; no query string, no `user:pass@`, no token in it), or named by `{fromEnv: NAME}` / `{fromFile: /path}`.",
+            "anyOf": [
+                {
+                    "type": "string",
+                    "pattern": "^https?://[^\\s?#@]+$",
+                    "description": "An http(s) URL with no secret in it."
+                },
+                named
+            ]
+        })
+    }
+}
+
+/// A secret named, never written: exactly one of `fromEnv` and `fromFile`. It is read when a
+/// message is sent, so a rotated secret is used without a restart, and `validate` does not
+/// need it.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("oneOf" = [
+    {"required": ["fromEnv"]},
+    {"required": ["fromFile"]}
+]))]
+pub struct SecretSource {
+    /// The environment variable that holds it (`TEAMS_WEBHOOK_URL`).
+    #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))]
+    pub from_env: Option<String>,
+    /// The absolute path of the file that holds it (a mounted Key Vault or Kubernetes
+    /// secret, `/mnt/secrets/teams-url`).
+    #[schemars(regex(pattern = r"^/"))]
+    pub from_file: Option<String>,
+}
+
+/// `secret:` refuses a value written inline, without repeating it: it is a secret.
+fn named_secret<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SecretSource>, D::Error> {
+    struct Visitor;
+    const INLINE: &str = "a secret is never written in the desired state (it would be in git); name where it is: {fromEnv: NAME} or {fromFile: /path}";
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = SecretSource;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(NAMED_HINT)
+        }
+        fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<SecretSource, E> {
+            Err(E::custom(INLINE))
+        }
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<SecretSource, E> {
+            Err(E::custom(INLINE))
+        }
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<SecretSource, E> {
+            Err(E::custom(INLINE))
+        }
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<SecretSource, E> {
+            Err(E::custom(INLINE))
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<SecretSource, E> {
+            Err(E::custom(INLINE))
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<SecretSource, E> {
+            Err(E::custom(format!("is empty; {NAMED_HINT}")))
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<SecretSource, A::Error> {
+            SecretSource::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    deserializer.deserialize_any(Visitor).map(Some)
+}
+
+/// Left out means what the field's doc says, not `null` (which editors would offer to write).
+fn no_default(schema: &mut schemars::Schema) {
+    schema.remove("default");
+}
+
+/// `reasons`: names of [`crate::notify::Reason`].
+fn reason_names(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let names: Vec<&str> = crate::notify::Reason::ALL
+        .iter()
+        .map(|r| r.as_str())
+        .collect();
+    schemars::json_schema!({
+        "type": "array",
+        "minItems": 1,
+        "items": {"enum": names}
+    })
+}

@@ -6,7 +6,9 @@
 use schemars::generate::SchemaSettings;
 use serde_json::{Value, json};
 
-use super::raw::{ContainerAppDocument, DefaultsDocument, RegistryRetentionDocument};
+use super::raw::{
+    ContainerAppDocument, DefaultsDocument, NotificationDocument, RegistryRetentionDocument,
+};
 
 /// Where the schema is published inside a desired-state repository.
 pub const SCHEMA_ID: &str = "https://aca-reconciler.dev/schema/v1/desired-state.json";
@@ -18,6 +20,7 @@ pub fn document_schema() -> Value {
         generator.subschema_for::<ContainerAppDocument>(),
         generator.subschema_for::<DefaultsDocument>(),
         generator.subschema_for::<RegistryRetentionDocument>(),
+        generator.subschema_for::<NotificationDocument>(),
     ];
     let defs: serde_json::Map<String, Value> =
         generator.take_definitions(true).into_iter().collect();

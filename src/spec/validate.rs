@@ -15,7 +15,10 @@ use super::{
     Source, TrafficSpec, TrafficTarget, TrafficTo,
 };
 use crate::duration;
+use crate::notify::NotificationSpec;
 use crate::rollout::{AnalysisSpec, Approval, NoData, Probe, RolloutSpec, Step, Strategy};
+
+mod notification;
 
 /// Collects diagnostics for one document: `problem(path, message)` locates `path` itself.
 struct Checker<'a> {
@@ -64,6 +67,7 @@ pub fn assemble(files: &[ParsedFile], options: &LoadOptions) -> Loaded {
 
     let mut apps: Vec<AppSpec> = Vec::new();
     let mut registries: Vec<RegistryRetention> = Vec::new();
+    let mut notifications: Vec<NotificationSpec> = Vec::new();
     for file in files {
         for ParsedDoc { doc, index } in &file.docs {
             let mut check = Checker {
@@ -87,6 +91,14 @@ pub fn assemble(files: &[ParsedFile], options: &LoadOptions) -> Loaded {
                         registries.push(r);
                     }
                 }
+                // Not per app: no Defaults apply.
+                RawDocument::Notification(d) => {
+                    if let Some(n) =
+                        notification::check(d, &mut check).filter(|_| check.out.is_empty())
+                    {
+                        notifications.push(n);
+                    }
+                }
             }
             diagnostics.extend(check.out);
         }
@@ -94,6 +106,7 @@ pub fn assemble(files: &[ParsedFile], options: &LoadOptions) -> Loaded {
 
     report_duplicate_apps(&apps, &mut diagnostics);
     report_overlapping_registries(&registries, &mut diagnostics);
+    notification::report_duplicates(&notifications, &mut diagnostics);
 
     // A file with any problem contributes nothing, so a half-valid file never reaches Azure.
     let bad_files: BTreeSet<&PathBuf> = diagnostics.iter().map(|d| &d.file).collect();
@@ -105,6 +118,10 @@ pub fn assemble(files: &[ParsedFile], options: &LoadOptions) -> Loaded {
     state.registries = registries
         .into_iter()
         .filter(|r| !bad_files.contains(&r.source.file))
+        .collect();
+    state.notifications = notifications
+        .into_iter()
+        .filter(|n| !bad_files.contains(&n.source.file))
         .collect();
 
     Loaded {
