@@ -329,8 +329,23 @@ async fn github_gets_one_commit_status_per_app_and_state() {
         event(Reason::LeadershipGained, None, "leading"),
     ]);
     s.flush().await;
-    let got = rx.requests();
-    assert_eq!(got.len(), 2, "{got:#?}");
+    let all = rx.requests();
+    assert_eq!(
+        all[0].method, "GET",
+        "the statuses GitHub holds are read first"
+    );
+    assert_eq!(
+        all[0].path,
+        format!("/api/v3/repos/octo-org/desired/commits/{COMMIT}/statuses?per_page=100")
+    );
+    let posts = || -> Vec<_> {
+        rx.requests()
+            .into_iter()
+            .filter(|r| r.method == "POST")
+            .collect()
+    };
+    let got = posts();
+    assert_eq!(got.len(), 2, "{all:#?}");
     for r in &got {
         assert_eq!(r.method, "POST");
         assert_eq!(
@@ -358,7 +373,7 @@ async fn github_gets_one_commit_status_per_app_and_state() {
     s.notifier
         .send(&[event(Reason::Applied, Some("orders"), &long)]);
     s.flush().await;
-    assert_eq!(rx.requests().len(), 2);
+    assert_eq!(posts().len(), 2);
     assert_eq!(s.count("commits", "deduplicated"), 1);
 
     // Pending then failure within one grouping delay: only the last is posted.
@@ -367,10 +382,48 @@ async fn github_gets_one_commit_status_per_app_and_state() {
         event(Reason::RolledBack, Some("web"), "rolled back"),
     ]);
     s.flush().await;
-    let got = rx.requests();
+    let got = posts();
     assert_eq!(got.len(), 3, "{got:#?}");
     assert_eq!(got[2].json()["state"], "failure");
     assert_eq!(got[2].json()["context"], "aca-reconciler/web");
+    assert_eq!(rx.requests().len(), 4, "one read per commit");
+}
+
+#[tokio::test]
+async fn a_new_leader_does_not_post_again_what_github_shows() {
+    let dir = Scratch::new();
+    let rx = Receiver::start();
+    // Newest first, as GitHub lists them: the old leader ended with success for orders.
+    rx.script([Answer::Json(
+        200,
+        serde_json::json!([
+            {"context": "aca-reconciler/orders", "state": "success", "description": "in sync"},
+            {"context": "aca-reconciler/orders", "state": "pending", "description": "applying"},
+            {"context": "ci/build", "state": "success", "description": "in sync"},
+        ])
+        .to_string(),
+    )]);
+    let target = Target::GitHub {
+        repository: "octo-org/desired".to_owned(),
+        token: in_file(&dir, "token", "t"),
+        api_url: Some(rx.url("/gh")),
+    };
+    let s = Setup::new(
+        fast(),
+        &[spec("commits", target, Filter::default())],
+        dir.path(),
+    );
+    s.notifier.send(&[
+        event(Reason::Applied, Some("orders"), "in sync"),
+        event(Reason::Failed, Some("web"), "failed"),
+    ]);
+    s.flush().await;
+    let got = rx.requests();
+    assert_eq!(got.len(), 2, "one read, one post: {got:#?}");
+    assert_eq!(got[0].method, "GET");
+    assert_eq!(got[1].json()["context"], "aca-reconciler/web");
+    assert_eq!(s.count("commits", "deduplicated"), 1);
+    assert_eq!(s.count("commits", "sent"), 1);
 }
 
 #[tokio::test]

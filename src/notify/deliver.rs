@@ -262,6 +262,7 @@ impl Notifier {
             metrics: self.metrics.clone(),
             pending: Arc::clone(&self.pending),
             github_memory: HashMap::new(),
+            github_listed: std::collections::HashSet::new(),
         };
         route.task = Some(runtime.spawn(worker.run(rx, cancel)));
         route.tx = Some(tx);
@@ -484,8 +485,11 @@ struct Worker {
     http: reqwest::Client,
     metrics: NotificationMetrics,
     pending: Arc<watch::Sender<usize>>,
-    /// GitHub: (sha, context) -> (state, description) this process last posted.
+    /// GitHub: (sha, context) -> (state, description) last posted there, by this process or
+    /// (read from GitHub once per commit) by an earlier leader.
     github_memory: HashMap<(String, String), (&'static str, String)>,
+    /// GitHub: the commits whose statuses were read.
+    github_listed: std::collections::HashSet<String>,
 }
 
 impl Worker {
@@ -635,7 +639,7 @@ impl Worker {
             repository,
             token,
             api_url,
-        } = &self.target
+        } = self.target.clone()
         else {
             return;
         };
@@ -668,12 +672,12 @@ impl Worker {
         let prepared = check_url(&api)
             .map_err(|why| format!("the GitHub API URL {why}"))
             .and_then(|_| {
-                valid_repository(repository)
+                valid_repository(&repository)
                     .then_some(())
                     .ok_or_else(|| "the repository must be written OWNER/REPO".to_owned())
             });
         let token = match prepared {
-            Ok(()) => read_secret(token)
+            Ok(()) => read_secret(&token)
                 .await
                 .map_err(|w| format!("the token: {w}")),
             Err(why) => Err(why),
@@ -688,6 +692,9 @@ impl Worker {
         };
         for s in statuses {
             let key = (s.sha.clone(), s.context.clone());
+            if !self.github_memory.contains_key(&key) && !self.github_listed.contains(&s.sha) {
+                self.list_statuses(&api, &repository, &s.sha, &token).await;
+            }
             if self
                 .github_memory
                 .get(&key)
@@ -718,6 +725,56 @@ impl Worker {
             } else {
                 finish(self, Outcome::Failed, 1);
             }
+        }
+    }
+
+    /// Reads the statuses GitHub holds for `sha` (newest first, one page, one try) into the
+    /// memory, so that a new leader does not post again what the old one posted (Flux lists
+    /// them before each post, `internal/notifier/github.go`). Any failure just means posting.
+    async fn list_statuses(&mut self, api: &str, repository: &str, sha: &str, token: &str) {
+        if self.github_listed.len() >= GITHUB_MEMORY_MAX {
+            self.github_listed.clear();
+        }
+        self.github_listed.insert(sha.to_owned());
+        let url = format!("{api}/repos/{repository}/commits/{sha}/statuses?per_page=100");
+        let resp = self
+            .http
+            .get(&url)
+            .bearer_auth(token)
+            .header(reqwest::header::ACCEPT, "application/vnd.github+json")
+            .header("X-GitHub-Api-Version", "2022-11-28")
+            .send()
+            .await;
+        let listed: Vec<serde_json::Value> = match resp {
+            Ok(r) if r.status().is_success() => r.json().await.unwrap_or_default(),
+            Ok(r) => {
+                tracing::debug!(notification = %self.name, "reading the statuses of a commit answered HTTP {}; posting anyway", r.status().as_u16());
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(notification = %self.name, "reading the statuses of a commit failed ({}); posting anyway", crate::arm::without_url(&e));
+                return;
+            }
+        };
+        let prefix = format!("{}/", render::CONTROLLER);
+        for item in listed {
+            let (Some(context), Some(state)) = (item["context"].as_str(), item["state"].as_str())
+            else {
+                continue;
+            };
+            let state = match state {
+                "pending" => "pending",
+                "success" => "success",
+                "failure" => "failure",
+                "error" => "error",
+                _ => continue,
+            };
+            let key = (sha.to_owned(), context.to_owned());
+            if !context.starts_with(&prefix) || self.github_memory.contains_key(&key) {
+                continue;
+            }
+            let description = item["description"].as_str().unwrap_or("").to_owned();
+            self.github_memory.insert(key, (state, description));
         }
     }
 

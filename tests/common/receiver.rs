@@ -35,6 +35,8 @@ pub enum Answer {
     TooMany { retry_after: String },
     /// 503 with this `Retry-After`.
     Unavailable { retry_after: String },
+    /// This status with this JSON body (e.g. GitHub's list of commit statuses).
+    Json(u16, String),
     /// Never answers (the connection stays open until the receiver is dropped).
     Hang,
 }
@@ -255,6 +257,10 @@ async fn handle(
             "unavailable",
         )
             .into_response(),
+        Answer::Json(code, body) => {
+            let status = StatusCode::from_u16(code).expect("a valid status");
+            (status, [("content-type", "application/json")], body).into_response()
+        }
         Answer::Hang => std::future::pending().await,
     }
 }
