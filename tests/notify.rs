@@ -568,7 +568,7 @@ async fn a_burst_about_many_apps_is_one_message() {
     let rx = Receiver::start();
     let url = url_in_file(&dir, "slack", &rx.url("/services/T/B/X"));
     let options = NotifierOptions {
-        grouping_delay: Duration::from_millis(500),
+        grouping_delay: Duration::from_secs(2),
         max_shown: 5,
         ..fast()
     };
@@ -577,12 +577,14 @@ async fn a_burst_about_many_apps_is_one_message() {
         &[spec("slack", Target::Slack { url }, Filter::default())],
         dir.path(),
     );
+    // One by one, as a pass reports its apps, the worker running in between.
     for i in 0..20 {
         s.notifier.send(&[event(
             Reason::Applied,
             Some(&format!("app-{i:02}")),
             "in sync",
         )]);
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     s.flush().await;
     let got = rx.requests();
