@@ -987,6 +987,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_notifier_can_be_shared_between_tasks() {
+        fn shared<T: Send + Sync + 'static>() {}
+        shared::<Notifier>();
+    }
+
+    #[test]
     fn globs() {
         assert!(glob("*", "anything"));
         assert!(glob("web-*", "web-api"));
