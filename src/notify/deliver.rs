@@ -12,6 +12,16 @@
 //!                             4xx: dropped at once with a hint), then dropped with a counter
 //! ```
 //!
+//! How the controller uses it:
+//!
+//! ```text
+//! let notifier = Notifier::new(NotifierOptions { github_api_url, ..Default::default() },
+//!                              metrics.notifications.clone());
+//! notifier.configure(&desired.notifications, &root);  // each (re)load, inside the runtime
+//! notifier.send(&events);                              // while leading only
+//! notifier.shutdown(Duration::from_secs(5)).await;     // on stop
+//! ```
+//!
 //! # Guarantees
 //! - [`Notifier::send`] takes a lock, filters and enqueues: it never awaits the network. A slow
 //!   or hanging target fills its own queue, whose overflow is counted and logged once per burst.

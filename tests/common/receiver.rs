@@ -154,6 +154,11 @@ impl Receiver {
         self.inner.requests.lock().unwrap().clone()
     }
 
+    /// Forgets the requests so far (the script and the default answer stay).
+    pub fn clear(&self) {
+        self.inner.requests.lock().unwrap().clear();
+    }
+
     /// The requests whose path starts with `prefix`.
     pub fn requests_to(&self, prefix: &str) -> Vec<Request> {
         self.requests()
