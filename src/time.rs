@@ -111,6 +111,42 @@ pub fn parse(text: &str) -> Option<Millis> {
     Some(secs * 1_000 + frac_ms)
 }
 
+/// Parses an HTTP date in its preferred form (RFC 9110 `IMF-fixdate`:
+/// `Sun, 06 Nov 1994 08:49:37 GMT`), as a `Retry-After` may carry it.
+pub fn parse_http_date(text: &str) -> Option<Millis> {
+    let mut parts = text.split_ascii_whitespace();
+    let _weekday = parts.next()?.strip_suffix(',')?;
+    let day: u32 = parts.next()?.parse().ok()?;
+    let month = match parts.next()? {
+        "Jan" => 1,
+        "Feb" => 2,
+        "Mar" => 3,
+        "Apr" => 4,
+        "May" => 5,
+        "Jun" => 6,
+        "Jul" => 7,
+        "Aug" => 8,
+        "Sep" => 9,
+        "Oct" => 10,
+        "Nov" => 11,
+        "Dec" => 12,
+        _ => return None,
+    };
+    let year: i64 = parts.next()?.parse().ok()?;
+    let mut hms = parts.next()?.split(':');
+    let h: i64 = hms.next()?.parse().ok()?;
+    let m: i64 = hms.next()?.parse().ok()?;
+    let s: i64 = hms.next()?.parse().ok()?;
+    if parts.next()? != "GMT" || parts.next().is_some() || hms.next().is_some() {
+        return None;
+    }
+    if !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    Some((days * 86_400 + h * 3_600 + m * 60 + s) * 1_000)
+}
+
 /// Wall-clock time driven by tokio's clock, so that tests which pause and advance tokio time
 /// also move every timestamp and deadline the simulator and the controller see.
 #[derive(Debug, Clone, Copy)]
@@ -152,6 +188,17 @@ impl Default for Clock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_http_dates() {
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777_000)
+        );
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 UTC"), None);
+        assert_eq!(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"), None);
+        assert_eq!(parse_http_date("120"), None);
+    }
 
     #[test]
     fn formats_and_parses_round_trip() {

@@ -404,6 +404,8 @@ pub struct Metrics {
     pub rollout_step: Family<AppLabels, Gauge>,
     /// Analysis checks by result (pass, fail, noData, error).
     pub analysis_checks: Family<ResultLabels, Counter>,
+    /// Notifications by target (the Notification's name) and result; the notifier counts.
+    pub notifications: crate::notify::deliver::NotificationMetrics,
 }
 
 impl Default for Metrics {
@@ -481,6 +483,12 @@ impl Default for Metrics {
             "Rollout analysis checks by result (pass, fail, noData, error)",
             analysis_checks.clone(),
         );
+        let notifications = crate::notify::deliver::NotificationMetrics::default();
+        registry.register(
+            "notifications",
+            "Events routed to each Notification target, by result (sent, failed, dropped, deduplicated)",
+            notifications.clone(),
+        );
         let arm = std::sync::Arc::new(crate::arm::metrics::ArmMetrics::default());
         arm.register(&mut registry);
         Self {
@@ -498,6 +506,7 @@ impl Default for Metrics {
             rollout_phase,
             rollout_step,
             analysis_checks,
+            notifications,
         }
     }
 }

@@ -19,6 +19,7 @@
 
 pub mod deliver;
 pub mod events;
+pub mod render;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
