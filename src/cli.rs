@@ -250,6 +250,11 @@ pub struct RunArgs {
     )]
     pub github_api_url: String,
 
+    /// The dashboard's address as people reach it (e.g. through a port-forward or an ingress):
+    /// GitHub commit statuses link to it.
+    #[arg(long, env = "ACAR_DASHBOARD_URL")]
+    pub dashboard_url: Option<String>,
+
     #[command(flatten)]
     pub pass: PassArgs,
 }

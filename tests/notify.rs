@@ -362,11 +362,11 @@ async fn github_gets_one_commit_status_per_app_and_state() {
     }
     assert_eq!(
         got[0].json(),
-        serde_json::json!({"state": "pending", "context": "aca-reconciler/orders", "description": "applying 1 change"})
+        serde_json::json!({"state": "pending", "context": "aca-reconciler/rg-one/orders", "description": "applying 1 change"})
     );
     let done = got[1].json();
     assert_eq!(done["state"], "success");
-    assert_eq!(done["context"], "aca-reconciler/orders");
+    assert_eq!(done["context"], "aca-reconciler/rg-one/orders");
     assert_eq!(done["description"].as_str().unwrap().chars().count(), 140);
 
     // The same state and description again: GitHub already shows it.
@@ -385,7 +385,7 @@ async fn github_gets_one_commit_status_per_app_and_state() {
     let got = posts();
     assert_eq!(got.len(), 3, "{got:#?}");
     assert_eq!(got[2].json()["state"], "failure");
-    assert_eq!(got[2].json()["context"], "aca-reconciler/web");
+    assert_eq!(got[2].json()["context"], "aca-reconciler/rg-one/web");
     assert_eq!(rx.requests().len(), 4, "one read per commit");
 }
 
@@ -397,8 +397,8 @@ async fn a_new_leader_does_not_post_again_what_github_shows() {
     rx.script([Answer::Json(
         200,
         serde_json::json!([
-            {"context": "aca-reconciler/orders", "state": "success", "description": "in sync"},
-            {"context": "aca-reconciler/orders", "state": "pending", "description": "applying"},
+            {"context": "aca-reconciler/rg-one/orders", "state": "success", "description": "in sync"},
+            {"context": "aca-reconciler/rg-one/orders", "state": "pending", "description": "applying"},
             {"context": "ci/build", "state": "success", "description": "in sync"},
         ])
         .to_string(),
@@ -421,7 +421,7 @@ async fn a_new_leader_does_not_post_again_what_github_shows() {
     let got = rx.requests();
     assert_eq!(got.len(), 2, "one read, one post: {got:#?}");
     assert_eq!(got[0].method, "GET");
-    assert_eq!(got[1].json()["context"], "aca-reconciler/web");
+    assert_eq!(got[1].json()["context"], "aca-reconciler/rg-one/web");
     assert_eq!(s.count("commits", "deduplicated"), 1);
     assert_eq!(s.count("commits", "sent"), 1);
 }

@@ -75,6 +75,15 @@ pub async fn run(
         args.listen
     )?;
     out.flush()?;
+    // Notifications (`kind: Notification`): sent by the leader only, never holding up a pass.
+    let notifier = Arc::new(crate::notify::deliver::Notifier::new(
+        crate::notify::deliver::NotifierOptions {
+            github_api_url: args.github_api_url.trim_end_matches('/').to_owned(),
+            status_url: args.dashboard_url.clone(),
+            ..crate::notify::deliver::NotifierOptions::default()
+        },
+        board.metrics.notifications.clone(),
+    ));
     let config = RunConfig {
         interval: args.interval,
         concurrency: args.pass.concurrency,
@@ -83,18 +92,14 @@ pub async fn run(
         poll_interval: connection.poll_interval,
         max_tag_deletions: common.max_tag_deletions,
         reverify_after: args.reverify_after,
-        #[allow(clippy::needless_update)] // the options grow
-        notifier: Some(Arc::new(crate::notify::deliver::Notifier::new(
-            crate::notify::deliver::NotifierOptions {
-                github_api_url: args.github_api_url.clone(),
-                ..crate::notify::deliver::NotifierOptions::default()
-            },
-        ))),
+        notifier: Some(notifier.clone()),
         revision: args.revision.clone(),
         ..RunConfig::default()
     };
     let store = DesiredStore::new(common.desired_state.clone(), options);
     crate::controller::run(store, connection, config, board, fence, token.clone()).await;
+    // What is queued goes out now, for at most 5 s (a leader being replaced tells its last).
+    notifier.shutdown(std::time::Duration::from_secs(5)).await;
     token.cancel();
     // Only now, with no pass running, is the lease given up.
     lease_stop.cancel();

@@ -222,7 +222,7 @@ pub enum Target {
         /// The HMAC key.
         secret: Option<SecretRef>,
     },
-    /// GitHub commit status on the desired-state commit, context `aca-reconciler/<app>`:
+    /// GitHub commit status on the desired-state commit, context `aca-reconciler/<resource group>/<app>`:
     /// `pending` while applying or rolling out, `success` in sync, `failure` failed or rolled
     /// back.
     GitHub {

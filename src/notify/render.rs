@@ -6,7 +6,7 @@
 //! | Teams (Workflows) | a `message` with one Adaptive Card 1.4: a title, then per event a line (errors in `attention` colour) and a FactSet (app, reason, commit, details) |
 //! | Slack | `{"text": fallback, "blocks": [...]}`: a title section, one `mrkdwn` section per event, a context block "and K more" |
 //! | webhook | `{"reportingController": "aca-reconciler", "notification": NAME, "events": [Event...]}` |
-//! | GitHub | one commit status per event: `{"state", "context": "aca-reconciler/<app>", "description"}` |
+//! | GitHub | one commit status per event: `{"state", "context": "aca-reconciler/<resource group>/<app>", "description"}` |
 
 use serde_json::{Value, json};
 
@@ -237,7 +237,9 @@ impl CommitStatus {
         }
         Some(Self {
             sha: sha.to_ascii_lowercase(),
-            context: format!("{CONTROLLER}/{}", app.name),
+            // The resource group too: the same app name in dev and prod groups is common, and
+            // one repository holds both.
+            context: format!("{CONTROLLER}/{}/{}", app.resource_group, app.name),
             state,
             description: truncate(&e.message, GITHUB_DESCRIPTION_MAX),
         })

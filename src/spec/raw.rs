@@ -611,7 +611,7 @@ pub enum NotificationType {
     Slack,
     /// A generic JSON webhook.
     Webhook,
-    /// GitHub commit status, context `aca-reconciler/<app>`.
+    /// GitHub commit status, context `aca-reconciler/<resource group>/<app>`.
     Github,
 }
 
