@@ -12,8 +12,16 @@ use std::time::Duration;
 use common::{Proc, Scratch, bin, copy_tree, free_port, get, root, wait_for};
 use serde_json::Value;
 
-/// `run` against the simulator at `base` (managed identity), with `extra` options and env.
-fn controller(dir: &Path, base: &str, port: u16, extra: &[&str], env: &[(&str, String)]) -> Proc {
+/// `run` against the simulator at `base` (managed identity), with `extra` options and env,
+/// its logs (JSON) to `stderr`.
+fn controller(
+    dir: &Path,
+    base: &str,
+    port: u16,
+    extra: &[&str],
+    env: &[(&str, String)],
+    stderr: Stdio,
+) -> Proc {
     let mut cmd = bin(dir);
     cmd.args([
         "run",
@@ -41,12 +49,7 @@ fn controller(dir: &Path, base: &str, port: u16, extra: &[&str], env: &[(&str, S
     for (k, v) in env {
         cmd.env(k, v);
     }
-    Proc(
-        cmd.stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
+    Proc(cmd.stdout(Stdio::null()).stderr(stderr).spawn().unwrap())
 }
 
 fn status(ep: &str) -> Value {
@@ -117,6 +120,7 @@ fn events_tell_each_change_once_a_bad_image_once_and_its_recovery_and_nothing_at
             &format!("main@sha1:{COMMIT}"),
         ],
         &[],
+        Stdio::null(),
     );
     wait_for("readyz", Duration::from_secs(90), || {
         get(&format!("{ep}/readyz")).0 == 200
@@ -241,4 +245,414 @@ fn events_tell_each_change_once_a_bad_image_once_and_its_recovery_and_nothing_at
         "{text}"
     );
     assert!(lines.iter().any(|l| l.contains("Recovered")), "{text}");
+}
+
+// ---- What loopback receivers get from `run` ------------------------------------------------
+
+use common::receiver::{Answer, Receiver, Request};
+
+const SLACK_PATH: &str = "/services/T0ACME/B0OPS/slackPathSecret7f3a9c2e";
+const TEAMS_SIG: &str = "teamsSig0a1b2c3d4e5f6a7b8c9d";
+const HMAC_KEY: &str = "hmac-key-5e3c9a71d2";
+const GH_TOKEN: &str = "ghp_notifyTestToken0123456789abcdefAB";
+
+/// The four targets, each on its own receiver.
+struct Targets {
+    teams: Receiver,
+    slack: Receiver,
+    hook: Receiver,
+    github: Receiver,
+}
+
+impl Targets {
+    fn start() -> Self {
+        let github = Receiver::start();
+        // GitHub's list of a commit's statuses (read once before the first post) is empty.
+        github.answer(Answer::Json(200, "[]".to_owned()));
+        Self {
+            teams: Receiver::start(),
+            slack: Receiver::start(),
+            hook: Receiver::start(),
+            github,
+        }
+    }
+
+    /// Writes `notifications.yaml` into `dir` (the HMAC key into `key_file`), and returns the
+    /// options and environment `run` needs to reach them.
+    fn declare(&self, dir: &Path, key_file: &Path) -> (Vec<String>, Vec<(&'static str, String)>) {
+        std::fs::write(key_file, format!("{HMAC_KEY}\n")).unwrap();
+        let docs = format!(
+            r#"apiVersion: aca-reconciler/v1
+kind: Notification
+metadata: {{name: ops-teams}}
+spec:
+  type: teams
+  url: {{fromEnv: TEAMS_URL}}
+---
+apiVersion: aca-reconciler/v1
+kind: Notification
+metadata: {{name: ops-slack}}
+spec:
+  type: slack
+  url: {{fromEnv: SLACK_URL}}
+  apps: {{resourceGroups: [rg-xshopai-prod]}}
+---
+apiVersion: aca-reconciler/v1
+kind: Notification
+metadata: {{name: audit}}
+spec:
+  type: webhook
+  url: {hook}
+  secret: {{fromFile: {key}}}
+---
+apiVersion: aca-reconciler/v1
+kind: Notification
+metadata: {{name: commits}}
+spec:
+  type: github
+  repository: contoso/platform-desired-state
+  secret: {{fromEnv: GH_TOKEN}}
+"#,
+            hook = self.hook.url("/events"),
+            key = key_file.display(),
+        );
+        std::fs::write(dir.join("notifications.yaml"), docs).unwrap();
+        (
+            vec!["--github-api-url".to_owned(), self.github.url("/api")],
+            vec![
+                (
+                    "TEAMS_URL",
+                    self.teams
+                        .url(&format!("/workflows/run?api-version=1&sig={TEAMS_SIG}")),
+                ),
+                ("SLACK_URL", self.slack.url(SLACK_PATH)),
+                ("GH_TOKEN", GH_TOKEN.to_owned()),
+            ],
+        )
+    }
+
+    fn clear(&self) {
+        for r in [&self.teams, &self.slack, &self.hook, &self.github] {
+            r.clear();
+        }
+    }
+}
+
+/// Every event the webhook received, across its messages.
+fn hooked(rx: &Receiver) -> Vec<Value> {
+    rx.requests()
+        .iter()
+        .flat_map(|r| r.json()["events"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+/// The webhook's events about the prod app `app` with `reason`.
+fn hooked_count(rx: &Receiver, app: &str, reason: &str) -> usize {
+    count(&hooked(rx), app, reason)
+}
+
+/// The last commit status posted for `context`, if any.
+fn last_status(rx: &Receiver, context: &str) -> Option<Value> {
+    rx.requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .map(Request::json)
+        .rfind(|b| b["context"] == context)
+}
+
+fn hmac_hex(key: &str, body: &[u8]) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(body);
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `run` against a simulator of the example platform, with the targets declared; returns the
+/// pieces and where its log goes.
+struct Running {
+    s: Scratch,
+    base: String,
+    ep: String,
+    log: std::path::PathBuf,
+    _sim: Proc,
+    _ctl: Proc,
+}
+
+fn run_with(targets: &Targets, extra: &[&str]) -> Running {
+    let s = Scratch::new();
+    let desired = s.path().join("desired");
+    std::fs::create_dir_all(&desired).unwrap();
+    copy_tree(&root().join("desired-state"), &desired);
+    let (opts, env) = targets.declare(&desired, &s.path().join("hmac.key"));
+    let (sim, base) = common::spawn_simulator(
+        &desired,
+        "notify-test",
+        &["--revision-ready", "1s", "--lro", "sync"],
+    );
+    let port = free_port();
+    let ep = format!("http://127.0.0.1:{port}");
+    let log = s.path().join("run.log");
+    let mut args: Vec<&str> = vec!["--revision", COMMIT];
+    args.extend(opts.iter().map(String::as_str));
+    args.extend(extra);
+    let mut env = env;
+    env.push(("RUST_LOG", "debug".to_owned()));
+    let stderr = Stdio::from(std::fs::File::create(&log).unwrap());
+    let ctl = controller(&desired, &base, port, &args, &env, stderr);
+    Running {
+        s,
+        base,
+        ep,
+        log,
+        _sim: sim,
+        _ctl: ctl,
+    }
+}
+
+fn arm_writes(base: &str) -> u64 {
+    let v: Value = serde_json::from_str(&get(&format!("{base}/_sim/requests")).1).unwrap();
+    v["armWrites"].as_u64().unwrap_or(0)
+}
+
+/// Edits `prod/ca-cart-service.yaml` and returns how long until the controller's first write.
+fn edit_to_first_write(r: &Running, from: &str, to: &str) -> Duration {
+    let before = arm_writes(&r.base);
+    let started = std::time::Instant::now();
+    edit(
+        &r.s.path().join("desired"),
+        "prod/ca-cart-service.yaml",
+        from,
+        to,
+    );
+    wait_for("the write after the edit", Duration::from_secs(20), || {
+        arm_writes(&r.base) > before
+    });
+    started.elapsed()
+}
+
+#[test]
+fn each_target_gets_each_change_once_nothing_at_rest_a_failure_and_its_recovery_signed_and_on_the_commit()
+ {
+    if Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("skipped: curl is not installed");
+        return;
+    }
+    let t = Targets::start();
+    let r = run_with(&t, &["--interval", "2s", "--reverify-after", "1"]);
+    wait_for("readyz", Duration::from_secs(90), || {
+        get(&format!("{}/readyz", r.ep)).0 == 200
+    });
+    // Every change the controller made (the seed drifted every app) reaches the webhook once.
+    let applied: Vec<Value> = events(&r.ep)
+        .into_iter()
+        .filter(|e| e["reason"] == "Applied")
+        .collect();
+    assert!(applied.len() >= 10, "{applied:#?}");
+    wait_for(
+        "the webhook to get every change",
+        Duration::from_secs(20),
+        || {
+            hooked(&t.hook)
+                .iter()
+                .filter(|e| e["reason"] == "Applied")
+                .count()
+                >= applied.len()
+        },
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let got = hooked(&t.hook);
+    for a in &applied {
+        let n = got
+            .iter()
+            .filter(|e| e["reason"] == "Applied" && e["app"] == a["app"])
+            .count();
+        assert_eq!(n, 1, "{a} reached the webhook {n} times");
+    }
+    // Signed with the key from the file: X-Signature is the HMAC of the body as sent.
+    for req in t.hook.requests() {
+        assert_eq!(
+            req.header("x-signature"),
+            Some(format!("sha256={}", hmac_hex(HMAC_KEY, &req.body)).as_str()),
+        );
+    }
+    // Grouped: fewer chat messages than changes; Slack only about prod (its filter).
+    let teams = t.teams.requests();
+    assert!(
+        !teams.is_empty() && teams.len() < applied.len(),
+        "{} Teams messages",
+        teams.len()
+    );
+    assert_eq!(
+        teams[0].json()["attachments"][0]["contentType"],
+        "application/vnd.microsoft.card.adaptive"
+    );
+    let slack_text: String = t.slack.requests().iter().map(Request::text).collect();
+    assert!(slack_text.contains("rg-xshopai-prod"), "{slack_text}");
+    assert!(!slack_text.contains("rg-xshopai-dev"), "{slack_text}");
+    // GitHub: each changed app's status on the commit ends as success.
+    for req in t.github.requests().iter().filter(|r| r.method == "POST") {
+        assert_eq!(
+            req.path,
+            format!("/api/repos/contoso/platform-desired-state/statuses/{COMMIT}")
+        );
+        assert_eq!(
+            req.header("authorization"),
+            Some(format!("Bearer {GH_TOKEN}").as_str())
+        );
+    }
+    for a in &applied {
+        let context = format!(
+            "aca-reconciler/{}/{}",
+            a["app"]["resourceGroup"].as_str().unwrap(),
+            a["app"]["name"].as_str().unwrap()
+        );
+        let last =
+            last_status(&t.github, &context).unwrap_or_else(|| panic!("no status for {context}"));
+        assert_eq!(last["state"], "success", "{last}");
+    }
+
+    // At rest, four resyncs: nothing is sent (registry retention tells only the webhook, which
+    // takes every reason; the seed's old tags go 100 per run).
+    t.clear();
+    std::thread::sleep(Duration::from_secs(8));
+    for (name, rx) in [
+        ("Teams", &t.teams),
+        ("Slack", &t.slack),
+        ("GitHub", &t.github),
+    ] {
+        let got = rx.requests();
+        let about_apps = got
+            .iter()
+            .filter(|r| !r.text().contains("registry retention"))
+            .count();
+        assert_eq!(about_apps, 0, "{name} got messages at rest: {got:#?}");
+    }
+    assert!(
+        hooked(&t.hook)
+            .iter()
+            .all(|e| e["reason"] == "RetentionDone"),
+        "{:#?}",
+        hooked(&t.hook)
+    );
+
+    // A bad image: one failure everywhere, however often it is retried; then its recovery.
+    t.clear();
+    let took = edit_to_first_write(&r, "cart-service:v1.9.3", "cart-service:v9.9.9-missing");
+    wait_for(
+        "the failure to reach the webhook",
+        Duration::from_secs(30),
+        || hooked_count(&t.hook, "ca-cart-service", "Failed") == 1,
+    );
+    std::thread::sleep(Duration::from_secs(12));
+    assert_eq!(hooked_count(&t.hook, "ca-cart-service", "Failed"), 1);
+    let context = "aca-reconciler/rg-xshopai-prod/ca-cart-service";
+    assert_eq!(last_status(&t.github, context).unwrap()["state"], "failure");
+    let failed_in = |rx: &Receiver| {
+        rx.requests()
+            .iter()
+            .filter(|r| r.text().contains("Failed") && r.text().contains("ca-cart-service"))
+            .count()
+    };
+    assert_eq!(failed_in(&t.teams), 1);
+    assert_eq!(failed_in(&t.slack), 1);
+    edit(
+        &r.s.path().join("desired"),
+        "prod/ca-cart-service.yaml",
+        "cart-service:v9.9.9-missing",
+        "cart-service:v1.9.3",
+    );
+    wait_for(
+        "the recovery to reach the webhook",
+        Duration::from_secs(30),
+        || hooked_count(&t.hook, "ca-cart-service", "Recovered") == 1,
+    );
+    wait_for(
+        "the commit status to recover",
+        Duration::from_secs(10),
+        || last_status(&t.github, context).is_some_and(|s| s["state"] == "success"),
+    );
+    println!("notifications: edit -> first write {took:?} with healthy receivers");
+
+    // No secret anywhere the controller writes or serves.
+    let outputs = [
+        ("/status", get(&format!("{}/status", r.ep)).1),
+        ("/metrics", get(&format!("{}/metrics", r.ep)).1),
+        ("log", std::fs::read_to_string(&r.log).unwrap()),
+        (
+            "events",
+            common::stdout(&common::run(
+                bin(r.s.path()).args(["events", "--server", &r.ep, "--output", "json"]),
+                0,
+            )),
+        ),
+    ];
+    assert!(
+        outputs[1]
+            .1
+            .contains("acar_notifications_total{target=\"audit\",result=\"sent\"}")
+    );
+    for (name, text) in &outputs {
+        for secret in [SLACK_PATH, TEAMS_SIG, HMAC_KEY, GH_TOKEN, "slackPathSecret"] {
+            assert!(!text.contains(secret), "{name} shows a secret ({secret})");
+        }
+    }
+}
+
+#[test]
+fn receivers_that_throttle_fail_or_hang_cost_the_passes_nothing_and_get_no_storm() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("skipped: curl is not installed");
+        return;
+    }
+    let t = Targets::start();
+    // Teams throttles for 30 s at a time, Slack fails, the webhook never answers.
+    t.teams.answer(Answer::TooMany {
+        retry_after: "30".to_owned(),
+    });
+    t.slack.answer(Answer::Status(500));
+    t.hook.answer(Answer::Hang);
+    let r = run_with(&t, &["--interval", "1h"]);
+    wait_for("readyz", Duration::from_secs(90), || {
+        get(&format!("{}/readyz", r.ep)).0 == 200
+    });
+    // An edit is carried out at once, whatever the targets are doing.
+    let took = edit_to_first_write(&r, "min: 2, max: 10", "min: 3, max: 10");
+    assert!(
+        took < Duration::from_secs(10),
+        "edit -> first write took {took:?}"
+    );
+    wait_for("the edit to converge", Duration::from_secs(30), || {
+        count(&events(&r.ep), "ca-cart-service", "Applied") == 2
+    });
+    std::thread::sleep(Duration::from_secs(10));
+    // No storm: Teams was asked again only after its Retry-After, Slack at most 4 times a
+    // message, the hanging webhook one request at a time.
+    let teams = t.teams.requests();
+    for pair in teams.windows(2) {
+        let gap = pair[1].at.duration_since(pair[0].at);
+        assert!(
+            gap >= Duration::from_secs(29),
+            "Teams asked again after {gap:?}"
+        );
+    }
+    let slack = t.slack.requests().len();
+    let slack_messages_at_most = 3;
+    assert!(
+        slack <= 4 * slack_messages_at_most,
+        "Slack got {slack} requests"
+    );
+    let metrics = get(&format!("{}/metrics", r.ep)).1;
+    assert!(
+        metrics.contains("acar_notifications_total{target=\"ops-slack\",result=\"failed\"}"),
+        "{metrics}"
+    );
+    println!(
+        "notifications: edit -> first write {took:?} with Teams throttling (Retry-After 30), Slack failing (500) and the webhook hanging; Teams {} requests, Slack {slack}, webhook {}",
+        teams.len(),
+        t.hook.requests().len()
+    );
 }
