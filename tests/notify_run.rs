@@ -656,3 +656,73 @@ fn receivers_that_throttle_fail_or_hang_cost_the_passes_nothing_and_get_no_storm
         t.hook.requests().len()
     );
 }
+
+#[test]
+fn a_rolled_back_commit_fails_its_status_and_a_promoted_one_succeeds() {
+    let t = Targets::start();
+    let s = Scratch::new();
+    let desired = s.path().join("rollout");
+    std::fs::create_dir_all(&desired).unwrap();
+    copy_tree(&root().join("examples/rollout"), &desired);
+    let (opts, env) = t.declare(&desired, &s.path().join("hmac.key"));
+    let port = free_port();
+    let ep = format!("http://127.0.0.1:{port}");
+    let mut cmd = bin(s.path());
+    cmd.args([
+        "run",
+        "--simulate",
+        "--desired-state",
+        "rollout",
+        "--revision",
+        COMMIT,
+    ])
+    .args(["--listen", &format!("127.0.0.1:{port}")])
+    .args(&opts)
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    for (k, v) in &env {
+        cmd.env(k, v);
+    }
+    let _ctl = Proc(cmd.spawn().unwrap());
+    let user = "aca-reconciler/rg-xshopai-prod/ca-user-service";
+    let cart = "aca-reconciler/rg-xshopai-prod/ca-cart-service";
+    wait_for("both rollouts to end", Duration::from_secs(150), || {
+        last_status(&t.github, user).is_some_and(|s| s["state"] == "failure")
+            && last_status(&t.github, cart).is_some_and(|s| s["state"] == "success")
+    });
+    // While they walked, their statuses were pending.
+    let pending = |context: &str| {
+        t.github
+            .requests()
+            .iter()
+            .filter(|r| r.method == "POST")
+            .map(Request::json)
+            .any(|b| b["context"] == context && b["state"] == "pending")
+    };
+    assert!(pending(user) && pending(cart));
+    let got = hooked(&t.hook);
+    let back = got
+        .iter()
+        .find(|e| e["reason"] == "RolledBack")
+        .unwrap_or_else(|| panic!("{got:#?}"));
+    assert_eq!(back["app"]["name"], "ca-user-service");
+    assert_eq!(back["severity"], "error");
+    assert!(
+        back["details"]["analysis"]
+            .as_str()
+            .unwrap()
+            .contains("success rate"),
+        "{back}"
+    );
+    assert_eq!(
+        count(&got, "ca-cart-service", "RolloutPromoted"),
+        1,
+        "{got:#?}"
+    );
+    assert!(
+        count(&got, "ca-cart-service", "RolloutStep") >= 2,
+        "{got:#?}"
+    );
+    assert_eq!(count(&got, "ca-user-service", "RolledBack"), 1, "{got:#?}");
+    assert!(events(&ep).iter().any(|e| e["reason"] == "RolledBack"));
+}
