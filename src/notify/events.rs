@@ -167,7 +167,7 @@ impl Tracker {
                     && memory.writes.is_empty()
                     && report.actions.is_empty();
                 if memory.condition != Condition::Failing(problem.clone()) && !first_look {
-                    let mut e = event(Reason::Failed, format!("failed: {problem}"));
+                    let mut e = event(Reason::Failed, problem.clone());
                     add_ids(&mut e, &memory.writes);
                     if let Some(id) = report.error.as_ref().and_then(request_id) {
                         e.details.insert("failedRequestId".to_owned(), id);
@@ -185,18 +185,15 @@ impl Tracker {
                     let mut e = event(
                         Reason::Recovered,
                         if memory.writes.is_empty() {
-                            "recovered: in sync again".to_owned()
+                            "in sync again".to_owned()
                         } else {
-                            format!("recovered: {}", list(&memory.writes))
+                            format!("in sync again: {}", list(&memory.writes))
                         },
                     );
                     add_ids(&mut e, &memory.writes);
                     out.push(e);
                 } else if !memory.writes.is_empty() && !walking {
-                    let mut e = event(
-                        Reason::Applied,
-                        format!("applied: {}", list(&memory.writes)),
-                    );
+                    let mut e = event(Reason::Applied, list(&memory.writes));
                     add_ids(&mut e, &memory.writes);
                     out.push(e);
                 }
@@ -353,7 +350,36 @@ pub fn stable_text(f: &Failure) -> String {
         rest = rest[i..].find(')').map_or("", |j| &rest[i + j + 1..]);
     }
     out.push_str(rest);
-    without_times(&out)
+    without_times(&short_paths(&out))
+}
+
+/// `text` with each ARM resource id cut to what a person needs: `revision NAME`, `app NAME`
+/// (the app and its group are in the event already).
+pub fn short_paths(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("/subscriptions/") {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, ':' | ',' | ';' | ')'))
+            .unwrap_or(tail.len());
+        let segments: Vec<&str> = tail[..end].split('/').filter(|s| !s.is_empty()).collect();
+        match segments.as_slice() {
+            [.., kind, name] if segments.len() >= 4 => {
+                let kind = match *kind {
+                    "revisions" => "revision",
+                    "containerApps" => "app",
+                    other => other,
+                };
+                out.push_str(&format!("{kind} {name}"));
+            }
+            _ => out.push_str(&tail[..end]),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -419,6 +445,22 @@ mod tests {
     }
 
     #[test]
+    fn resource_ids_read_as_names() {
+        let text = "/subscriptions/6f1c/resourceGroups/rg-x/providers/Microsoft.App/containerApps/ca-cart/revisions/ca-cart--r12: the operation ended Failed";
+        assert_eq!(
+            short_paths(text),
+            "revision ca-cart--r12: the operation ended Failed"
+        );
+        assert_eq!(
+            short_paths(
+                "PATCH /subscriptions/s/resourceGroups/g/providers/Microsoft.App/containerApps/web: HTTP 500"
+            ),
+            "PATCH app web: HTTP 500"
+        );
+        assert_eq!(short_paths("no ids here"), "no ids here");
+    }
+
+    #[test]
     fn messages_carry_no_times() {
         assert_eq!(
             without_times(
@@ -458,7 +500,7 @@ mod tests {
             STAMP,
         );
         assert_eq!(reasons(&e), [Reason::Applied]);
-        assert_eq!(e[0].message, "applied: image v1 -> v2; traffic 0 -> 100");
+        assert_eq!(e[0].message, "image v1 -> v2; traffic 0 -> 100");
         assert_eq!(e[0].details["requestIds"], "req-1 req-2");
         assert_eq!(e[0].severity, crate::notify::Severity::Info);
         assert_eq!(e[0].commit.as_deref(), STAMP.commit);
@@ -500,7 +542,7 @@ mod tests {
         assert_eq!(reasons(&e), [Reason::Progressing]);
         let e = t.on_report(&report(AppState::InSync), STAMP);
         assert_eq!(reasons(&e), [Reason::Recovered]);
-        assert_eq!(e[0].message, "recovered: image bad -> v3");
+        assert_eq!(e[0].message, "in sync again: image bad -> v3");
         assert!(t.on_report(&report(AppState::InSync), STAMP).is_empty());
     }
 

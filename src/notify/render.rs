@@ -55,14 +55,18 @@ fn headline(e: &Event) -> String {
     }
 }
 
-/// The message's title: the event itself for one, counts for several.
+/// The message's title: the event's reason and app for one, counts for several.
 pub fn title(events: &[Event]) -> String {
     let errors = events
         .iter()
         .filter(|e| e.severity == Severity::Error)
         .count();
     match events {
-        [one] => format!("{CONTROLLER}: {}", headline(one)),
+        // The event's text follows under the title; the title names it only.
+        [one] => match app_of(one) {
+            Some(app) => format!("{CONTROLLER}: {} {app}", one.reason.as_str()),
+            None => format!("{CONTROLLER}: {}", one.reason.as_str()),
+        },
         _ if errors == 0 => format!("{CONTROLLER}: {} events", events.len()),
         _ => format!(
             "{CONTROLLER}: {} events, {errors} error{}",
@@ -185,10 +189,11 @@ pub fn slack(events: &[Event], shown: usize) -> Value {
         blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": more}]}));
     }
     let fallback: Vec<String> = events.iter().take(shown).map(headline).collect();
-    let mut text = title(events);
-    if events.len() > 1 {
-        text = format!("{text}: {}", fallback.join("; "));
-    }
+    // The notification's preview: the title and what happened.
+    let text = match events {
+        [one] => format!("{CONTROLLER}: {}", headline(one)),
+        _ => format!("{}: {}", title(events), fallback.join("; ")),
+    };
     json!({"text": truncate(&text, SLACK_TEXT_MAX), "blocks": blocks})
 }
 
