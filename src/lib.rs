@@ -34,6 +34,7 @@
 //! | `fuzz` (hidden) | the parsers' entry points shared by the property tests and the cargo-fuzz targets |
 //! | [`simulator`] | an in-memory Azure (ARM Container Apps, ACR, identity, Azure Monitor metrics, app ingress) served over HTTP; `/_sim/` faults and audit |
 //! | [`ingress`] | reaching apps', revisions' and labels' URLs (`--ingress-endpoint`) |
+//! | [`notify`] | notifications: [`notify::Event`], the pure [`notify::events::Tracker`] (reports -> events, each told once), the [`notify::deliver::Notifier`] (filters, queues, grouping, dedup, retries) and the targets' bodies |
 //! | [`analysis`] | one rollout check: both revisions' `Requests` from Azure Monitor in one read, probes on the new revision's URL, the verdict from [`rollout::judge`] |
 //! | [`duration`], [`time`], [`hash`] | `30s` / `5m` / `7d`; RFC 3339 and the clock; a deterministic mixer |
 //!
