@@ -864,6 +864,7 @@ const DOCUMENTED_METRICS: &[&str] = &[
     "acar_arm_requests",
     "acar_arm_ratelimit_remaining",
     "acar_leader",
+    "acar_notifications",
 ];
 
 #[test]
@@ -887,6 +888,17 @@ fn every_documented_metric_moves_when_its_event_happens() {
     let Converged {
         s, ep, _sim, _ctl, ..
     } = converged(&[]);
+    // A webhook target, which the broken edit below is told to.
+    let receiver = common::receiver::Receiver::start();
+    std::fs::write(
+        s.path().join("notify.yaml"),
+        format!(
+            "apiVersion: aca-reconciler/v1\nkind: Notification\nmetadata: {{name: ops}}\nspec:\n  type: webhook\n  url: {}\n",
+            receiver.url("/hook")
+        ),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
     // A broken edit, for the desired-state gauge.
     edit_prod(
         s.path(),
