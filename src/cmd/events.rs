@@ -69,6 +69,7 @@ pub async fn events(
             e["app"]["name"].as_str(),
         ) {
             (Some(rg), Some(name)) => format!("{rg}/{name}"),
+            _ if e["reason"] == "RetentionDone" => "registries".to_owned(),
             _ => e["source"].as_str().unwrap_or("controller").to_owned(),
         };
         let mut message = e["message"].as_str().unwrap_or("").to_owned();
