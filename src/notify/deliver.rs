@@ -403,7 +403,10 @@ fn takes(spec: &NotificationSpec, root: &Path, e: &Event) -> bool {
     let reason = match &f.reasons {
         Some(reasons) => reasons.contains(&e.reason),
         None if github => true,
-        None => !matches!(e.reason, Reason::Progressing | Reason::LeadershipLost),
+        None => !matches!(
+            e.reason,
+            Reason::Progressing | Reason::Synced | Reason::LeadershipLost
+        ),
     };
     if !reason || (github && CommitStatus::of(e).is_none()) {
         return false;

@@ -63,6 +63,11 @@ pub enum Reason {
     Failed,
     /// A failed app is in sync again.
     Recovered,
+    /// A replica's first look (after it started or took over) found the app in sync. Told to
+    /// GitHub only, and only where the commit's status for the app is still `pending` or
+    /// `failure` (a leader that died before telling the end of a change); chat targets leave it
+    /// out unless `reasons:` names it.
+    Synced,
     /// A rollout moved to its next step, or waits for approval.
     RolloutStep,
     /// A rollout promoted its new revision to all traffic.
@@ -73,8 +78,10 @@ pub enum Reason {
     DesiredStateRejected,
     /// A rejected desired-state file is clean again.
     DesiredStateFixed,
-    /// Registry retention deleted tags (or failed to).
+    /// Registry retention deleted tags.
     RetentionDone,
+    /// Registry retention met errors (told once until they change).
+    RetentionFailed,
     /// This replica became the leader.
     LeadershipGained,
     /// This replica stopped leading (recorded, never sent: only the leader sends).
@@ -83,17 +90,19 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in a fixed order (for the schema and messages).
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 14] = [
         Reason::Progressing,
         Reason::Applied,
         Reason::Failed,
         Reason::Recovered,
+        Reason::Synced,
         Reason::RolloutStep,
         Reason::RolloutPromoted,
         Reason::RolledBack,
         Reason::DesiredStateRejected,
         Reason::DesiredStateFixed,
         Reason::RetentionDone,
+        Reason::RetentionFailed,
         Reason::LeadershipGained,
         Reason::LeadershipLost,
     ];
@@ -105,12 +114,14 @@ impl Reason {
             Reason::Applied => "Applied",
             Reason::Failed => "Failed",
             Reason::Recovered => "Recovered",
+            Reason::Synced => "Synced",
             Reason::RolloutStep => "RolloutStep",
             Reason::RolloutPromoted => "RolloutPromoted",
             Reason::RolledBack => "RolledBack",
             Reason::DesiredStateRejected => "DesiredStateRejected",
             Reason::DesiredStateFixed => "DesiredStateFixed",
             Reason::RetentionDone => "RetentionDone",
+            Reason::RetentionFailed => "RetentionFailed",
             Reason::LeadershipGained => "LeadershipGained",
             Reason::LeadershipLost => "LeadershipLost",
         }
@@ -124,7 +135,10 @@ impl Reason {
     /// The severity events of this reason carry.
     pub fn severity(self) -> Severity {
         match self {
-            Reason::Failed | Reason::RolledBack | Reason::DesiredStateRejected => Severity::Error,
+            Reason::Failed
+            | Reason::RolledBack
+            | Reason::DesiredStateRejected
+            | Reason::RetentionFailed => Severity::Error,
             _ => Severity::Info,
         }
     }

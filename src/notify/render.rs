@@ -211,7 +211,10 @@ pub fn webhook(notification: &str, events: &[Event]) -> Value {
 pub fn github_state(reason: Reason) -> Option<&'static str> {
     match reason {
         Reason::Progressing | Reason::RolloutStep => Some("pending"),
-        Reason::Applied | Reason::Recovered | Reason::RolloutPromoted => Some("success"),
+        // `Synced` only where GitHub still shows the app pending or failed (the worker checks).
+        Reason::Applied | Reason::Recovered | Reason::RolloutPromoted | Reason::Synced => {
+            Some("success")
+        }
         Reason::Failed | Reason::RolledBack => Some("failure"),
         _ => None,
     }
