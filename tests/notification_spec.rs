@@ -312,7 +312,7 @@ fn every_refusal_is_at_its_key_and_no_secret_is_repeated() {
     let out = run(bin(s.path()).args(["validate", "."]), 1);
     let text = stdout(&out);
     let named_it = "{fromEnv: NAME} or {fromFile: /path}";
-    let reasons = "Progressing, Applied, Failed, Recovered, RolloutStep, RolloutPromoted, RolledBack, DesiredStateRejected, DesiredStateFixed, RetentionDone, LeadershipGained, LeadershipLost";
+    let reasons = "Progressing, Applied, Failed, Recovered, Synced, RolloutStep, RolloutPromoted, RolledBack, DesiredStateRejected, DesiredStateFixed, RetentionDone, RetentionFailed, LeadershipGained, LeadershipLost";
     let holds = |what: &str| {
         format!(
             "spec.url: this URL holds {what}, which must not be written in git; put the URL in an environment variable or a file and name that: {named_it}"
