@@ -349,7 +349,7 @@ fn every_refusal_is_at_its_key_and_no_secret_is_repeated() {
         "./p-filters.yaml:12:29: spec.apps.directories[1]: `/abs` must be relative to the desired-state root (such as prod/eu), not absolute".to_owned(),
         "./p-filters.yaml:12:35: spec.apps.directories[2]: `.` is the root itself; leave directories out to take every app".to_owned(),
         "./p-filters.yaml:13:3: spec.window: `5 minutes` is not a duration: write a whole number and one unit of s, m, h or d, e.g. 30s, 5m, 1h, 7d".to_owned(),
-        "./q-severity-passes-nothing.yaml:8:3: spec.severity: error passes only Failed, RolledBack, DesiredStateRejected, so none of these reasons would ever be sent; write severity: info, or name one of those".to_owned(),
+        "./q-severity-passes-nothing.yaml:8:3: spec.severity: error passes only Failed, RolledBack, DesiredStateRejected, RetentionFailed, so none of these reasons would ever be sent; write severity: info, or name one of those".to_owned(),
         "./r-name.yaml:4:3: metadata.name: is not a notification name (1-63 letters, digits, . _ and -, starting with a letter or digit); it names the target in logs and metrics".to_owned(),
         "./s-type.yaml:6:3: spec.type: unknown value `msteams`, expected one of `teams`, `slack`, `webhook`, `github`; did you mean `teams`?".to_owned(),
         "./y-dup.yaml:4:3: metadata.name: Notification `platform` is defined again at ./z-dup.yaml:4:3; each Notification needs its own name".to_owned(),
