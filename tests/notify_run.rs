@@ -359,7 +359,7 @@ fn last_status(rx: &Receiver, context: &str) -> Option<Value> {
 }
 
 fn hmac_hex(key: &str, body: &[u8]) -> String {
-    use hmac::Mac;
+    use hmac::{KeyInit, Mac};
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
     mac.update(body);
     mac.finalize()
