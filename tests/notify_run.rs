@@ -607,9 +607,9 @@ fn receivers_that_throttle_fail_or_hang_cost_the_passes_nothing_and_get_no_storm
         return;
     }
     let t = Targets::start();
-    // Teams throttles for 30 s at a time, Slack fails, the webhook never answers.
+    // Teams throttles (Retry-After 2 s, every time), Slack fails, the webhook never answers.
     t.teams.answer(Answer::TooMany {
-        retry_after: "30".to_owned(),
+        retry_after: "2".to_owned(),
     });
     t.slack.answer(Answer::Status(500));
     t.hook.answer(Answer::Hang);
@@ -626,15 +626,30 @@ fn receivers_that_throttle_fail_or_hang_cost_the_passes_nothing_and_get_no_storm
     wait_for("the edit to converge", Duration::from_secs(30), || {
         count(&events(&r.ep), "ca-cart-service", "Applied") == 2
     });
-    std::thread::sleep(Duration::from_secs(10));
+    // Slack's tries (backoff 1 s, 2 s, 4 s, ... with jitter) run out: the message is dropped
+    // and counted.
+    let failed = "acar_notifications_total{target=\"ops-slack\",result=\"failed\"}";
+    wait_for(
+        "Slack's message to be given up",
+        Duration::from_secs(90),
+        || get(&format!("{}/metrics", r.ep)).1.contains(failed),
+    );
     // No storm: Teams was asked again only after its Retry-After, Slack at most 4 times a
-    // message, the hanging webhook one request at a time.
+    // message, the hanging webhook one request at a time (each given up after 10 s).
     let teams = t.teams.requests();
+    assert!(teams.len() >= 2, "Teams was asked {} times", teams.len());
     for pair in teams.windows(2) {
         let gap = pair[1].at.duration_since(pair[0].at);
         assert!(
-            gap >= Duration::from_secs(29),
+            gap >= Duration::from_millis(1900),
             "Teams asked again after {gap:?}"
+        );
+    }
+    for pair in t.hook.requests().windows(2) {
+        let gap = pair[1].at.duration_since(pair[0].at);
+        assert!(
+            gap >= Duration::from_millis(9500),
+            "the webhook was asked again after {gap:?}"
         );
     }
     let slack = t.slack.requests().len();
@@ -643,13 +658,9 @@ fn receivers_that_throttle_fail_or_hang_cost_the_passes_nothing_and_get_no_storm
         slack <= 4 * slack_messages_at_most,
         "Slack got {slack} requests"
     );
-    let metrics = get(&format!("{}/metrics", r.ep)).1;
-    assert!(
-        metrics.contains("acar_notifications_total{target=\"ops-slack\",result=\"failed\"}"),
-        "{metrics}"
-    );
+
     println!(
-        "notifications: edit -> first write {took:?} with Teams throttling (Retry-After 30), Slack failing (500) and the webhook hanging; Teams {} requests, Slack {slack}, webhook {}",
+        "notifications: edit -> first write {took:?} with Teams throttling (Retry-After 2), Slack failing (500) and the webhook hanging; Teams {} requests, Slack {slack}, webhook {}",
         teams.len(),
         t.hook.requests().len()
     );
