@@ -674,27 +674,37 @@ fn a_rolled_back_commit_fails_its_status_and_a_promoted_one_succeeds() {
     std::fs::create_dir_all(&desired).unwrap();
     copy_tree(&root().join("examples/rollout"), &desired);
     let (opts, env) = t.declare(&desired, &s.path().join("hmac.key"));
+    // The tree is a checkout (a detached HEAD, as git-sync's worktrees have): the commit is
+    // read from its .git, without git.
+    std::fs::create_dir_all(desired.join(".git")).unwrap();
+    std::fs::write(desired.join(".git/HEAD"), format!("{COMMIT}\n")).unwrap();
     let port = free_port();
     let ep = format!("http://127.0.0.1:{port}");
     let mut cmd = bin(s.path());
-    cmd.args([
-        "run",
-        "--simulate",
-        "--desired-state",
-        "rollout",
-        "--revision",
-        COMMIT,
-    ])
-    .args(["--listen", &format!("127.0.0.1:{port}")])
-    .args(&opts)
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
+    cmd.args(["run", "--simulate", "--desired-state", "rollout"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(&opts)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     for (k, v) in &env {
         cmd.env(k, v);
     }
     let _ctl = Proc(cmd.spawn().unwrap());
     let user = "aca-reconciler/rg-xshopai-prod/ca-user-service";
     let cart = "aca-reconciler/rg-xshopai-prod/ca-cart-service";
+    // Mid-rollout, a commit that changes neither app (a comment) is checked out: the rollouts'
+    // statuses stay on the commit that started them.
+    wait_for("the rollouts to start", Duration::from_secs(60), || {
+        last_status(&t.github, user).is_some()
+    });
+    let later = "0123456789abcdef0123456789abcdef01234567";
+    std::fs::write(desired.join(".git/HEAD"), format!("{later}\n")).unwrap();
+    let cart_file = desired.join("ca-cart-service.yaml");
+    let text = std::fs::read_to_string(&cart_file).unwrap();
+    std::fs::write(&cart_file, format!("{text}\n# reviewed\n")).unwrap();
+    wait_for("the new commit to be read", Duration::from_secs(10), || {
+        status(&ep)["desiredRevision"] == later
+    });
     wait_for("both rollouts to end", Duration::from_secs(150), || {
         last_status(&t.github, user).is_some_and(|s| s["state"] == "failure")
             && last_status(&t.github, cart).is_some_and(|s| s["state"] == "success")
@@ -709,6 +719,13 @@ fn a_rolled_back_commit_fails_its_status_and_a_promoted_one_succeeds() {
             .any(|b| b["context"] == context && b["state"] == "pending")
     };
     assert!(pending(user) && pending(cart));
+    for req in t.github.requests().iter().filter(|r| r.method == "POST") {
+        assert!(
+            req.path.ends_with(COMMIT),
+            "a status on another commit: {}",
+            req.path
+        );
+    }
     let got = hooked(&t.hook);
     let back = got
         .iter()
