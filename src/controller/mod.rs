@@ -549,7 +549,7 @@ fn refresh_desired(store: &DesiredStore, board: &StatusBoard, clock: &Clock) {
         entry.replicas_desired = spec
             .replicas
             .as_ref()
-            .map(|r| format!("{}-{}", r.min, r.max));
+            .map(|r| status::Shared::new(&format!("{}-{}", r.min, r.max)));
         entry.success_rate_min = spec
             .rollout
             .as_ref()

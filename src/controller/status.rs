@@ -1,8 +1,9 @@
 //! What the controller knows about each app and each pass: served as `/status`, printed by
 //! `status`, and exported as Prometheus metrics. One store, so the three always agree.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -49,20 +50,20 @@ pub struct AppStatus {
     pub rollout: Option<crate::rollout::decide::RolloutView>,
     /// The spec's replicas, `min-max` (absent: the spec leaves them to Azure).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub replicas_desired: Option<String>,
+    pub replicas_desired: Option<Shared>,
     /// Its rollout's `analysis.successRate.min`, percent (the dashboard draws it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub success_rate_min: Option<f64>,
     /// What the last reconcile read of it in Azure (absent until one read it).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub live: Option<LiveView>,
+    pub live: Option<Box<LiveView>>,
     /// Its last [`RECENT_ACTIONS`] actions, oldest first.
-    #[serde(skip_serializing_if = "VecDeque::is_empty")]
-    pub recent_actions: VecDeque<ActionView>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub recent_actions: Box<[ActionView]>,
     /// The analysis checks of its current (or last) rollout, oldest first, at most
     /// [`RECENT_CHECKS`].
-    #[serde(skip_serializing_if = "VecDeque::is_empty")]
-    pub checks: VecDeque<CheckPoint>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub checks: Box<[CheckPoint]>,
 }
 
 /// Actions kept per app in `/status` (the dashboard's app page).
@@ -73,22 +74,98 @@ pub const RECENT_CHECKS: usize = 24;
 /// (Azure keeps up to 100 inactive ones; 1,000 apps' worth of those would show in RSS).
 pub const LIVE_REVISIONS: usize = 8;
 
+// What `/status` keeps of each app stays for as long as the process runs, once per app: the
+// fleet benchmark's RSS at rest sees each byte of it a thousand times. So it is kept compactly:
+// lists and strings sized exactly (`Box<[T]>`, `Box<str>`: no spare capacity), the strings that
+// many apps repeat (images, running states, `2-6`) held once ([`Shared`]), and a view read again
+// unchanged is not replaced ([`Status::record`]). The JSON is the same as plain `String`s and
+// `Vec`s would give.
+
+/// A string that many apps repeat (an image, a running state, `2-6`): one copy for all of them.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Shared(Arc<str>);
+
+/// The copies [`Shared`] hands out. Those no app holds any more are dropped whenever the table
+/// has doubled since it was last tidied, so it stays within twice what is in use.
+struct Interned {
+    strings: BTreeSet<Arc<str>>,
+    tidied: usize,
+}
+
+static INTERNED: Mutex<Interned> = Mutex::new(Interned {
+    strings: BTreeSet::new(),
+    tidied: 0,
+});
+
+impl Shared {
+    /// The shared copy of `text`.
+    pub fn new(text: &str) -> Self {
+        // Nothing can be left half-done under this lock: a poisoned table is still sound.
+        let mut table = INTERNED.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(s) = table.strings.get(text) {
+            return Self(Arc::clone(s));
+        }
+        if table.strings.len() >= 2 * table.tidied.max(64) {
+            table.strings.retain(|s| Arc::strong_count(s) > 1);
+            table.tidied = table.strings.len();
+        }
+        let s: Arc<str> = Arc::from(text);
+        table.strings.insert(Arc::clone(&s));
+        Self(s)
+    }
+}
+
+impl std::ops::Deref for Shared {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl std::fmt::Display for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for Shared {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// `items` with `item` after them, the oldest dropped to keep at most `cap`; sized exactly.
+fn push_bounded<T>(items: &mut Box<[T]>, item: T, cap: usize) {
+    let mut v = std::mem::take(items).into_vec();
+    while !v.is_empty() && v.len() >= cap {
+        v.remove(0);
+    }
+    v.push(item);
+    *items = v.into_boxed_slice();
+}
+
 /// One action, for the dashboard: when, what, how it ended, and Azure's request id.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ActionView {
     /// When it was recorded (RFC 3339).
-    pub at: String,
+    pub at: Box<str>,
     /// What was done.
-    pub description: String,
+    pub description: Box<str>,
     /// `ok`, `error`, `unknown` (the answer was lost) or `conflict`.
     pub result: &'static str,
     /// Its error.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub error: Option<Box<str>>,
     /// Azure's `x-ms-request-id`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
+    pub request_id: Option<Box<str>>,
 }
 
 /// One rollout analysis check, in numbers, for the dashboard's plot.
@@ -98,7 +175,7 @@ pub struct CheckPoint {
     /// When it was taken (epoch ms).
     pub at: i64,
     /// The new revision it judged.
-    pub canary: String,
+    pub canary: Box<str>,
     /// The step (0-based).
     pub step: i32,
     /// `pass`, `fail`, `noData` or `error`.
@@ -114,42 +191,42 @@ pub struct CheckPoint {
     /// The new revision's requests in the window.
     pub canary_requests: u64,
     /// The conclusion in words.
-    pub reason: String,
+    pub reason: Box<str>,
 }
 
 impl CheckPoint {
     fn of(c: &crate::rollout::Check) -> Self {
         Self {
             at: c.at,
-            canary: c.canary.clone(),
+            canary: c.canary.as_str().into(),
             step: c.step,
             verdict: c.verdict.as_str(),
             stable_rate: c.stable.and_then(|n| n.success_rate()),
             canary_rate: c.canary_counts.and_then(|n| n.success_rate()),
             stable_requests: c.stable.map_or(0, |n| n.requests),
             canary_requests: c.canary_counts.map_or(0, |n| n.requests),
-            reason: c.reason.clone(),
+            reason: c.reason.as_str().into(),
         }
     }
 }
 
 /// What a reconcile last read of an app in Azure.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LiveView {
     /// Each container's image, `container=image`, in the app's template.
-    pub images: Vec<String>,
+    pub images: Box<[Shared]>,
     /// The template's replicas, `min-max` (`?` for a bound Azure leaves out).
-    pub replicas: String,
+    pub replicas: Shared,
     /// Running replicas over the active revisions (absent: revisions not read).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub running_replicas: Option<i64>,
     /// The traffic rules: each revision's (or the latest's, or a label's) share.
-    pub traffic: Vec<TrafficShare>,
+    pub traffic: Box<[TrafficShare]>,
     /// Its active revisions and any with traffic, newest first, at most [`LIVE_REVISIONS`]
     /// (empty: not read; the spec does not need them).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub revisions: Vec<RevisionView>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub revisions: Box<[RevisionView]>,
     /// Revisions read but not kept (inactive, or past [`LIVE_REVISIONS`]).
     #[serde(skip_serializing_if = "is_zero")]
     pub revisions_omitted: usize,
@@ -164,7 +241,7 @@ fn is_zero(n: &usize) -> bool {
 #[serde(rename_all = "camelCase")]
 pub struct TrafficShare {
     /// The revision (for a `latestRevision` rule, the latest one's name when known).
-    pub revision: String,
+    pub revision: Box<str>,
     /// Percent.
     pub weight: i64,
     /// A `latestRevision: true` rule.
@@ -172,10 +249,10 @@ pub struct TrafficShare {
     pub latest: bool,
     /// Its label, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub label: Option<String>,
+    pub label: Option<Shared>,
     /// The revision's running state (absent: revisions not read).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub running_state: Option<String>,
+    pub running_state: Option<Shared>,
 }
 
 /// One revision.
@@ -183,18 +260,18 @@ pub struct TrafficShare {
 #[serde(rename_all = "camelCase")]
 pub struct RevisionView {
     /// `<app>--<suffix>`.
-    pub name: String,
+    pub name: Box<str>,
     /// Whether it is active.
     pub active: bool,
     /// `Running`, `Failed`, ... as Azure says.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub running_state: Option<String>,
+    pub running_state: Option<Shared>,
     /// When it was created (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub created: Option<String>,
+    pub created: Option<Box<str>>,
     /// Its first container's image.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub image: Option<String>,
+    pub image: Option<Shared>,
     /// Its traffic share, percent.
     pub weight: i64,
     /// Running replicas.
@@ -222,13 +299,14 @@ impl LiveView {
             revisions.and_then(|rs| {
                 rs.iter()
                     .find(|r| r.name == name)
-                    .and_then(|r| r.properties.running_state.clone())
+                    .and_then(|r| r.properties.running_state.as_deref())
+                    .map(Shared::new)
             })
         };
         let latest = p
             .latest_ready_revision_name
-            .clone()
-            .or_else(|| p.latest_revision_name.clone());
+            .as_deref()
+            .or(p.latest_revision_name.as_deref());
         let traffic = p
             .configuration
             .ingress
@@ -239,55 +317,46 @@ impl LiveView {
                     .map(|t| {
                         let revision = t
                             .revision_name
-                            .clone()
-                            .or_else(|| t.latest_revision.then(|| latest.clone()).flatten())
+                            .as_deref()
+                            .or_else(|| t.latest_revision.then_some(latest).flatten())
                             .unwrap_or_default();
                         TrafficShare {
-                            running_state: state_of(&revision),
-                            revision,
+                            running_state: state_of(revision),
+                            revision: revision.into(),
                             weight: t.weight,
                             latest: t.latest_revision,
-                            label: t.label.clone(),
+                            label: t.label.as_deref().map(Shared::new),
                         }
                     })
                     .collect()
             })
             .unwrap_or_default();
         let all = revisions.map_or(0, <[_]>::len);
-        let mut listed: Vec<RevisionView> = revisions
+        let mut listed: Vec<&crate::arm::models::Revision> = revisions
             .unwrap_or_default()
             .iter()
             .filter(|r| r.properties.active || r.properties.traffic_weight.unwrap_or(0) > 0)
-            .map(|r| RevisionView {
-                name: r.name.clone(),
-                active: r.properties.active,
-                running_state: r.properties.running_state.clone(),
-                created: r.properties.created_time.clone(),
-                image: r
-                    .properties
-                    .template
-                    .containers
-                    .first()
-                    .and_then(|c| c.image.clone()),
-                weight: r.properties.traffic_weight.unwrap_or(0),
-                replicas: r.properties.replicas,
-            })
             .collect();
         // RFC 3339 in one zone sorts as text.
-        listed.sort_by(|a, b| b.created.cmp(&a.created).then(b.name.cmp(&a.name)));
+        listed.sort_by(|a, b| {
+            b.properties
+                .created_time
+                .cmp(&a.properties.created_time)
+                .then(b.name.cmp(&a.name))
+        });
         listed.truncate(LIVE_REVISIONS);
         Self {
             images: p
                 .template
                 .containers
                 .iter()
-                .map(|c| format!("{}={}", c.name, c.image.as_deref().unwrap_or("?")))
+                .map(|c| Shared::new(&format!("{}={}", c.name, c.image.as_deref().unwrap_or("?"))))
                 .collect(),
-            replicas: format!(
+            replicas: Shared::new(&format!(
                 "{}-{}",
                 bound(p.template.scale.min_replicas),
                 bound(p.template.scale.max_replicas)
-            ),
+            )),
             running_replicas: revisions.map(|rs| {
                 rs.iter()
                     .filter(|r| r.properties.active)
@@ -296,7 +365,24 @@ impl LiveView {
             }),
             traffic,
             revisions_omitted: all - listed.len(),
-            revisions: listed,
+            revisions: listed
+                .into_iter()
+                .map(|r| RevisionView {
+                    name: r.name.as_str().into(),
+                    active: r.properties.active,
+                    running_state: r.properties.running_state.as_deref().map(Shared::new),
+                    created: r.properties.created_time.as_deref().map(Into::into),
+                    image: r
+                        .properties
+                        .template
+                        .containers
+                        .first()
+                        .and_then(|c| c.image.as_deref())
+                        .map(Shared::new),
+                    weight: r.properties.traffic_weight.unwrap_or(0),
+                    replicas: r.properties.replicas,
+                })
+                .collect(),
         }
     }
 }
@@ -319,8 +405,8 @@ impl AppStatus {
             replicas_desired: None,
             success_rate_min: None,
             live: None,
-            recent_actions: VecDeque::new(),
-            checks: VecDeque::new(),
+            recent_actions: Box::default(),
+            checks: Box::default(),
         }
     }
 }
@@ -750,29 +836,31 @@ impl Status {
                 })
                 .inc();
             entry.last_action = Some(format!("{now} {}", d.description));
-            if entry.recent_actions.len() == RECENT_ACTIONS {
-                entry.recent_actions.pop_front();
-            }
-            entry.recent_actions.push_back(ActionView {
-                at: now.to_owned(),
-                description: d.description.clone(),
-                result,
-                error: d.error.clone(),
-                request_id: d.request_id.clone(),
-            });
+            push_bounded(
+                &mut entry.recent_actions,
+                ActionView {
+                    at: now.into(),
+                    description: d.description.as_str().into(),
+                    result,
+                    error: d.error.as_deref().map(Into::into),
+                    request_id: d.request_id.as_deref().map(Into::into),
+                },
+                RECENT_ACTIONS,
+            );
         }
-        if let Some(live) = &report.live {
-            entry.live = Some((**live).clone());
+        // Read again unchanged (most reconciles at rest): the stored view stays where it is,
+        // rather than a copy of the same taking its place.
+        if let Some(live) = &report.live
+            && entry.live.as_ref() != Some(live)
+        {
+            entry.live = Some(live.clone());
         }
         for c in &report.checks {
             // A new revision's rollout starts a new plot.
-            if entry.checks.back().is_some_and(|p| p.canary != c.canary) {
-                entry.checks.clear();
+            if entry.checks.last().is_some_and(|p| *p.canary != *c.canary) {
+                entry.checks = Box::default();
             }
-            if entry.checks.len() == RECENT_CHECKS {
-                entry.checks.pop_front();
-            }
-            entry.checks.push_back(CheckPoint::of(c));
+            push_bounded(&mut entry.checks, CheckPoint::of(c), RECENT_CHECKS);
             metrics
                 .analysis_checks
                 .get_or_create(&ResultLabels {
@@ -846,6 +934,7 @@ impl Status {
 mod tests {
     use super::*;
     use crate::apply::ActionRecord;
+    use crate::arm::models::{ContainerApp, Revision};
     use crate::plan::Action;
 
     #[test]
@@ -872,8 +961,121 @@ mod tests {
         assert_eq!(app.recent_actions.len(), RECENT_ACTIONS);
         let last = format!("action {}", 3 * RECENT_ACTIONS - 1);
         assert_eq!(
-            app.recent_actions.back().map(|a| a.description.as_str()),
+            app.recent_actions.last().map(|a| &*a.description),
             Some(last.as_str())
+        );
+    }
+
+    /// An app as the fleet benchmark's look after converging: one container, traffic on the
+    /// latest revision, `n` revisions of which the first two are active.
+    fn fleet_app(name: &str, n: usize) -> (ContainerApp, Vec<Revision>) {
+        let app = serde_json::from_value(serde_json::json!({
+            "id": format!("/subscriptions/s/resourceGroups/rg/providers/Microsoft.App/containerApps/{name}"),
+            "name": name,
+            "properties": {
+                "latestRevisionName": format!("{name}--r2"),
+                "latestReadyRevisionName": format!("{name}--r2"),
+                "configuration": {"ingress": {"traffic": [{"latestRevision": true, "weight": 100}]}},
+                "template": {
+                    "containers": [{"name": "api", "image": "crfleet.azurecr.io/fleet/api:v2.0.0"}],
+                    "scale": {"minReplicas": 2, "maxReplicas": 6}
+                }
+            }
+        }))
+        .unwrap();
+        let revisions = (0..n)
+            .map(|i| {
+                serde_json::from_value(serde_json::json!({
+                    "name": format!("{name}--r{}", 2 - i as i64),
+                    "properties": {
+                        "active": i < 2,
+                        "createdTime": format!("2026-12-0{}T05:57:11+00:00", 5 - i),
+                        "runningState": if i < 2 { "Running" } else { "Stopped" },
+                        "replicas": if i < 2 { 2 } else { 0 },
+                        "trafficWeight": if i == 0 { 100 } else { 0 },
+                        "template": {"containers": [{"name": "api", "image": format!("crfleet.azurecr.io/fleet/api:v2.0.{i}")}]}
+                    }
+                }))
+                .unwrap()
+            })
+            .collect();
+        (app, revisions)
+    }
+
+    #[test]
+    fn the_live_view_keeps_its_json() {
+        let (app, revisions) = fleet_app("ca-1", 3);
+        let view = LiveView::from_parts(&app, Some(&revisions));
+        assert_eq!(
+            serde_json::to_value(&view).unwrap(),
+            serde_json::json!({
+                "images": ["api=crfleet.azurecr.io/fleet/api:v2.0.0"],
+                "replicas": "2-6",
+                "runningReplicas": 4,
+                "traffic": [{"revision": "ca-1--r2", "weight": 100, "latest": true, "runningState": "Running"}],
+                "revisions": [
+                    {"name": "ca-1--r2", "active": true, "runningState": "Running", "created": "2026-12-05T05:57:11+00:00",
+                     "image": "crfleet.azurecr.io/fleet/api:v2.0.0", "weight": 100, "replicas": 2},
+                    {"name": "ca-1--r1", "active": true, "runningState": "Running", "created": "2026-12-04T05:57:11+00:00",
+                     "image": "crfleet.azurecr.io/fleet/api:v2.0.1", "weight": 0, "replicas": 2}
+                ],
+                "revisionsOmitted": 1
+            })
+        );
+    }
+
+    #[test]
+    fn what_many_apps_repeat_is_held_once_and_an_unchanged_view_stays_put() {
+        let metrics = Metrics::default();
+        let mut status = Status::default();
+        let keys: Vec<AppKey> = (0..3)
+            .map(|i| AppKey::new("s", "rg", &format!("ca-{i}")))
+            .collect();
+        for key in &keys {
+            let (app, revisions) = fleet_app(&key.name, 2);
+            let mut report = AppReport::new(key.clone(), AppState::InSync);
+            report.live = Some(Box::new(LiveView::from_parts(&app, Some(&revisions))));
+            status.record(&report, &metrics, None, "2026-12-05T00:00:00Z", 0);
+        }
+        fn live<'a>(status: &'a Status, k: &AppKey) -> &'a LiveView {
+            status.apps[k].live.as_deref().unwrap()
+        }
+        // The image, the replicas and the running state: one copy for every app.
+        let (a, b) = (live(&status, &keys[0]), live(&status, &keys[2]));
+        assert!(Arc::ptr_eq(&a.images[0].0, &b.images[0].0));
+        assert!(Arc::ptr_eq(&a.replicas.0, &b.replicas.0));
+        let running = |v: &LiveView| v.revisions[0].running_state.clone().unwrap().0;
+        assert!(Arc::ptr_eq(&running(a), &running(b)));
+
+        // Read again, unchanged: the stored view is the one stored before, not a new copy.
+        let before: *const LiveView = live(&status, &keys[1]);
+        let (app, revisions) = fleet_app(&keys[1].name, 2);
+        let mut report = AppReport::new(keys[1].clone(), AppState::InSync);
+        report.live = Some(Box::new(LiveView::from_parts(&app, Some(&revisions))));
+        status.record(&report, &metrics, None, "2026-12-05T00:00:05Z", 0);
+        assert!(std::ptr::eq(before, live(&status, &keys[1])));
+        // Changed: replaced.
+        let mut app = app;
+        app.properties.template.scale.max_replicas = Some(9);
+        report.live = Some(Box::new(LiveView::from_parts(&app, Some(&revisions))));
+        status.record(&report, &metrics, None, "2026-12-05T00:00:10Z", 0);
+        assert_eq!(&*live(&status, &keys[1]).replicas, "2-9");
+    }
+
+    #[test]
+    fn strings_no_app_holds_any_more_are_forgotten() {
+        let unique = |i: usize| format!("forgotten-{}-{i}", std::process::id());
+        for i in 0..1_000 {
+            drop(Shared::new(&unique(i)));
+        }
+        let table = INTERNED.lock().unwrap();
+        let left = (0..1_000)
+            .filter(|i| table.strings.contains(unique(*i).as_str()))
+            .count();
+        // Tidied whenever the table doubles: what is left is what came after the last tidy.
+        assert!(
+            left < 600,
+            "{left} of 1,000 dropped strings are still interned"
         );
     }
 
