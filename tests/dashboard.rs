@@ -418,6 +418,13 @@ fn the_page_shows_every_app_follows_a_drift_without_a_reload_and_escapes_azures_
             "no share of {width} for {revision}: {shares:?}"
         );
     }
+    // Recent events: what the controller did, newest first, in words.
+    let events = &dom[dom.find("id=\"events-body\"").expect("the events section")..];
+    assert!(
+        events.contains("data-reason=\"") && events.contains("<td>rg-dash/"),
+        "no event on the page: {}",
+        &events[..events.len().min(2000)]
+    );
     // Azure's hostile text is text: shown escaped, and no element came of it.
     let hostile = row(&dom, "ca-hostile");
     assert!(

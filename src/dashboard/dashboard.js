@@ -255,6 +255,31 @@ function renderRetention(s) {
   for (const e of r.errors || []) box.append(el("p", { class: "error-text" }, e));
 }
 
+// The events of /status (oldest first there), newest first, at most `max`.
+function renderEvents(box, events, max) {
+  clear(box);
+  const shown = events.slice(-max).reverse();
+  if (shown.length === 0) {
+    box.append(el("p", { class: "muted" }, "No events yet in this process: changes, failures, recoveries and rollout steps appear here as they happen."));
+    return;
+  }
+  const t = el("table", { class: "events" });
+  t.append(el("thead", {}, el("tr", {}, ...["When", "Type", "Reason", "Object", "Message"].map((h) => el("th", { scope: "col" }, h)))));
+  const b = el("tbody");
+  for (const e of shown) {
+    const object = e.app ? e.app.resourceGroup + "/" + e.app.name : (e.reason === "RetentionDone" || e.reason === "RetentionFailed" ? "registries" : (e.source || "controller"));
+    const tr = el("tr", { "data-reason": e.reason, class: "event-" + e.severity },
+      el("td", {}, when(e.at)),
+      el("td", {}, e.severity),
+      el("td", {}, e.reason),
+      el("td", {}, object),
+      el("td", { class: "message" }, e.message));
+    b.append(tr);
+  }
+  t.append(b);
+  box.append(t);
+}
+
 // ---- app page ---------------------------------------------------------------------------
 
 function renderApp(s, id) {
@@ -445,10 +470,12 @@ function render() {
   if (id === null) {
     renderCounts(last.apps || []);
     renderGroups(last);
+    renderEvents(document.getElementById("events-body"), last.events || [], 20);
     renderRetention(last);
     document.title = "aca-reconciler · " + (last.apps || []).length + " apps";
   } else {
     renderApp(last, id);
+    renderEvents(document.getElementById("app-events"), (last.events || []).filter((e) => e.app && appId(e.app) === id), 20);
     document.title = "aca-reconciler · " + id.split("/").pop();
   }
 }
