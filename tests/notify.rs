@@ -563,6 +563,42 @@ async fn identical_events_are_sent_once_per_window() {
 }
 
 #[tokio::test]
+async fn a_second_failure_after_a_recovery_is_sent() {
+    let dir = Scratch::new();
+    let rx = Receiver::start();
+    let target = Target::Webhook {
+        url: UrlRef::Inline(rx.url("/hook")),
+        secret: None,
+    };
+    let s = Setup::new(
+        fast(),
+        &[spec("hook", target, Filter::default())],
+        dir.path(),
+    );
+    // Same app, same commit, same message, within the window: the last word must be Failed.
+    for e in [
+        failed_app("orders"),
+        event(Reason::Recovered, Some("orders"), "in sync again"),
+        failed_app("orders"),
+    ] {
+        s.notifier.send(&[e]);
+        s.flush().await;
+    }
+    let got = rx.requests();
+    let reasons: Vec<_> = got
+        .iter()
+        .map(|r| r.json()["events"][0]["reason"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(reasons, ["Failed", "Recovered", "Failed"], "{got:#?}");
+    assert_eq!(s.count("hook", "deduplicated"), 0);
+    // The same failure again right after: still a duplicate.
+    s.notifier.send(&[failed_app("orders")]);
+    s.flush().await;
+    assert_eq!(rx.requests().len(), 3);
+    assert_eq!(s.count("hook", "deduplicated"), 1);
+}
+
+#[tokio::test]
 async fn a_burst_about_many_apps_is_one_message() {
     let dir = Scratch::new();
     let rx = Receiver::start();

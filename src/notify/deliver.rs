@@ -58,7 +58,7 @@ pub struct NotificationLabels {
     /// The Notification's `metadata.name` (never its URL).
     pub target: String,
     /// `sent`, `failed` (refused, or retries spent), `dropped` (queue full, target removed or
-    /// stopping) or `deduplicated` (same event within the window).
+    /// stopping) or `deduplicated` (repeats the app's last event within the window).
     pub result: String,
 }
 
@@ -75,7 +75,8 @@ pub enum Outcome {
     Failed,
     /// Never tried: the queue was full, the target was removed, or the process was stopping.
     Dropped,
-    /// The same event (same [`Event::key`]) went to this target within its window.
+    /// Within the target's window, the event repeats the last one sent for its app (same
+    /// [`Event::key`]), or, for an event without an app, one sent already.
     Deduplicated,
 }
 
@@ -143,6 +144,9 @@ impl Default for NotifierOptions {
 const TEAMS_BODY_MAX: usize = 24 * 1024;
 /// Slack refuses very large payloads; stay well under its 40,000-character message limit.
 const SLACK_BODY_MAX: usize = 32 * 1024;
+/// Apps whose last event a target remembers for dedup; beyond, entries older than the window
+/// go, then all.
+const DEDUP_APPS_MAX: usize = 10_000;
 /// GitHub statuses remembered (per process) before the memory is cleared.
 const GITHUB_MEMORY_MAX: usize = 10_000;
 
@@ -172,8 +176,12 @@ struct Route {
     tx: Option<mpsc::Sender<Event>>,
     cancel: CancellationToken,
     task: Option<JoinHandle<()>>,
-    /// Event keys sent within the window, with when.
+    /// Keys of events without an app sent within the window, with when.
     seen: HashMap<String, Instant>,
+    /// Per app: the key of the last event sent for it, with when. An app's event is a
+    /// duplicate only if it repeats that last one (within the window): Failed, Recovered,
+    /// Failed again all go out, so the receiver never believes a failing app recovered.
+    last: HashMap<String, (String, Instant)>,
     /// The queue overflowed and has not taken an event since (one log line per burst).
     overflowing: bool,
 }
@@ -250,6 +258,7 @@ impl Notifier {
             cancel: cancel.clone(),
             task: None,
             seen: HashMap::new(),
+            last: HashMap::new(),
             overflowing: false,
         };
         let http = match &self.http {
@@ -293,13 +302,28 @@ impl Notifier {
             route
                 .seen
                 .retain(|_, at| now.saturating_duration_since(*at) < window);
+            if route.last.len() >= DEDUP_APPS_MAX {
+                route
+                    .last
+                    .retain(|_, (_, at)| now.saturating_duration_since(*at) < window);
+                if route.last.len() >= DEDUP_APPS_MAX {
+                    route.last.clear();
+                }
+            }
             let mut dropped = 0_u64;
             for e in events {
                 if !takes(&route.spec, root, e) {
                     continue;
                 }
                 let key = e.key();
-                if route.seen.contains_key(&key) {
+                let app = e.app.as_ref().map(app_id);
+                let duplicate = match &app {
+                    Some(app) => route.last.get(app).is_some_and(|(last, at)| {
+                        *last == key && now.saturating_duration_since(*at) < window
+                    }),
+                    None => route.seen.contains_key(&key),
+                };
+                if duplicate {
                     self.count(&route.spec.name, Outcome::Deduplicated, 1);
                     continue;
                 }
@@ -310,7 +334,14 @@ impl Notifier {
                 self.pending.send_modify(|n| *n += 1);
                 match tx.try_send(e.clone()) {
                     Ok(()) => {
-                        route.seen.insert(key, now);
+                        match app {
+                            Some(app) => {
+                                route.last.insert(app, (key, now));
+                            }
+                            None => {
+                                route.seen.insert(key, now);
+                            }
+                        }
                         route.overflowing = false;
                     }
                     Err(_) => {
@@ -382,6 +413,16 @@ impl Drop for Notifier {
             route.cancel.cancel();
         }
     }
+}
+
+/// An app's identity in the dedup memory.
+fn app_id(a: &crate::spec::AppKey) -> String {
+    format!(
+        "{}/{}/{}",
+        a.subscription.as_str(),
+        a.resource_group.as_str(),
+        a.name.as_str()
+    )
 }
 
 fn count(metrics: &NotificationMetrics, target: &str, outcome: Outcome, n: u64) {
