@@ -147,6 +147,8 @@ const SLACK_BODY_MAX: usize = 32 * 1024;
 /// Apps whose last event a target remembers for dedup; beyond, entries older than the window
 /// go, then all.
 const DEDUP_APPS_MAX: usize = 10_000;
+/// Pages of a commit's combined status read at most (100 contexts each).
+const GITHUB_STATUS_PAGES: usize = 20;
 /// GitHub statuses remembered (per process) before the memory is cleared.
 const GITHUB_MEMORY_MAX: usize = 10_000;
 
@@ -281,7 +283,7 @@ impl Notifier {
             metrics: self.metrics.clone(),
             pending: Arc::clone(&self.pending),
             github_memory: HashMap::new(),
-            github_listed: std::collections::HashSet::new(),
+            github_listed: HashMap::new(),
         };
         route.task = Some(runtime.spawn(worker.run(rx, cancel)));
         route.tx = Some(tx);
@@ -542,8 +544,8 @@ struct Worker {
     /// GitHub: (sha, context) -> (state, description) last posted there, by this process or
     /// (read from GitHub once per commit) by an earlier leader.
     github_memory: HashMap<(String, String), (&'static str, String)>,
-    /// GitHub: the commits whose statuses were read.
-    github_listed: std::collections::HashSet<String>,
+    /// GitHub: the commits whose statuses were read, and whether reading them succeeded.
+    github_listed: HashMap<String, bool>,
 }
 
 impl Worker {
@@ -701,7 +703,8 @@ impl Worker {
             w.account(outcome, k);
             done.fetch_add(k, Ordering::Relaxed);
         };
-        let mut statuses: Vec<CommitStatus> = Vec::new();
+        // Each with whether it is a `Synced` (posted only to repair what GitHub shows).
+        let mut statuses: Vec<(CommitStatus, bool)> = Vec::new();
         let mut superseded = 0;
         for e in batch {
             let Some(s) = CommitStatus::of(e) else {
@@ -710,12 +713,12 @@ impl Worker {
             };
             if let Some(i) = statuses
                 .iter()
-                .position(|o| o.sha == s.sha && o.context == s.context)
+                .position(|(o, _)| o.sha == s.sha && o.context == s.context)
             {
                 statuses.remove(i);
                 superseded += 1;
             }
-            statuses.push(s);
+            statuses.push((s, e.reason == Reason::Synced));
         }
         finish(self, Outcome::Deduplicated, superseded);
         let api = api_url
@@ -744,10 +747,28 @@ impl Worker {
                 return;
             }
         };
-        for s in statuses {
+        let mut unknown = 0;
+        for (s, synced) in statuses {
             let key = (s.sha.clone(), s.context.clone());
-            if !self.github_memory.contains_key(&key) && !self.github_listed.contains(&s.sha) {
+            if !self.github_memory.contains_key(&key) && !self.github_listed.contains_key(&s.sha) {
                 self.list_statuses(&api, &repository, &s.sha, &token).await;
+            }
+            let shown = self.github_memory.get(&key);
+            if synced {
+                // A first look found the app in sync: post only over a pending or failure
+                // that a leader which died left there.
+                let repair = shown.is_some_and(|(state, _)| *state != "success");
+                if !repair {
+                    if shown.is_none() && self.github_listed.get(&s.sha) != Some(&true) {
+                        // GitHub's statuses could not be read: not posted rather than a burst
+                        // of posts at start-up to an API that may be throttling.
+                        unknown += 1;
+                        finish(self, Outcome::Failed, 1);
+                    } else {
+                        finish(self, Outcome::Deduplicated, 1);
+                    }
+                    continue;
+                }
             }
             if self
                 .github_memory
@@ -780,56 +801,85 @@ impl Worker {
                 finish(self, Outcome::Failed, 1);
             }
         }
+        if unknown > 0 {
+            tracing::warn!(notification = %self.name, "{unknown} in-sync commit statuses not posted: GitHub's statuses of the commit could not be read, so whether it still shows them pending or failed is unknown");
+        }
     }
 
-    /// Reads the statuses GitHub holds for `sha` (newest first, one page, one try) into the
-    /// memory, so that a new leader does not post again what the old one posted (Flux lists
-    /// them before each post, `internal/notifier/github.go`). Any failure just means posting.
-    async fn list_statuses(&mut self, api: &str, repository: &str, sha: &str, token: &str) {
+    /// Reads the latest status of each context GitHub holds for `sha` (the combined status,
+    /// page by page, one try each) into the memory, so that a new leader does not post again
+    /// what the old one posted (Flux lists them before each post,
+    /// `internal/notifier/github.go`), and knows what a dead leader left pending. Any failure
+    /// just means posting (a `Synced`: not posting). Returns whether every page was read.
+    async fn list_statuses(&mut self, api: &str, repository: &str, sha: &str, token: &str) -> bool {
         if self.github_listed.len() >= GITHUB_MEMORY_MAX {
             self.github_listed.clear();
         }
-        self.github_listed.insert(sha.to_owned());
-        let url = format!("{api}/repos/{repository}/commits/{sha}/statuses?per_page=100");
-        let resp = self
-            .http
-            .get(&url)
-            .bearer_auth(token)
-            .header(reqwest::header::ACCEPT, "application/vnd.github+json")
-            .header("X-GitHub-Api-Version", "2022-11-28")
-            .send()
-            .await;
-        let listed: Vec<serde_json::Value> = match resp {
-            Ok(r) if r.status().is_success() => r.json().await.unwrap_or_default(),
-            Ok(r) => {
-                tracing::debug!(notification = %self.name, "reading the statuses of a commit answered HTTP {}; posting anyway", r.status().as_u16());
-                return;
-            }
-            Err(e) => {
-                tracing::debug!(notification = %self.name, "reading the statuses of a commit failed ({}); posting anyway", crate::arm::without_url(&e));
-                return;
-            }
-        };
+        let read = self.read_statuses(api, repository, sha, token).await;
+        self.github_listed.insert(sha.to_owned(), read);
+        read
+    }
+
+    async fn read_statuses(&mut self, api: &str, repository: &str, sha: &str, token: &str) -> bool {
         let prefix = format!("{}/", render::CONTROLLER);
-        for item in listed {
-            let (Some(context), Some(state)) = (item["context"].as_str(), item["state"].as_str())
-            else {
-                continue;
+        let mut seen = 0_u64;
+        for page in 1..=GITHUB_STATUS_PAGES {
+            // GitHub: "GET /repos/{owner}/{repo}/commits/{ref}/status" returns the most recent
+            // status per context, `statuses` paginated (per_page at most 100), with
+            // `total_count` contexts (docs.github.com/en/rest/commits/statuses).
+            let url =
+                format!("{api}/repos/{repository}/commits/{sha}/status?per_page=100&page={page}");
+            let resp = self
+                .http
+                .get(&url)
+                .bearer_auth(token)
+                .header(reqwest::header::ACCEPT, "application/vnd.github+json")
+                .header("X-GitHub-Api-Version", "2022-11-28")
+                .send()
+                .await;
+            let combined: serde_json::Value = match resp {
+                Ok(r) if r.status().is_success() => r.json().await.unwrap_or_default(),
+                Ok(r) => {
+                    tracing::debug!(notification = %self.name, "reading the statuses of a commit answered HTTP {}; posting anyway", r.status().as_u16());
+                    return false;
+                }
+                Err(e) => {
+                    tracing::debug!(notification = %self.name, "reading the statuses of a commit failed ({}); posting anyway", crate::arm::without_url(&e));
+                    return false;
+                }
             };
-            let state = match state {
-                "pending" => "pending",
-                "success" => "success",
-                "failure" => "failure",
-                "error" => "error",
-                _ => continue,
+            let Some(listed) = combined["statuses"].as_array() else {
+                tracing::debug!(notification = %self.name, "the statuses of a commit were not GitHub's combined status; posting anyway");
+                return false;
             };
-            let key = (sha.to_owned(), context.to_owned());
-            if !context.starts_with(&prefix) || self.github_memory.contains_key(&key) {
-                continue;
+            let total = combined["total_count"].as_u64().unwrap_or(0);
+            seen += listed.len() as u64;
+            for item in listed {
+                let (Some(context), Some(state)) =
+                    (item["context"].as_str(), item["state"].as_str())
+                else {
+                    continue;
+                };
+                let state = match state {
+                    "pending" => "pending",
+                    "success" => "success",
+                    "failure" => "failure",
+                    "error" => "error",
+                    _ => continue,
+                };
+                let key = (sha.to_owned(), context.to_owned());
+                if !context.starts_with(&prefix) || self.github_memory.contains_key(&key) {
+                    continue;
+                }
+                let description = item["description"].as_str().unwrap_or("").to_owned();
+                self.github_memory.insert(key, (state, description));
             }
-            let description = item["description"].as_str().unwrap_or("").to_owned();
-            self.github_memory.insert(key, (state, description));
+            if listed.is_empty() || seen >= total {
+                return true;
+            }
         }
+        tracing::debug!(notification = %self.name, "a commit has more than {} statuses; the rest were not read", GITHUB_STATUS_PAGES * 100);
+        true
     }
 
     /// Sends the request `make` builds until a 2xx, a refusal that retrying cannot fix, or the
