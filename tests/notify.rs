@@ -547,6 +547,52 @@ async fn a_commit_with_more_than_100_contexts_is_read_page_by_page() {
 }
 
 #[tokio::test]
+async fn leadership_changes_reread_github_and_drop_a_former_leaders_queue() {
+    let dir = Scratch::new();
+    let rx = Receiver::start();
+    let options = NotifierOptions {
+        grouping_delay: Duration::from_millis(500),
+        ..fast()
+    };
+    let s = Setup::new(
+        options,
+        &[spec("commits", github_target(&dir, &rx), Filter::default())],
+        dir.path(),
+    );
+    s.notifier.on_leadership(true);
+    s.notifier
+        .send(&[event(Reason::Applied, Some("orders"), "in sync")]);
+    s.flush().await;
+    assert_eq!(posts(&rx).len(), 1);
+
+    // Lost while a status waits in the queue: it is dropped, never posted.
+    s.notifier
+        .send(&[event(Reason::Failed, Some("orders"), "failed")]);
+    s.notifier.on_leadership(false);
+    s.flush().await;
+    assert_eq!(posts(&rx).len(), 1, "{:#?}", rx.requests());
+    assert_eq!(s.count("commits", "dropped"), 1);
+
+    // Meanwhile the other leader posted pending; leading again, this replica reads GitHub
+    // again instead of trusting that it posted success, and posts success over it.
+    rx.clear();
+    rx.script([combined(&[(
+        "aca-reconciler/rg-one/orders",
+        "pending",
+        "applying 1 change",
+    )])]);
+    s.notifier.on_leadership(true);
+    s.notifier
+        .send(&[event(Reason::Applied, Some("orders"), "in sync")]);
+    s.flush().await;
+    let got = rx.requests();
+    assert_eq!(got.len(), 2, "a read, then a post: {got:#?}");
+    assert_eq!(got[0].method, "GET");
+    assert_eq!(got[1].json()["state"], "success");
+    assert_eq!(s.count("commits", "deduplicated"), 0);
+}
+
+#[tokio::test]
 async fn filters_choose_the_events() {
     let dir = Scratch::new();
     let rx = Receiver::start();

@@ -36,7 +36,7 @@
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -186,6 +186,8 @@ struct Route {
     last: HashMap<String, (String, Instant)>,
     /// The queue overflowed and has not taken an event since (one log line per burst).
     overflowing: bool,
+    /// Set to make the worker forget what it knows of GitHub's statuses before its next batch.
+    forget: Arc<AtomicBool>,
 }
 
 impl Notifier {
@@ -262,6 +264,7 @@ impl Notifier {
             seen: HashMap::new(),
             last: HashMap::new(),
             overflowing: false,
+            forget: Arc::new(AtomicBool::new(false)),
         };
         let http = match &self.http {
             Ok(http) => http.clone(),
@@ -284,6 +287,7 @@ impl Notifier {
             pending: Arc::clone(&self.pending),
             github_memory: HashMap::new(),
             github_listed: HashMap::new(),
+            forget: Arc::clone(&route.forget),
         };
         route.task = Some(runtime.spawn(worker.run(rx, cancel)));
         route.tx = Some(tx);
@@ -368,6 +372,39 @@ impl Notifier {
 
     fn count(&self, target: &str, outcome: Outcome, n: u64) {
         count(&self.metrics, target, outcome, n);
+    }
+
+    /// This replica gained (`leading`) or lost leadership. GitHub targets forget what they
+    /// knew of GitHub's statuses and their dedup memory, so that statuses are read from GitHub
+    /// again when this replica leads (another leader may have posted since). On losing it,
+    /// what GitHub targets have queued or are retrying is dropped (counted as `dropped`), so
+    /// that a former leader's stale statuses do not land after the new leader's. Chat and
+    /// webhook targets are left alone. The controller calls it on every leadership change,
+    /// before sending the new term's events.
+    pub fn on_leadership(&self, leading: bool) {
+        let mut state = self.lock();
+        if state.stopped {
+            return;
+        }
+        let routes = std::mem::take(&mut state.routes);
+        let mut kept = Vec::with_capacity(routes.len());
+        for mut route in routes {
+            if !matches!(route.spec.target, Target::GitHub { .. }) {
+                kept.push(route);
+                continue;
+            }
+            if leading {
+                route.seen.clear();
+                route.last.clear();
+                route.forget.store(true, Ordering::Relaxed);
+                kept.push(route);
+            } else {
+                // A fresh worker: the old one drops its queue and its memory with it.
+                route.cancel.cancel();
+                kept.push(self.start(&route.spec));
+            }
+        }
+        state.routes = kept;
     }
 
     /// Waits until every event handed to [`Notifier::send`] so far is sent, failed or dropped,
@@ -546,6 +583,8 @@ struct Worker {
     github_memory: HashMap<(String, String), (&'static str, String)>,
     /// GitHub: the commits whose statuses were read, and whether reading them succeeded.
     github_listed: HashMap<String, bool>,
+    /// Set by [`Notifier::on_leadership`]: clear the two above before the next batch.
+    forget: Arc<AtomicBool>,
 }
 
 impl Worker {
@@ -703,6 +742,10 @@ impl Worker {
             w.account(outcome, k);
             done.fetch_add(k, Ordering::Relaxed);
         };
+        if self.forget.swap(false, Ordering::Relaxed) {
+            self.github_memory.clear();
+            self.github_listed.clear();
+        }
         // Each with whether it is a `Synced` (posted only to repair what GitHub shows).
         let mut statuses: Vec<(CommitStatus, bool)> = Vec::new();
         let mut superseded = 0;
