@@ -860,6 +860,85 @@ async fn retry_after_is_honoured_and_later_events_wait_their_turn() {
 }
 
 #[tokio::test]
+async fn github_rate_limits_are_waited_out_not_blamed_on_the_token() {
+    let (logs, _guard) = Logs::capture();
+    let dir = Scratch::new();
+    let rx = Receiver::start();
+    let reset = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 2;
+    let header = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+    rx.script([
+        combined(&[]),
+        // The secondary rate limit: 403 with Retry-After.
+        Answer::Headers(403, vec![header("retry-after", "1")]),
+        // The primary one: 403, nothing left until the reset (epoch seconds).
+        Answer::Headers(
+            403,
+            vec![
+                header("x-ratelimit-remaining", "0"),
+                header("x-ratelimit-reset", &reset.to_string()),
+            ],
+        ),
+    ]);
+    let s = Setup::new(
+        fast(),
+        &[spec("commits", github_target(&dir, &rx), Filter::default())],
+        dir.path(),
+    );
+    s.notifier
+        .send(&[event(Reason::Applied, Some("orders"), "in sync")]);
+    s.flush().await;
+    let got = posts(&rx);
+    assert_eq!(got.len(), 3, "{got:#?}");
+    let gap = got[1].at - got[0].at;
+    assert!(gap >= Duration::from_millis(950), "Retry-After: {gap:?}");
+    let gap = got[2].at - got[1].at;
+    assert!(
+        gap >= Duration::from_millis(950),
+        "x-ratelimit-reset: {gap:?}"
+    );
+    assert_eq!(s.count("commits", "sent"), 1);
+    let text = logs.text();
+    assert!(text.contains("GitHub rate limit"), "{text}");
+    assert!(!text.contains("check the token"), "{text}");
+}
+
+#[tokio::test]
+async fn retry_after_holds_back_the_next_message_too() {
+    let dir = Scratch::new();
+    let rx = Receiver::start();
+    rx.script([Answer::TooMany {
+        retry_after: "2".to_owned(),
+    }]);
+    let target = Target::Webhook {
+        url: UrlRef::Inline(rx.url("/hook")),
+        secret: None,
+    };
+    let options = NotifierOptions { tries: 1, ..fast() };
+    let s = Setup::new(
+        options,
+        &[spec("hook", target, Filter::default())],
+        dir.path(),
+    );
+    s.notifier.send(&[failed_app("orders")]);
+    s.flush().await;
+    assert_eq!(s.count("hook", "failed"), 1, "one try, spent");
+    s.notifier.send(&[failed_app("billing")]);
+    s.flush().await;
+    let got = rx.requests();
+    assert_eq!(got.len(), 2, "{got:#?}");
+    let gap = got[1].at - got[0].at;
+    assert!(
+        gap >= Duration::from_millis(1900),
+        "the next message went {gap:?} after a Retry-After of 2 s"
+    );
+    assert_eq!(s.count("hook", "sent"), 1);
+}
+
+#[tokio::test]
 async fn server_errors_are_retried_then_dropped_and_refusals_are_not_retried() {
     let (logs, _guard) = Logs::capture();
     let dir = Scratch::new();

@@ -8,8 +8,10 @@
 //!    │  first event, then collect for the grouping delay -> one message (GitHub: one status
 //!    │  per event, the last per commit and context)
 //!    ▼
-//!  HTTP POST with retries    (network errors, 5xx, 429: backoff, Retry-After a floor; other
-//!                             4xx: dropped at once with a hint), then dropped with a counter
+//!  HTTP POST with retries    (network errors, 5xx, 429, GitHub's rate limit: backoff,
+//!                             Retry-After / x-ratelimit-reset a floor that also holds back the
+//!                             next message; other 4xx: dropped at once with a hint), then
+//!                             dropped with a counter
 //! ```
 //!
 //! How the controller uses it:
@@ -288,6 +290,7 @@ impl Notifier {
             github_memory: HashMap::new(),
             github_listed: HashMap::new(),
             forget: Arc::clone(&route.forget),
+            not_before: Mutex::new(None),
         };
         route.task = Some(runtime.spawn(worker.run(rx, cancel)));
         route.tx = Some(tx);
@@ -585,6 +588,9 @@ struct Worker {
     github_listed: HashMap<String, bool>,
     /// Set by [`Notifier::on_leadership`]: clear the two above before the next batch.
     forget: Arc<AtomicBool>,
+    /// No request before this: the last `Retry-After` or rate-limit reset, which outlives the
+    /// message that was told (its tries may have run out).
+    not_before: Mutex<Option<Instant>>,
 }
 
 impl Worker {
@@ -872,6 +878,13 @@ impl Worker {
             // `total_count` contexts (docs.github.com/en/rest/commits/statuses).
             let url =
                 format!("{api}/repos/{repository}/commits/{sha}/status?per_page=100&page={page}");
+            let not_before = *self
+                .not_before
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(at) = not_before {
+                tokio::time::sleep_until(at).await;
+            }
             let resp = self
                 .http
                 .get(&url)
@@ -883,7 +896,14 @@ impl Worker {
             let combined: serde_json::Value = match resp {
                 Ok(r) if r.status().is_success() => r.json().await.unwrap_or_default(),
                 Ok(r) => {
-                    tracing::debug!(notification = %self.name, "reading the statuses of a commit answered HTTP {}; posting anyway", r.status().as_u16());
+                    let code = r.status().as_u16();
+                    let wait = github_rate_limited(code, r.headers())
+                        .then(|| github_rate_limit_wait(r.headers(), self.options.max_retry_after))
+                        .flatten();
+                    if let Some(wait) = wait {
+                        self.hold_until(Instant::now() + wait);
+                    }
+                    tracing::debug!(notification = %self.name, "reading the statuses of a commit answered HTTP {code}; posting anyway");
                     return false;
                 }
                 Err(e) => {
@@ -927,7 +947,9 @@ impl Worker {
 
     /// Sends the request `make` builds until a 2xx, a refusal that retrying cannot fix, or the
     /// tries are spent. Network errors, 5xx and 429 are retried with backoff; a `Retry-After`
-    /// (429, 503) is a floor under the wait. Logs once when it gives up, never the URL.
+    /// (429, 503) is a floor under the wait, and so is GitHub's rate limit (a 403 or 429 with
+    /// `Retry-After` or `x-ratelimit-remaining: 0`, until `x-ratelimit-reset`). Such a wait
+    /// also holds back the worker's next message. Logs once when it gives up, never the URL.
     async fn post_with_retries(
         &self,
         what: &str,
@@ -941,6 +963,13 @@ impl Worker {
             .build();
         let mut tries = 0;
         loop {
+            let not_before = *self
+                .not_before
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(at) = not_before {
+                tokio::time::sleep_until(at).await;
+            }
             tries += 1;
             let (why, floor) = match make().send().await {
                 Ok(resp) => {
@@ -950,10 +979,19 @@ impl Worker {
                         return Ok(());
                     }
                     let code = status.as_u16();
-                    let floor = matches!(code, 429 | 503)
-                        .then(|| retry_after(resp.headers(), self.options.max_retry_after))
-                        .flatten();
-                    if code != 429 && !status.is_server_error() {
+                    let limited = matches!(self.target, Target::GitHub { .. })
+                        && github_rate_limited(code, resp.headers());
+                    let floor = if limited {
+                        github_rate_limit_wait(resp.headers(), self.options.max_retry_after)
+                    } else if matches!(code, 429 | 503) {
+                        retry_after(resp.headers(), self.options.max_retry_after)
+                    } else {
+                        None
+                    };
+                    if let Some(f) = floor {
+                        self.hold_until(Instant::now() + f);
+                    }
+                    if !limited && code != 429 && !status.is_server_error() {
                         let said = short_answer(resp).await;
                         tracing::warn!(
                             notification = %self.name,
@@ -962,7 +1000,16 @@ impl Worker {
                         );
                         return Err(());
                     }
-                    (format!("HTTP {code}"), floor)
+                    if limited {
+                        (
+                            format!(
+                                "HTTP {code}, GitHub rate limit: the token posts too many statuses too fast; they resume when the limit resets"
+                            ),
+                            floor,
+                        )
+                    } else {
+                        (format!("HTTP {code}"), floor)
+                    }
                 }
                 Err(e) => (crate::arm::without_url(&e), None),
             };
@@ -978,6 +1025,47 @@ impl Worker {
             tokio::time::sleep(wait).await;
         }
     }
+
+    /// No request to this target before `at` (a later one of two wins).
+    fn hold_until(&self, at: Instant) {
+        let mut not_before = self
+            .not_before
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if not_before.is_none_or(|t| t < at) {
+            *not_before = Some(at);
+        }
+    }
+}
+
+/// GitHub's secondary (or primary) rate limit: a 403 or 429 with `Retry-After` or
+/// `x-ratelimit-remaining: 0` (docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api).
+fn github_rate_limited(code: u16, headers: &reqwest::header::HeaderMap) -> bool {
+    matches!(code, 403 | 429)
+        && (headers.contains_key(reqwest::header::RETRY_AFTER)
+            || headers
+                .get("x-ratelimit-remaining")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim() == "0"))
+}
+
+/// How long GitHub asks to wait: `Retry-After`, else until `x-ratelimit-reset` (epoch
+/// seconds), at most `max`.
+fn github_rate_limit_wait(headers: &reqwest::header::HeaderMap, max: Duration) -> Option<Duration> {
+    if let Some(wait) = retry_after(headers, max) {
+        return Some(wait);
+    }
+    let reset: u64 = headers
+        .get("x-ratelimit-reset")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Some(Duration::from_secs(reset.saturating_sub(now)).min(max))
 }
 
 /// Renders with as many events shown as fit in `max` bytes.
