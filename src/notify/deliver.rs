@@ -244,6 +244,7 @@ impl Notifier {
                 Some(i) => {
                     let mut route = old.swap_remove(i);
                     route.spec = spec.clone();
+                    self.revive(&mut route);
                     routes.push(route);
                 }
                 None => routes.push(self.start(spec)),
@@ -297,6 +298,24 @@ impl Notifier {
         route
     }
 
+    /// A worker that ended while its route lives has panicked: logged (once, naming the
+    /// target) and started again, keeping the route's dedup memory. What it held is lost.
+    fn revive(&self, route: &mut Route) {
+        let dead = route
+            .task
+            .as_ref()
+            .is_some_and(|t| t.is_finished() && !route.cancel.is_cancelled());
+        if !dead {
+            return;
+        }
+        tracing::error!(notification = %route.spec.name, "the notification worker of this target stopped unexpectedly (a bug: please report it); the events it held are lost; starting it again");
+        let fresh = self.start(&route.spec);
+        route.tx = fresh.tx;
+        route.cancel = fresh.cancel;
+        route.task = fresh.task;
+        route.forget = fresh.forget;
+    }
+
     /// Hands `events` to every target whose filter takes them. Returns at once: each target's
     /// worker sends later.
     pub fn send(&self, events: &[Event]) {
@@ -307,6 +326,7 @@ impl Notifier {
         let mut state = self.lock();
         let State { root, routes, .. } = &mut *state;
         for route in routes.iter_mut() {
+            self.revive(route);
             let window = route.spec.window;
             route
                 .seen
@@ -1252,6 +1272,54 @@ mod tests {
         assert!(!valid_repository("octo/../x"));
         assert!(!valid_repository("octo"));
         assert!(!valid_repository("octo/x?y"));
+    }
+
+    #[tokio::test]
+    async fn a_dead_worker_is_started_again() {
+        let notifier = Notifier::new(NotifierOptions::default(), NotificationMetrics::default());
+        let spec = NotificationSpec {
+            name: "hook".to_owned(),
+            source: crate::spec::Source {
+                file: PathBuf::from("n.yaml"),
+                pos: crate::spec::Pos { line: 1, column: 1 },
+            },
+            target: Target::Webhook {
+                url: UrlRef::Inline("http://127.0.0.1:9/hook".to_owned()),
+                secret: None,
+            },
+            filter: super::super::Filter::default(),
+            window: Duration::from_secs(60),
+        };
+        notifier.configure(std::slice::from_ref(&spec), Path::new("/"));
+        let task = |n: &Notifier| n.lock().routes[0].task.as_ref().map(|t| t.id());
+        let before = task(&notifier);
+        // As a panic would end it.
+        if let Some(t) = &notifier.lock().routes[0].task {
+            t.abort();
+        }
+        while !notifier.lock().routes[0]
+            .task
+            .as_ref()
+            .is_some_and(JoinHandle::is_finished)
+        {
+            tokio::task::yield_now().await;
+        }
+        notifier.send(&[]);
+        assert_eq!(task(&notifier), before, "no events: nothing looked at");
+        let e = Event {
+            at: "2026-12-05T06:00:00Z".to_owned(),
+            severity: Severity::Info,
+            reason: Reason::LeadershipGained,
+            app: None,
+            source: None,
+            message: "leading".to_owned(),
+            details: std::collections::BTreeMap::new(),
+            commit: None,
+        };
+        notifier.send(&[e]);
+        let route = &notifier.lock().routes[0];
+        assert_ne!(route.task.as_ref().map(|t| t.id()), before);
+        assert!(route.task.as_ref().is_some_and(|t| !t.is_finished()));
     }
 
     #[test]
