@@ -245,7 +245,7 @@ async fn slack_gets_blocks_and_a_fallback_text() {
 
 #[tokio::test]
 async fn a_webhook_gets_the_events_signed_with_hmac() {
-    use hmac::Mac;
+    use hmac::{KeyInit, Mac};
     let dir = Scratch::new();
     let rx = Receiver::start();
     let key = "hmac-key-Very-Secret-42";

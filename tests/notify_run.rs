@@ -359,7 +359,7 @@ fn last_status(rx: &Receiver, context: &str) -> Option<Value> {
 }
 
 fn hmac_hex(key: &str, body: &[u8]) -> String {
-    use hmac::Mac;
+    use hmac::{KeyInit, Mac};
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
     mac.update(body);
     mac.finalize()
@@ -607,9 +607,9 @@ fn receivers_that_throttle_fail_or_hang_cost_the_passes_nothing_and_get_no_storm
         return;
     }
     let t = Targets::start();
-    // Teams throttles for 30 s at a time, Slack fails, the webhook never answers.
+    // Teams throttles (Retry-After 2 s, every time), Slack fails, the webhook never answers.
     t.teams.answer(Answer::TooMany {
-        retry_after: "30".to_owned(),
+        retry_after: "2".to_owned(),
     });
     t.slack.answer(Answer::Status(500));
     t.hook.answer(Answer::Hang);
@@ -626,15 +626,30 @@ fn receivers_that_throttle_fail_or_hang_cost_the_passes_nothing_and_get_no_storm
     wait_for("the edit to converge", Duration::from_secs(30), || {
         count(&events(&r.ep), "ca-cart-service", "Applied") == 2
     });
-    std::thread::sleep(Duration::from_secs(10));
+    // Slack's tries (backoff 1 s, 2 s, 4 s, ... with jitter) run out: the message is dropped
+    // and counted.
+    let failed = "acar_notifications_total{target=\"ops-slack\",result=\"failed\"}";
+    wait_for(
+        "Slack's message to be given up",
+        Duration::from_secs(90),
+        || get(&format!("{}/metrics", r.ep)).1.contains(failed),
+    );
     // No storm: Teams was asked again only after its Retry-After, Slack at most 4 times a
-    // message, the hanging webhook one request at a time.
+    // message, the hanging webhook one request at a time (each given up after 10 s).
     let teams = t.teams.requests();
+    assert!(teams.len() >= 2, "Teams was asked {} times", teams.len());
     for pair in teams.windows(2) {
         let gap = pair[1].at.duration_since(pair[0].at);
         assert!(
-            gap >= Duration::from_secs(29),
+            gap >= Duration::from_millis(1900),
             "Teams asked again after {gap:?}"
+        );
+    }
+    for pair in t.hook.requests().windows(2) {
+        let gap = pair[1].at.duration_since(pair[0].at);
+        assert!(
+            gap >= Duration::from_millis(9500),
+            "the webhook was asked again after {gap:?}"
         );
     }
     let slack = t.slack.requests().len();
@@ -643,13 +658,9 @@ fn receivers_that_throttle_fail_or_hang_cost_the_passes_nothing_and_get_no_storm
         slack <= 4 * slack_messages_at_most,
         "Slack got {slack} requests"
     );
-    let metrics = get(&format!("{}/metrics", r.ep)).1;
-    assert!(
-        metrics.contains("acar_notifications_total{target=\"ops-slack\",result=\"failed\"}"),
-        "{metrics}"
-    );
+
     println!(
-        "notifications: edit -> first write {took:?} with Teams throttling (Retry-After 30), Slack failing (500) and the webhook hanging; Teams {} requests, Slack {slack}, webhook {}",
+        "notifications: edit -> first write {took:?} with Teams throttling (Retry-After 2), Slack failing (500) and the webhook hanging; Teams {} requests, Slack {slack}, webhook {}",
         teams.len(),
         t.hook.requests().len()
     );
@@ -663,27 +674,37 @@ fn a_rolled_back_commit_fails_its_status_and_a_promoted_one_succeeds() {
     std::fs::create_dir_all(&desired).unwrap();
     copy_tree(&root().join("examples/rollout"), &desired);
     let (opts, env) = t.declare(&desired, &s.path().join("hmac.key"));
+    // The tree is a checkout (a detached HEAD, as git-sync's worktrees have): the commit is
+    // read from its .git, without git.
+    std::fs::create_dir_all(desired.join(".git")).unwrap();
+    std::fs::write(desired.join(".git/HEAD"), format!("{COMMIT}\n")).unwrap();
     let port = free_port();
     let ep = format!("http://127.0.0.1:{port}");
     let mut cmd = bin(s.path());
-    cmd.args([
-        "run",
-        "--simulate",
-        "--desired-state",
-        "rollout",
-        "--revision",
-        COMMIT,
-    ])
-    .args(["--listen", &format!("127.0.0.1:{port}")])
-    .args(&opts)
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
+    cmd.args(["run", "--simulate", "--desired-state", "rollout"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(&opts)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     for (k, v) in &env {
         cmd.env(k, v);
     }
     let _ctl = Proc(cmd.spawn().unwrap());
     let user = "aca-reconciler/rg-xshopai-prod/ca-user-service";
     let cart = "aca-reconciler/rg-xshopai-prod/ca-cart-service";
+    // Mid-rollout, a commit that changes neither app (a comment) is checked out: the rollouts'
+    // statuses stay on the commit that started them.
+    wait_for("the rollouts to start", Duration::from_secs(60), || {
+        last_status(&t.github, user).is_some()
+    });
+    let later = "0123456789abcdef0123456789abcdef01234567";
+    std::fs::write(desired.join(".git/HEAD"), format!("{later}\n")).unwrap();
+    let cart_file = desired.join("ca-cart-service.yaml");
+    let text = std::fs::read_to_string(&cart_file).unwrap();
+    std::fs::write(&cart_file, format!("{text}\n# reviewed\n")).unwrap();
+    wait_for("the new commit to be read", Duration::from_secs(10), || {
+        status(&ep)["desiredRevision"] == later
+    });
     wait_for("both rollouts to end", Duration::from_secs(150), || {
         last_status(&t.github, user).is_some_and(|s| s["state"] == "failure")
             && last_status(&t.github, cart).is_some_and(|s| s["state"] == "success")
@@ -698,6 +719,13 @@ fn a_rolled_back_commit_fails_its_status_and_a_promoted_one_succeeds() {
             .any(|b| b["context"] == context && b["state"] == "pending")
     };
     assert!(pending(user) && pending(cart));
+    for req in t.github.requests().iter().filter(|r| r.method == "POST") {
+        assert!(
+            req.path.ends_with(COMMIT),
+            "a status on another commit: {}",
+            req.path
+        );
+    }
     let got = hooked(&t.hook);
     let back = got
         .iter()

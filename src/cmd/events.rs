@@ -18,7 +18,12 @@ pub async fn events(
     out: &mut (dyn Write + Send),
 ) -> Result<Exit, Error> {
     let url = format!("{}/status", args.server.trim_end_matches('/'));
-    let body = match reqwest::get(&url).await {
+    // A stuck port-forward must not hang the command.
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(|e| Error::Setup(format!("cannot make an HTTP client: {e}")))?;
+    let body = match client.get(&url).send().await {
         Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
         Ok(r) => return Err(Error::Setup(format!("{url} answered {}", r.status()))),
         Err(e) => {

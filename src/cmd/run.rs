@@ -21,6 +21,15 @@ pub async fn run(
     out: &mut (dyn Write + Send),
 ) -> Result<Exit, Error> {
     crate::telemetry::init(common.log_format, "info");
+    if let Some(r) = args
+        .revision
+        .as_deref()
+        .filter(|r| crate::controller::status::revision_commit(r).is_none())
+    {
+        return Err(Error::Setup(format!(
+            "--revision {r:?} holds no full commit hash (40 or 64 hex digits), which GitHub commit statuses need: pass `git rev-parse HEAD`, or Flux's main@sha1:<hash>"
+        )));
+    }
     let options = LoadOptions {
         subscription: common.subscription.clone(),
     };

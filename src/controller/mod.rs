@@ -142,7 +142,7 @@ pub async fn run(
     let mut leading = fence.is_leader();
     notices.set_leading(leading);
     refresh_desired(&store, &board, &clock);
-    notices.on_desired(&store, &board, &time::format_arm(clock.now()));
+    notices.on_desired(&store, None, &board, &time::format_arm(clock.now()));
     publish_leadership(&fence, leading, &board);
     let mut schedule = Schedule::new(ScheduleConfig {
         interval: config.interval,
@@ -384,7 +384,12 @@ pub async fn run(
                     pending_change = None;
                     let reload = store.reload();
                     refresh_desired(&store, &board, &clock);
-                    notices.on_desired(&store, &board, &time::format_arm(clock.now()));
+                    notices.on_desired(
+                        &store,
+                        Some(&reload.apps),
+                        &board,
+                        &time::format_arm(clock.now()),
+                    );
                     tracing::info!(
                         changed_apps = reload.apps.len(),
                         problems = store.problems.len(),

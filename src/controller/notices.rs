@@ -27,6 +27,14 @@ pub struct Notices {
     revision: Option<String>,
     /// The commit events carry now (full hash).
     commit: Option<String>,
+    /// Per app, the commit at which its spec last changed: its events name that one, not a
+    /// later commit that did not touch it (a rollout outlives many merges).
+    app_commits: BTreeMap<AppKey, Option<String>>,
+    /// The retention errors last told (their stable text), to tell them once until they change.
+    retention_errors: Option<String>,
+    /// Whether the desired state was loaded before (the first load tells nothing about files:
+    /// whoever ran before told it).
+    loaded: bool,
     leading: bool,
 }
 
@@ -39,20 +47,59 @@ impl Notices {
             notifier,
             revision,
             commit: None,
+            app_commits: BTreeMap::new(),
+            retention_errors: None,
+            loaded: false,
             leading: false,
         }
     }
 
-    /// The desired state was (re)loaded: the commit, the targets, and files rejected or fixed.
-    pub fn on_desired(&mut self, store: &DesiredStore, board: &StatusBoard, now: &str) {
+    /// The desired state was (re)loaded, changing `changed` apps (`None`: the first load, every
+    /// app): the commit, the targets, and files rejected or fixed.
+    pub fn on_desired(
+        &mut self,
+        store: &DesiredStore,
+        changed: Option<&std::collections::BTreeSet<AppKey>>,
+        board: &StatusBoard,
+        now: &str,
+    ) {
         self.commit = match &self.revision {
             Some(r) => status::revision_commit(r),
             None => status::git_head(store.root()).map(|h| h.commit),
         };
         board.status().desired_revision = self.commit.clone();
+        match changed {
+            None => {
+                for k in store.state.apps.keys() {
+                    self.app_commits.insert(k.clone(), self.commit.clone());
+                }
+            }
+            Some(apps) => {
+                for k in apps {
+                    if store.state.apps.contains_key(k) {
+                        self.app_commits.insert(k.clone(), self.commit.clone());
+                    } else {
+                        self.app_commits.remove(k);
+                    }
+                }
+            }
+        }
         if let Some(n) = &self.notifier {
             n.configure(&store.state.notifications, store.root());
+            let github = store
+                .state
+                .notifications
+                .iter()
+                .any(|n| matches!(n.target, crate::notify::Target::GitHub { .. }));
+            if github && self.commit.is_none() && !self.loaded {
+                tracing::warn!(
+                    "a github Notification is declared, but the desired state's commit is unknown (no .git above {}, no --revision): no commit status can be posted",
+                    store.root().display()
+                );
+            }
         }
+        let first_load = !self.loaded;
+        self.loaded = true;
         let mut first: BTreeMap<PathBuf, (&Diagnostic, usize)> = BTreeMap::new();
         for d in &store.problems {
             first
@@ -66,6 +113,10 @@ impl Notices {
             if self.rejected.get(file) == Some(&text) {
                 continue;
             }
+            self.rejected.insert(file.clone(), text.clone());
+            if first_load {
+                continue;
+            }
             let mut e = self.event(
                 Reason::DesiredStateRejected,
                 now,
@@ -77,7 +128,6 @@ impl Notices {
             e.source = Some(file.display().to_string());
             e.details.insert("problems".to_owned(), n.to_string());
             events.push(e);
-            self.rejected.insert(file.clone(), text);
         }
         let fixed: Vec<PathBuf> = self
             .rejected
@@ -100,12 +150,16 @@ impl Notices {
 
     /// One app's report.
     pub fn on_report(&mut self, report: &AppReport, source: &str, board: &StatusBoard, now: &str) {
+        let commit = self
+            .app_commits
+            .get(&report.app)
+            .map_or(self.commit.as_deref(), Option::as_deref);
         let events = self.tracker.on_report(
             report,
             Stamp {
                 at: now,
                 source,
-                commit: self.commit.as_deref(),
+                commit,
             },
         );
         self.emit(events, board);
@@ -114,6 +168,7 @@ impl Notices {
     /// An app is no longer managed.
     pub fn forget(&mut self, app: &AppKey) {
         self.tracker.forget(app);
+        self.app_commits.remove(app);
     }
 
     /// Leadership changed (only with leader election).
@@ -145,28 +200,34 @@ impl Notices {
         self.leading = leading;
     }
 
-    /// A registry retention run ended: told when it deleted tags or met errors.
+    /// A registry retention run ended: told when it deleted tags, and its errors once until
+    /// they change.
     pub fn on_retention(
         &mut self,
         report: &crate::retention::RetentionReport,
         board: &StatusBoard,
         now: &str,
     ) {
-        if report.tags_deleted == 0 && report.errors.is_empty() {
-            return;
+        let mut events = Vec::new();
+        if report.tags_deleted > 0 {
+            events.push(self.event(
+                Reason::RetentionDone,
+                now,
+                format!("registry retention deleted {} tags", report.tags_deleted),
+            ));
         }
-        let message = if report.errors.is_empty() {
-            format!("registry retention deleted {} tags", report.tags_deleted)
-        } else {
+        let errors = report.errors.first().map(|first| {
+            let first = crate::notify::events::stable(first);
             format!(
-                "registry retention deleted {} tags and met {} errors; the first: {}",
-                report.tags_deleted,
-                report.errors.len(),
-                report.errors[0]
+                "registry retention met {} errors; the first: {first}",
+                report.errors.len()
             )
-        };
-        let e = self.event(Reason::RetentionDone, now, message);
-        self.emit(vec![e], board);
+        });
+        if let Some(message) = errors.as_ref().filter(|_| errors != self.retention_errors) {
+            events.push(self.event(Reason::RetentionFailed, now, message.clone()));
+        }
+        self.retention_errors = errors;
+        self.emit(events, board);
     }
 
     fn event(&self, reason: Reason, at: &str, message: String) -> Event {
@@ -183,12 +244,18 @@ impl Notices {
     }
 
     /// Keeps `events` in `/status`; sends them while leading (a lost leadership is only kept).
+    /// `Synced` (a first look in sync) is for GitHub's statuses only: not kept, not logged.
     fn emit(&self, events: Vec<Event>, board: &StatusBoard) {
         if events.is_empty() {
             return;
         }
-        board.status().push_events(&events);
-        for e in &events {
+        let told: Vec<Event> = events
+            .iter()
+            .filter(|e| e.reason != Reason::Synced)
+            .cloned()
+            .collect();
+        board.status().push_events(&told);
+        for e in &told {
             tracing::info!(
                 reason = e.reason.as_str(),
                 app = e.app.as_ref().map(ToString::to_string).unwrap_or_default(),

@@ -1225,7 +1225,7 @@ fn valid_repository(r: &str) -> bool {
 
 /// Hex HMAC-SHA256 of `body` under `key` (Flux's `generic-hmac`).
 fn sign(key: &str, body: &[u8]) -> Result<String, String> {
-    use hmac::Mac;
+    use hmac::{KeyInit, Mac};
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes())
         .map_err(|_| "cannot be used as an HMAC key".to_owned())?;
     mac.update(body);

@@ -45,12 +45,34 @@ enum Condition {
 #[derive(Debug, Default)]
 struct Memory {
     condition: Condition,
-    /// The writes since the app was last at rest: (what, Azure's request id).
+    /// The writes since the app was last at rest: (what, Azure's request id), at most
+    /// [`WRITES_KEPT`].
     writes: Vec<(String, Option<String>)>,
+    /// Writes past [`WRITES_KEPT`] (an app that never comes to rest), counted only.
+    more_writes: usize,
     /// `Progressing` was announced for the change under way.
     progressing: bool,
     /// The rollout position last announced: (new revision, phase, step).
     rollout: Option<(String, String, i32)>,
+}
+
+/// Writes remembered per app until it comes to rest.
+pub const WRITES_KEPT: usize = 20;
+
+impl Memory {
+    fn clear_writes(&mut self) {
+        self.writes.clear();
+        self.more_writes = 0;
+    }
+
+    /// The writes, for a message: "a; b; c", without timestamps (a message is stable).
+    fn list(&self) -> String {
+        let mut text = list(&self.writes);
+        if self.more_writes > 0 {
+            text.push_str(&format!("; and {} more writes", self.more_writes));
+        }
+        text
+    }
 }
 
 /// Turns reports into events by comparing with what was announced.
@@ -102,9 +124,13 @@ impl Tracker {
         let mut wrote_now = false;
         for a in &report.actions {
             if a.error.is_none() && a.landed != Landed::No {
-                memory
-                    .writes
-                    .push((a.description.clone(), a.request_id.clone()));
+                if memory.writes.len() < WRITES_KEPT {
+                    memory
+                        .writes
+                        .push((a.description.clone(), a.request_id.clone()));
+                } else {
+                    memory.more_writes += 1;
+                }
                 wrote_now = true;
             }
         }
@@ -138,7 +164,7 @@ impl Tracker {
                     Reason::RolloutPromoted => memory.condition = Condition::Healthy,
                     _ => {}
                 }
-                memory.writes.clear();
+                memory.clear_writes();
                 memory.progressing = true;
                 walking = true;
                 out.push(e);
@@ -149,10 +175,7 @@ impl Tracker {
                 if wrote_now && !memory.progressing && !walking =>
             {
                 memory.progressing = true;
-                let mut e = event(
-                    Reason::Progressing,
-                    format!("applying: {}", list(&memory.writes)),
-                );
+                let mut e = event(Reason::Progressing, format!("applying: {}", memory.list()));
                 add_ids(&mut e, &memory.writes);
                 out.push(e);
             }
@@ -175,36 +198,45 @@ impl Tracker {
                     out.push(e);
                 }
                 memory.condition = Condition::Failing(problem);
-                memory.writes.clear();
+                memory.clear_writes();
                 memory.progressing = false;
             }
-            AppState::InSync | AppState::Suspended | AppState::Progressing
-                if report.requeue.is_none() =>
-            {
-                if matches!(memory.condition, Condition::Failing(_)) {
+            // Suspended on purpose: nothing to tell (a failure before it stands until the app is
+            // handed back and found well).
+            AppState::Suspended => memory.clear_writes(),
+            AppState::InSync | AppState::Progressing if report.requeue.is_none() => {
+                if memory.condition == Condition::Unknown
+                    && memory.writes.is_empty()
+                    && !walking
+                    && report.state == AppState::InSync
+                {
+                    // A first look: in sync. Told to GitHub only where the commit's status is
+                    // still pending or failed (a leader that died before telling the end).
+                    out.push(event(Reason::Synced, "in sync".to_owned()));
+                } else if matches!(memory.condition, Condition::Failing(_)) {
                     let mut e = event(
                         Reason::Recovered,
                         if memory.writes.is_empty() {
                             "in sync again".to_owned()
                         } else {
-                            format!("in sync again: {}", list(&memory.writes))
+                            format!("in sync again: {}", memory.list())
                         },
                     );
                     add_ids(&mut e, &memory.writes);
                     out.push(e);
                 } else if !memory.writes.is_empty() && !walking {
-                    let mut e = event(Reason::Applied, list(&memory.writes));
+                    let mut e = event(Reason::Applied, memory.list());
                     add_ids(&mut e, &memory.writes);
                     out.push(e);
                 }
                 memory.condition = Condition::Healthy;
-                memory.writes.clear();
+                memory.clear_writes();
                 if !walking {
                     memory.progressing = false;
                 }
             }
             AppState::RolledBack if report.requeue.is_none() => {
-                memory.writes.clear();
+                memory.clear_writes();
                 memory.progressing = false;
             }
             _ => {}
@@ -342,15 +374,63 @@ fn request_id(f: &Failure) -> Option<String> {
 /// A failure's text without what changes from one try to the next (Azure's request ids,
 /// times), so a failure repeated on every retry is one problem.
 pub fn stable_text(f: &Failure) -> String {
-    let text = f.to_string();
+    stable(&f.to_string())
+}
+
+/// [`stable_text`] of any text.
+pub fn stable(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    let mut rest = text.as_str();
+    let mut rest = text;
     while let Some(i) = rest.find(" (x-ms-") {
         out.push_str(&rest[..i]);
         rest = rest[i..].find(')').map_or("", |j| &rest[i + j + 1..]);
     }
     out.push_str(rest);
-    without_times(&short_paths(&out))
+    without_ids(&without_times(&short_paths(&out)))
+}
+
+/// `text` without what identifies one attempt: GUIDs (Entra's `Trace ID:` and `Correlation ID:`,
+/// Azure's request ids) read `…`, and Entra's `Timestamp: 2026-12-05 06:58:00Z` is dropped.
+pub fn without_ids(text: &str) -> String {
+    let is_hex = |b: &[u8]| b.iter().all(u8::is_ascii_hexdigit);
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    let mut copied = 0;
+    while i < b.len() {
+        let guid = b.get(i..i + 36).is_some_and(|g| {
+            is_hex(&g[..8])
+                && g[8] == b'-'
+                && is_hex(&g[9..13])
+                && g[13] == b'-'
+                && is_hex(&g[14..18])
+                && g[18] == b'-'
+                && is_hex(&g[19..23])
+                && g[23] == b'-'
+                && is_hex(&g[24..])
+        }) && (i == 0 || !b[i - 1].is_ascii_hexdigit());
+        if guid {
+            out.push_str(&text[copied..i]);
+            out.push('…');
+            i += 36;
+            copied = i;
+        } else {
+            i += 1;
+        }
+    }
+    out.push_str(&text[copied..]);
+    match out.find("Timestamp: ") {
+        Some(at) => {
+            let from = at + "Timestamp: ".len();
+            let end = out[from..]
+                .find(|c: char| {
+                    !(c.is_ascii_digit() || matches!(c, ' ' | ':' | '-' | '.' | 'T' | 'Z'))
+                })
+                .map_or(out.len(), |n| from + n);
+            format!("{}{}", out[..at].trim_end(), &out[end..])
+        }
+        None => out,
+    }
 }
 
 /// `text` with each ARM resource id cut to what a person needs: `revision NAME`, `app NAME`
@@ -445,6 +525,30 @@ mod tests {
     }
 
     #[test]
+    fn an_entra_error_retried_is_one_problem() {
+        // What Entra's error_description looks like (AADSTS700024), twice, a minute apart.
+        let entra = |trace: &str, at: &str| {
+            Failure::Unreadable(format!(
+                "cannot get a token for https://management.azure.com/.default with the workload credential: AADSTS700024: Client assertion is not within its valid time range. Trace ID: {trace} Correlation ID: 9f1c2a8e-3b4d-4e5f-9a7b-{trace_tail} Timestamp: {at}",
+                trace_tail = &trace[24..]
+            ))
+        };
+        let a = stable_text(&entra(
+            "0b3c6f2e-1d4a-4b8e-9c7f-2a1b3c4d5e6f",
+            "2026-12-05 06:58:00Z",
+        ));
+        let b = stable_text(&entra(
+            "7a8b9c0d-1e2f-4a3b-8c4d-5e6f7a8b9c0d",
+            "2026-12-05 06:59:12Z",
+        ));
+        assert_eq!(a, b);
+        assert!(
+            a.ends_with("valid time range. Trace ID: … Correlation ID: …"),
+            "{a}"
+        );
+    }
+
+    #[test]
     fn resource_ids_read_as_names() {
         let text = "/subscriptions/6f1c/resourceGroups/rg-x/providers/Microsoft.App/containerApps/ca-cart/revisions/ca-cart--r12: the operation ended Failed";
         assert_eq!(
@@ -476,9 +580,38 @@ mod tests {
     #[test]
     fn the_steady_state_says_nothing() {
         let mut t = Tracker::new();
+        // A first look in sync is `Synced` (GitHub takes it only to mend a stuck status).
+        let first = t.on_report(&report(AppState::InSync), STAMP);
+        assert_eq!(reasons(&first), [Reason::Synced]);
         for _ in 0..3 {
             assert!(t.on_report(&report(AppState::InSync), STAMP).is_empty());
         }
+    }
+
+    #[test]
+    fn a_suspended_app_is_not_announced_as_recovered() {
+        let mut t = Tracker::new();
+        let mut own = wrote(report(AppState::Failing), "w", "r1");
+        own.error = Some(Failure::Unreadable("HTTP 500".to_owned()));
+        t.on_report(&own, STAMP);
+        assert!(t.on_report(&report(AppState::Suspended), STAMP).is_empty());
+    }
+
+    #[test]
+    fn an_app_that_never_rests_keeps_a_bounded_list_of_writes() {
+        let mut t = Tracker::new();
+        for i in 0..(WRITES_KEPT + 5) {
+            t.on_report(
+                &waiting(wrote(report(AppState::Applying), &format!("w{i}"), "r")),
+                STAMP,
+            );
+        }
+        let e = t.on_report(&report(AppState::InSync), STAMP);
+        assert!(
+            e[0].message.ends_with("; and 5 more writes"),
+            "{}",
+            e[0].message
+        );
     }
 
     #[test]

@@ -455,7 +455,7 @@ pub fn azurite(dir: &Path) -> (Proc, String) {
 /// publishes for the emulator): blob service, read/write/delete/list/add/create, until 2099.
 pub fn azurite_sas() -> String {
     use base64::Engine as _;
-    use hmac::{Hmac, Mac};
+    use hmac::{Hmac, KeyInit, Mac};
     const KEY: &str =
         "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
     let b64 = base64::engine::general_purpose::STANDARD;
