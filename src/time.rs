@@ -140,7 +140,9 @@ pub fn parse_http_date(text: &str) -> Option<Millis> {
     if parts.next()? != "GMT" || parts.next().is_some() || hms.next().is_some() {
         return None;
     }
-    if !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
+    // A four-digit year (RFC 9110's IMF-fixdate): a huge one would overflow the arithmetic.
+    let clock = (0..=23).contains(&h) && (0..=59).contains(&m) && (0..=60).contains(&s);
+    if !(1..=31).contains(&day) || !(1..=9999).contains(&year) || !clock {
         return None;
     }
     let days = days_from_civil(year, month, day);
@@ -187,6 +189,34 @@ impl Default for Clock {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn http_dates_never_panic() {
+        for text in [
+            "Sun, 06 Nov 9223372036854775807 08:49:37 GMT",
+            "Sun, 06 Nov -9223372036854775808 08:49:37 GMT",
+            "Sun, 06 Nov 292277026 08:49:37 GMT",
+            "Sun, 06 Nov 0 08:49:37 GMT",
+            "Sun, 06 Nov 99999 08:49:37 GMT",
+            "Sun, 06 Nov 1994 99999999999999999999:49:37 GMT",
+            "Sun, 06 Nov 1994 -1:-1:-1 GMT",
+            "Sun, 31 Feb 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 08:49:37",
+            ", 06 Nov 1994 08:49:37 GMT",
+            "",
+        ] {
+            let _ = parse_http_date(text);
+        }
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 9223372036854775807 08:49:37 GMT"),
+            None
+        );
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 -1:00:00 GMT"), None);
+        assert_eq!(
+            parse_http_date("Fri, 31 Dec 9999 23:59:59 GMT"),
+            Some(253_402_300_799_000)
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -295,6 +295,10 @@ fn every_refusal_is_at_its_key_and_no_secret_is_repeated() {
             "s-type",
             doc("w", "  type: msteams\n  url: {fromEnv: HOOK}\n"),
         ),
+        (
+            "t-webhook-plain-http",
+            doc("w", "  type: webhook\n  url: http://hooks.example.com/in\n"),
+        ),
     ];
     for (name, text) in cases {
         s.write(&format!("{name}.yaml"), text);
@@ -352,9 +356,10 @@ fn every_refusal_is_at_its_key_and_no_secret_is_repeated() {
         "./q-severity-passes-nothing.yaml:8:3: spec.severity: error passes only Failed, RolledBack, DesiredStateRejected, RetentionFailed, so none of these reasons would ever be sent; write severity: info, or name one of those".to_owned(),
         "./r-name.yaml:4:3: metadata.name: is not a notification name (1-63 letters, digits, . _ and -, starting with a letter or digit); it names the target in logs and metrics".to_owned(),
         "./s-type.yaml:6:3: spec.type: unknown value `msteams`, expected one of `teams`, `slack`, `webhook`, `github`; did you mean `teams`?".to_owned(),
+        "./t-webhook-plain-http.yaml:7:3: spec.url: plain http only to loopback (127.0.0.1, ::1, localhost); use https".to_owned(),
         "./y-dup.yaml:4:3: metadata.name: Notification `platform` is defined again at ./z-dup.yaml:4:3; each Notification needs its own name".to_owned(),
         "./z-dup.yaml:4:3: metadata.name: Notification `platform` is already defined at ./y-dup.yaml:4:3; each Notification needs its own name".to_owned(),
-        format!("invalid: 35 problems in {n} documents in {n} files (0 apps, 0 registry policies)", n = cases.len() + 2),
+        format!("invalid: 36 problems in {n} documents in {n} files (0 apps, 0 registry policies)", n = cases.len() + 2),
     ];
     let expected = expected.join("\n") + "\n";
     assert!(text == expected, "expected:\n{expected}actual:\n{text}");

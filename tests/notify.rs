@@ -336,7 +336,7 @@ async fn github_gets_one_commit_status_per_app_and_state() {
     );
     assert_eq!(
         all[0].path,
-        format!("/api/v3/repos/octo-org/desired/commits/{COMMIT}/statuses?per_page=100")
+        format!("/api/v3/repos/octo-org/desired/commits/{COMMIT}/status?per_page=100&page=1")
     );
     let posts = || -> Vec<_> {
         rx.requests()
@@ -393,16 +393,12 @@ async fn github_gets_one_commit_status_per_app_and_state() {
 async fn a_new_leader_does_not_post_again_what_github_shows() {
     let dir = Scratch::new();
     let rx = Receiver::start();
-    // Newest first, as GitHub lists them: the old leader ended with success for orders.
-    rx.script([Answer::Json(
-        200,
-        serde_json::json!([
-            {"context": "aca-reconciler/rg-one/orders", "state": "success", "description": "in sync"},
-            {"context": "aca-reconciler/rg-one/orders", "state": "pending", "description": "applying"},
-            {"context": "ci/build", "state": "success", "description": "in sync"},
-        ])
-        .to_string(),
-    )]);
+    // GitHub's combined status (the latest per context): the old leader ended with success
+    // for orders.
+    rx.script([combined(&[
+        ("aca-reconciler/rg-one/orders", "success", "in sync"),
+        ("ci/build", "success", "in sync"),
+    ])]);
     let target = Target::GitHub {
         repository: "octo-org/desired".to_owned(),
         token: in_file(&dir, "token", "t"),
@@ -424,6 +420,176 @@ async fn a_new_leader_does_not_post_again_what_github_shows() {
     assert_eq!(got[1].json()["context"], "aca-reconciler/rg-one/web");
     assert_eq!(s.count("commits", "deduplicated"), 1);
     assert_eq!(s.count("commits", "sent"), 1);
+}
+
+/// GitHub's combined status of a commit, one page holding all its contexts.
+fn combined(statuses: &[(&str, &str, &str)]) -> Answer {
+    page(statuses, statuses.len())
+}
+
+/// One page of GitHub's combined status: these contexts, of `total` in all.
+fn page(statuses: &[(&str, &str, &str)], total: usize) -> Answer {
+    let statuses: Vec<_> = statuses
+        .iter()
+        .map(|(context, state, description)| {
+            serde_json::json!({"context": context, "state": state, "description": description})
+        })
+        .collect();
+    Answer::Json(
+        200,
+        serde_json::json!({
+            "state": "pending",
+            "sha": COMMIT,
+            "total_count": total,
+            "statuses": statuses,
+        })
+        .to_string(),
+    )
+}
+
+fn github_target(dir: &Scratch, rx: &Receiver) -> Target {
+    Target::GitHub {
+        repository: "octo-org/desired".to_owned(),
+        token: in_file(dir, "token", "t"),
+        api_url: Some(rx.url("/gh")),
+    }
+}
+
+fn posts(rx: &Receiver) -> Vec<common::receiver::Request> {
+    rx.requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .collect()
+}
+
+#[tokio::test]
+async fn synced_repairs_only_what_github_shows_pending_or_failed() {
+    let dir = Scratch::new();
+    let rx = Receiver::start();
+    // A leader died mid-change: orders pending, billing failed; web is already success; api
+    // has no status at all.
+    rx.script([combined(&[
+        (
+            "aca-reconciler/rg-one/orders",
+            "pending",
+            "applying 1 change",
+        ),
+        ("aca-reconciler/rg-one/billing", "failure", "failed"),
+        ("aca-reconciler/rg-one/web", "success", "in sync"),
+    ])]);
+    let s = Setup::new(
+        fast(),
+        &[spec("commits", github_target(&dir, &rx), Filter::default())],
+        dir.path(),
+    );
+    s.notifier.send(&[
+        event(Reason::Synced, Some("orders"), "in sync"),
+        event(Reason::Synced, Some("billing"), "in sync"),
+        event(Reason::Synced, Some("web"), "in sync"),
+        event(Reason::Synced, Some("api"), "in sync"),
+    ]);
+    s.flush().await;
+    let got = posts(&rx);
+    let mut contexts: Vec<_> = got
+        .iter()
+        .map(|r| {
+            assert_eq!(r.json()["state"], "success");
+            r.json()["context"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    contexts.sort();
+    assert_eq!(
+        contexts,
+        [
+            "aca-reconciler/rg-one/billing",
+            "aca-reconciler/rg-one/orders"
+        ],
+        "{got:#?}"
+    );
+    assert_eq!(s.count("commits", "sent"), 2);
+    assert_eq!(s.count("commits", "deduplicated"), 2);
+    assert_eq!(rx.requests().len(), 3, "one read, two posts");
+}
+
+#[tokio::test]
+async fn a_commit_with_more_than_100_contexts_is_read_page_by_page() {
+    let dir = Scratch::new();
+    let rx = Receiver::start();
+    let contexts: Vec<String> = (0..150)
+        .map(|i| format!("aca-reconciler/rg-one/app-{i:03}"))
+        .collect();
+    let all: Vec<(&str, &str, &str)> = contexts
+        .iter()
+        .map(|c| (c.as_str(), "pending", "applying"))
+        .collect();
+    rx.script([page(&all[..100], 150), page(&all[100..], 150)]);
+    let s = Setup::new(
+        fast(),
+        &[spec("commits", github_target(&dir, &rx), Filter::default())],
+        dir.path(),
+    );
+    // app-120 is on the second page: GitHub shows it pending, so its Synced repairs it, and
+    // its Progressing with the same description is not posted again.
+    s.notifier.send(&[
+        event(Reason::Progressing, Some("app-130"), "applying"),
+        event(Reason::Synced, Some("app-120"), "in sync"),
+    ]);
+    s.flush().await;
+    let got = rx.requests();
+    let gets: Vec<_> = got.iter().filter(|r| r.method == "GET").collect();
+    assert_eq!(gets.len(), 2, "{got:#?}");
+    assert!(gets[0].path.ends_with("/status?per_page=100&page=1"));
+    assert!(gets[1].path.ends_with("/status?per_page=100&page=2"));
+    let posted = posts(&rx);
+    assert_eq!(posted.len(), 1, "{got:#?}");
+    assert_eq!(posted[0].json()["context"], "aca-reconciler/rg-one/app-120");
+    assert_eq!(s.count("commits", "deduplicated"), 1);
+}
+
+#[tokio::test]
+async fn leadership_changes_reread_github_and_drop_a_former_leaders_queue() {
+    let dir = Scratch::new();
+    let rx = Receiver::start();
+    let options = NotifierOptions {
+        grouping_delay: Duration::from_millis(500),
+        ..fast()
+    };
+    let s = Setup::new(
+        options,
+        &[spec("commits", github_target(&dir, &rx), Filter::default())],
+        dir.path(),
+    );
+    s.notifier.on_leadership(true);
+    s.notifier
+        .send(&[event(Reason::Applied, Some("orders"), "in sync")]);
+    s.flush().await;
+    assert_eq!(posts(&rx).len(), 1);
+
+    // Lost while a status waits in the queue: it is dropped, never posted.
+    s.notifier
+        .send(&[event(Reason::Failed, Some("orders"), "failed")]);
+    s.notifier.on_leadership(false);
+    s.flush().await;
+    assert_eq!(posts(&rx).len(), 1, "{:#?}", rx.requests());
+    assert_eq!(s.count("commits", "dropped"), 1);
+
+    // Meanwhile the other leader posted pending; leading again, this replica reads GitHub
+    // again instead of trusting that it posted success, and posts success over it.
+    rx.clear();
+    rx.script([combined(&[(
+        "aca-reconciler/rg-one/orders",
+        "pending",
+        "applying 1 change",
+    )])]);
+    s.notifier.on_leadership(true);
+    s.notifier
+        .send(&[event(Reason::Applied, Some("orders"), "in sync")]);
+    s.flush().await;
+    let got = rx.requests();
+    assert_eq!(got.len(), 2, "a read, then a post: {got:#?}");
+    assert_eq!(got[0].method, "GET");
+    assert_eq!(got[1].json()["state"], "success");
+    assert_eq!(s.count("commits", "deduplicated"), 0);
 }
 
 #[tokio::test]
@@ -563,6 +729,42 @@ async fn identical_events_are_sent_once_per_window() {
 }
 
 #[tokio::test]
+async fn a_second_failure_after_a_recovery_is_sent() {
+    let dir = Scratch::new();
+    let rx = Receiver::start();
+    let target = Target::Webhook {
+        url: UrlRef::Inline(rx.url("/hook")),
+        secret: None,
+    };
+    let s = Setup::new(
+        fast(),
+        &[spec("hook", target, Filter::default())],
+        dir.path(),
+    );
+    // Same app, same commit, same message, within the window: the last word must be Failed.
+    for e in [
+        failed_app("orders"),
+        event(Reason::Recovered, Some("orders"), "in sync again"),
+        failed_app("orders"),
+    ] {
+        s.notifier.send(&[e]);
+        s.flush().await;
+    }
+    let got = rx.requests();
+    let reasons: Vec<_> = got
+        .iter()
+        .map(|r| r.json()["events"][0]["reason"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(reasons, ["Failed", "Recovered", "Failed"], "{got:#?}");
+    assert_eq!(s.count("hook", "deduplicated"), 0);
+    // The same failure again right after: still a duplicate.
+    s.notifier.send(&[failed_app("orders")]);
+    s.flush().await;
+    assert_eq!(rx.requests().len(), 3);
+    assert_eq!(s.count("hook", "deduplicated"), 1);
+}
+
+#[tokio::test]
 async fn a_burst_about_many_apps_is_one_message() {
     let dir = Scratch::new();
     let rx = Receiver::start();
@@ -655,6 +857,87 @@ async fn retry_after_is_honoured_and_later_events_wait_their_turn() {
     );
     assert_eq!(s.count("slack", "failed"), 1);
     assert_eq!(s.count("slack", "sent"), 10);
+}
+
+#[tokio::test]
+async fn github_rate_limits_are_waited_out_not_blamed_on_the_token() {
+    let (logs, _guard) = Logs::capture();
+    let dir = Scratch::new();
+    let rx = Receiver::start();
+    let reset = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        // The third try comes about 1 s after the start (the Retry-After): the reset is then
+        // still at least 1 whole second away.
+        + 3;
+    let header = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+    rx.script([
+        combined(&[]),
+        // The secondary rate limit: 403 with Retry-After.
+        Answer::Headers(403, vec![header("retry-after", "1")]),
+        // The primary one: 403, nothing left until the reset (epoch seconds).
+        Answer::Headers(
+            403,
+            vec![
+                header("x-ratelimit-remaining", "0"),
+                header("x-ratelimit-reset", &reset.to_string()),
+            ],
+        ),
+    ]);
+    let s = Setup::new(
+        fast(),
+        &[spec("commits", github_target(&dir, &rx), Filter::default())],
+        dir.path(),
+    );
+    s.notifier
+        .send(&[event(Reason::Applied, Some("orders"), "in sync")]);
+    s.flush().await;
+    let got = posts(&rx);
+    assert_eq!(got.len(), 3, "{got:#?}");
+    let gap = got[1].at - got[0].at;
+    assert!(gap >= Duration::from_millis(950), "Retry-After: {gap:?}");
+    let gap = got[2].at - got[1].at;
+    assert!(
+        gap >= Duration::from_millis(950),
+        "x-ratelimit-reset: {gap:?}"
+    );
+    assert_eq!(s.count("commits", "sent"), 1);
+    let text = logs.text();
+    assert!(text.contains("GitHub rate limit"), "{text}");
+    assert!(!text.contains("check the token"), "{text}");
+}
+
+#[tokio::test]
+async fn retry_after_holds_back_the_next_message_too() {
+    let dir = Scratch::new();
+    let rx = Receiver::start();
+    rx.script([Answer::TooMany {
+        retry_after: "2".to_owned(),
+    }]);
+    let target = Target::Webhook {
+        url: UrlRef::Inline(rx.url("/hook")),
+        secret: None,
+    };
+    let options = NotifierOptions { tries: 1, ..fast() };
+    let s = Setup::new(
+        options,
+        &[spec("hook", target, Filter::default())],
+        dir.path(),
+    );
+    s.notifier.send(&[failed_app("orders")]);
+    s.flush().await;
+    assert_eq!(s.count("hook", "failed"), 1, "one try, spent");
+    s.notifier.send(&[failed_app("billing")]);
+    s.flush().await;
+    let got = rx.requests();
+    assert_eq!(got.len(), 2, "{got:#?}");
+    let gap = got[1].at - got[0].at;
+    assert!(
+        gap >= Duration::from_millis(1900),
+        "the next message went {gap:?} after a Retry-After of 2 s"
+    );
+    assert_eq!(s.count("hook", "sent"), 1);
 }
 
 #[tokio::test]

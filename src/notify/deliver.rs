@@ -8,8 +8,10 @@
 //!    │  first event, then collect for the grouping delay -> one message (GitHub: one status
 //!    │  per event, the last per commit and context)
 //!    ▼
-//!  HTTP POST with retries    (network errors, 5xx, 429: backoff, Retry-After a floor; other
-//!                             4xx: dropped at once with a hint), then dropped with a counter
+//!  HTTP POST with retries    (network errors, 5xx, 429, GitHub's rate limit: backoff,
+//!                             Retry-After / x-ratelimit-reset a floor that also holds back the
+//!                             next message; other 4xx: dropped at once with a hint), then
+//!                             dropped with a counter
 //! ```
 //!
 //! How the controller uses it:
@@ -36,7 +38,7 @@
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -58,7 +60,7 @@ pub struct NotificationLabels {
     /// The Notification's `metadata.name` (never its URL).
     pub target: String,
     /// `sent`, `failed` (refused, or retries spent), `dropped` (queue full, target removed or
-    /// stopping) or `deduplicated` (same event within the window).
+    /// stopping) or `deduplicated` (repeats the app's last event within the window).
     pub result: String,
 }
 
@@ -75,7 +77,8 @@ pub enum Outcome {
     Failed,
     /// Never tried: the queue was full, the target was removed, or the process was stopping.
     Dropped,
-    /// The same event (same [`Event::key`]) went to this target within its window.
+    /// Within the target's window, the event repeats the last one sent for its app (same
+    /// [`Event::key`]), or, for an event without an app, one sent already.
     Deduplicated,
 }
 
@@ -143,6 +146,11 @@ impl Default for NotifierOptions {
 const TEAMS_BODY_MAX: usize = 24 * 1024;
 /// Slack refuses very large payloads; stay well under its 40,000-character message limit.
 const SLACK_BODY_MAX: usize = 32 * 1024;
+/// Apps whose last event a target remembers for dedup; beyond, entries older than the window
+/// go, then all.
+const DEDUP_APPS_MAX: usize = 10_000;
+/// Pages of a commit's combined status read at most (100 contexts each).
+const GITHUB_STATUS_PAGES: usize = 20;
 /// GitHub statuses remembered (per process) before the memory is cleared.
 const GITHUB_MEMORY_MAX: usize = 10_000;
 
@@ -172,10 +180,16 @@ struct Route {
     tx: Option<mpsc::Sender<Event>>,
     cancel: CancellationToken,
     task: Option<JoinHandle<()>>,
-    /// Event keys sent within the window, with when.
+    /// Keys of events without an app sent within the window, with when.
     seen: HashMap<String, Instant>,
+    /// Per app: the key of the last event sent for it, with when. An app's event is a
+    /// duplicate only if it repeats that last one (within the window): Failed, Recovered,
+    /// Failed again all go out, so the receiver never believes a failing app recovered.
+    last: HashMap<String, (String, Instant)>,
     /// The queue overflowed and has not taken an event since (one log line per burst).
     overflowing: bool,
+    /// Set to make the worker forget what it knows of GitHub's statuses before its next batch.
+    forget: Arc<AtomicBool>,
 }
 
 impl Notifier {
@@ -230,6 +244,7 @@ impl Notifier {
                 Some(i) => {
                     let mut route = old.swap_remove(i);
                     route.spec = spec.clone();
+                    self.revive(&mut route);
                     routes.push(route);
                 }
                 None => routes.push(self.start(spec)),
@@ -250,7 +265,9 @@ impl Notifier {
             cancel: cancel.clone(),
             task: None,
             seen: HashMap::new(),
+            last: HashMap::new(),
             overflowing: false,
+            forget: Arc::new(AtomicBool::new(false)),
         };
         let http = match &self.http {
             Ok(http) => http.clone(),
@@ -272,11 +289,31 @@ impl Notifier {
             metrics: self.metrics.clone(),
             pending: Arc::clone(&self.pending),
             github_memory: HashMap::new(),
-            github_listed: std::collections::HashSet::new(),
+            github_listed: HashMap::new(),
+            forget: Arc::clone(&route.forget),
+            not_before: Mutex::new(None),
         };
         route.task = Some(runtime.spawn(worker.run(rx, cancel)));
         route.tx = Some(tx);
         route
+    }
+
+    /// A worker that ended while its route lives has panicked: logged (once, naming the
+    /// target) and started again, keeping the route's dedup memory. What it held is lost.
+    fn revive(&self, route: &mut Route) {
+        let dead = route
+            .task
+            .as_ref()
+            .is_some_and(|t| t.is_finished() && !route.cancel.is_cancelled());
+        if !dead {
+            return;
+        }
+        tracing::error!(notification = %route.spec.name, "the notification worker of this target stopped unexpectedly (a bug: please report it); the events it held are lost; starting it again");
+        let fresh = self.start(&route.spec);
+        route.tx = fresh.tx;
+        route.cancel = fresh.cancel;
+        route.task = fresh.task;
+        route.forget = fresh.forget;
     }
 
     /// Hands `events` to every target whose filter takes them. Returns at once: each target's
@@ -289,17 +326,33 @@ impl Notifier {
         let mut state = self.lock();
         let State { root, routes, .. } = &mut *state;
         for route in routes.iter_mut() {
+            self.revive(route);
             let window = route.spec.window;
             route
                 .seen
                 .retain(|_, at| now.saturating_duration_since(*at) < window);
+            if route.last.len() >= DEDUP_APPS_MAX {
+                route
+                    .last
+                    .retain(|_, (_, at)| now.saturating_duration_since(*at) < window);
+                if route.last.len() >= DEDUP_APPS_MAX {
+                    route.last.clear();
+                }
+            }
             let mut dropped = 0_u64;
             for e in events {
                 if !takes(&route.spec, root, e) {
                     continue;
                 }
                 let key = e.key();
-                if route.seen.contains_key(&key) {
+                let app = e.app.as_ref().map(app_id);
+                let duplicate = match &app {
+                    Some(app) => route.last.get(app).is_some_and(|(last, at)| {
+                        *last == key && now.saturating_duration_since(*at) < window
+                    }),
+                    None => route.seen.contains_key(&key),
+                };
+                if duplicate {
                     self.count(&route.spec.name, Outcome::Deduplicated, 1);
                     continue;
                 }
@@ -310,7 +363,14 @@ impl Notifier {
                 self.pending.send_modify(|n| *n += 1);
                 match tx.try_send(e.clone()) {
                     Ok(()) => {
-                        route.seen.insert(key, now);
+                        match app {
+                            Some(app) => {
+                                route.last.insert(app, (key, now));
+                            }
+                            None => {
+                                route.seen.insert(key, now);
+                            }
+                        }
                         route.overflowing = false;
                     }
                     Err(_) => {
@@ -335,6 +395,39 @@ impl Notifier {
 
     fn count(&self, target: &str, outcome: Outcome, n: u64) {
         count(&self.metrics, target, outcome, n);
+    }
+
+    /// This replica gained (`leading`) or lost leadership. GitHub targets forget what they
+    /// knew of GitHub's statuses and their dedup memory, so that statuses are read from GitHub
+    /// again when this replica leads (another leader may have posted since). On losing it,
+    /// what GitHub targets have queued or are retrying is dropped (counted as `dropped`), so
+    /// that a former leader's stale statuses do not land after the new leader's. Chat and
+    /// webhook targets are left alone. The controller calls it on every leadership change,
+    /// before sending the new term's events.
+    pub fn on_leadership(&self, leading: bool) {
+        let mut state = self.lock();
+        if state.stopped {
+            return;
+        }
+        let routes = std::mem::take(&mut state.routes);
+        let mut kept = Vec::with_capacity(routes.len());
+        for mut route in routes {
+            if !matches!(route.spec.target, Target::GitHub { .. }) {
+                kept.push(route);
+                continue;
+            }
+            if leading {
+                route.seen.clear();
+                route.last.clear();
+                route.forget.store(true, Ordering::Relaxed);
+                kept.push(route);
+            } else {
+                // A fresh worker: the old one drops its queue and its memory with it.
+                route.cancel.cancel();
+                kept.push(self.start(&route.spec));
+            }
+        }
+        state.routes = kept;
     }
 
     /// Waits until every event handed to [`Notifier::send`] so far is sent, failed or dropped,
@@ -382,6 +475,16 @@ impl Drop for Notifier {
             route.cancel.cancel();
         }
     }
+}
+
+/// An app's identity in the dedup memory.
+fn app_id(a: &crate::spec::AppKey) -> String {
+    format!(
+        "{}/{}/{}",
+        a.subscription.as_str(),
+        a.resource_group.as_str(),
+        a.name.as_str()
+    )
 }
 
 fn count(metrics: &NotificationMetrics, target: &str, outcome: Outcome, n: u64) {
@@ -501,8 +604,13 @@ struct Worker {
     /// GitHub: (sha, context) -> (state, description) last posted there, by this process or
     /// (read from GitHub once per commit) by an earlier leader.
     github_memory: HashMap<(String, String), (&'static str, String)>,
-    /// GitHub: the commits whose statuses were read.
-    github_listed: std::collections::HashSet<String>,
+    /// GitHub: the commits whose statuses were read, and whether reading them succeeded.
+    github_listed: HashMap<String, bool>,
+    /// Set by [`Notifier::on_leadership`]: clear the two above before the next batch.
+    forget: Arc<AtomicBool>,
+    /// No request before this: the last `Retry-After` or rate-limit reset, which outlives the
+    /// message that was told (its tries may have run out).
+    not_before: Mutex<Option<Instant>>,
 }
 
 impl Worker {
@@ -660,7 +768,12 @@ impl Worker {
             w.account(outcome, k);
             done.fetch_add(k, Ordering::Relaxed);
         };
-        let mut statuses: Vec<CommitStatus> = Vec::new();
+        if self.forget.swap(false, Ordering::Relaxed) {
+            self.github_memory.clear();
+            self.github_listed.clear();
+        }
+        // Each with whether it is a `Synced` (posted only to repair what GitHub shows).
+        let mut statuses: Vec<(CommitStatus, bool)> = Vec::new();
         let mut superseded = 0;
         for e in batch {
             let Some(s) = CommitStatus::of(e) else {
@@ -669,12 +782,12 @@ impl Worker {
             };
             if let Some(i) = statuses
                 .iter()
-                .position(|o| o.sha == s.sha && o.context == s.context)
+                .position(|(o, _)| o.sha == s.sha && o.context == s.context)
             {
                 statuses.remove(i);
                 superseded += 1;
             }
-            statuses.push(s);
+            statuses.push((s, e.reason == Reason::Synced));
         }
         finish(self, Outcome::Deduplicated, superseded);
         let api = api_url
@@ -703,10 +816,28 @@ impl Worker {
                 return;
             }
         };
-        for s in statuses {
+        let mut unknown = 0;
+        for (s, synced) in statuses {
             let key = (s.sha.clone(), s.context.clone());
-            if !self.github_memory.contains_key(&key) && !self.github_listed.contains(&s.sha) {
+            if !self.github_memory.contains_key(&key) && !self.github_listed.contains_key(&s.sha) {
                 self.list_statuses(&api, &repository, &s.sha, &token).await;
+            }
+            let shown = self.github_memory.get(&key);
+            if synced {
+                // A first look found the app in sync: post only over a pending or failure
+                // that a leader which died left there.
+                let repair = shown.is_some_and(|(state, _)| *state != "success");
+                if !repair {
+                    if shown.is_none() && self.github_listed.get(&s.sha) != Some(&true) {
+                        // GitHub's statuses could not be read: not posted rather than a burst
+                        // of posts at start-up to an API that may be throttling.
+                        unknown += 1;
+                        finish(self, Outcome::Failed, 1);
+                    } else {
+                        finish(self, Outcome::Deduplicated, 1);
+                    }
+                    continue;
+                }
             }
             if self
                 .github_memory
@@ -739,61 +870,106 @@ impl Worker {
                 finish(self, Outcome::Failed, 1);
             }
         }
+        if unknown > 0 {
+            tracing::warn!(notification = %self.name, "{unknown} in-sync commit statuses not posted: GitHub's statuses of the commit could not be read, so whether it still shows them pending or failed is unknown");
+        }
     }
 
-    /// Reads the statuses GitHub holds for `sha` (newest first, one page, one try) into the
-    /// memory, so that a new leader does not post again what the old one posted (Flux lists
-    /// them before each post, `internal/notifier/github.go`). Any failure just means posting.
-    async fn list_statuses(&mut self, api: &str, repository: &str, sha: &str, token: &str) {
+    /// Reads the latest status of each context GitHub holds for `sha` (the combined status,
+    /// page by page, one try each) into the memory, so that a new leader does not post again
+    /// what the old one posted (Flux lists them before each post,
+    /// `internal/notifier/github.go`), and knows what a dead leader left pending. Any failure
+    /// just means posting (a `Synced`: not posting). Returns whether every page was read.
+    async fn list_statuses(&mut self, api: &str, repository: &str, sha: &str, token: &str) -> bool {
         if self.github_listed.len() >= GITHUB_MEMORY_MAX {
             self.github_listed.clear();
         }
-        self.github_listed.insert(sha.to_owned());
-        let url = format!("{api}/repos/{repository}/commits/{sha}/statuses?per_page=100");
-        let resp = self
-            .http
-            .get(&url)
-            .bearer_auth(token)
-            .header(reqwest::header::ACCEPT, "application/vnd.github+json")
-            .header("X-GitHub-Api-Version", "2022-11-28")
-            .send()
-            .await;
-        let listed: Vec<serde_json::Value> = match resp {
-            Ok(r) if r.status().is_success() => r.json().await.unwrap_or_default(),
-            Ok(r) => {
-                tracing::debug!(notification = %self.name, "reading the statuses of a commit answered HTTP {}; posting anyway", r.status().as_u16());
-                return;
-            }
-            Err(e) => {
-                tracing::debug!(notification = %self.name, "reading the statuses of a commit failed ({}); posting anyway", crate::arm::without_url(&e));
-                return;
-            }
-        };
+        let read = self.read_statuses(api, repository, sha, token).await;
+        self.github_listed.insert(sha.to_owned(), read);
+        read
+    }
+
+    async fn read_statuses(&mut self, api: &str, repository: &str, sha: &str, token: &str) -> bool {
         let prefix = format!("{}/", render::CONTROLLER);
-        for item in listed {
-            let (Some(context), Some(state)) = (item["context"].as_str(), item["state"].as_str())
-            else {
-                continue;
-            };
-            let state = match state {
-                "pending" => "pending",
-                "success" => "success",
-                "failure" => "failure",
-                "error" => "error",
-                _ => continue,
-            };
-            let key = (sha.to_owned(), context.to_owned());
-            if !context.starts_with(&prefix) || self.github_memory.contains_key(&key) {
-                continue;
+        let mut seen = 0_u64;
+        for page in 1..=GITHUB_STATUS_PAGES {
+            // GitHub: "GET /repos/{owner}/{repo}/commits/{ref}/status" returns the most recent
+            // status per context, `statuses` paginated (per_page at most 100), with
+            // `total_count` contexts (docs.github.com/en/rest/commits/statuses).
+            let url =
+                format!("{api}/repos/{repository}/commits/{sha}/status?per_page=100&page={page}");
+            let not_before = *self
+                .not_before
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(at) = not_before {
+                tokio::time::sleep_until(at).await;
             }
-            let description = item["description"].as_str().unwrap_or("").to_owned();
-            self.github_memory.insert(key, (state, description));
+            let resp = self
+                .http
+                .get(&url)
+                .bearer_auth(token)
+                .header(reqwest::header::ACCEPT, "application/vnd.github+json")
+                .header("X-GitHub-Api-Version", "2022-11-28")
+                .send()
+                .await;
+            let combined: serde_json::Value = match resp {
+                Ok(r) if r.status().is_success() => r.json().await.unwrap_or_default(),
+                Ok(r) => {
+                    let code = r.status().as_u16();
+                    let wait = github_rate_limited(code, r.headers())
+                        .then(|| github_rate_limit_wait(r.headers(), self.options.max_retry_after))
+                        .flatten();
+                    if let Some(wait) = wait {
+                        self.hold_until(Instant::now() + wait);
+                    }
+                    tracing::debug!(notification = %self.name, "reading the statuses of a commit answered HTTP {code}; posting anyway");
+                    return false;
+                }
+                Err(e) => {
+                    tracing::debug!(notification = %self.name, "reading the statuses of a commit failed ({}); posting anyway", crate::arm::without_url(&e));
+                    return false;
+                }
+            };
+            let Some(listed) = combined["statuses"].as_array() else {
+                tracing::debug!(notification = %self.name, "the statuses of a commit were not GitHub's combined status; posting anyway");
+                return false;
+            };
+            let total = combined["total_count"].as_u64().unwrap_or(0);
+            seen += listed.len() as u64;
+            for item in listed {
+                let (Some(context), Some(state)) =
+                    (item["context"].as_str(), item["state"].as_str())
+                else {
+                    continue;
+                };
+                let state = match state {
+                    "pending" => "pending",
+                    "success" => "success",
+                    "failure" => "failure",
+                    "error" => "error",
+                    _ => continue,
+                };
+                let key = (sha.to_owned(), context.to_owned());
+                if !context.starts_with(&prefix) || self.github_memory.contains_key(&key) {
+                    continue;
+                }
+                let description = item["description"].as_str().unwrap_or("").to_owned();
+                self.github_memory.insert(key, (state, description));
+            }
+            if listed.is_empty() || seen >= total {
+                return true;
+            }
         }
+        tracing::debug!(notification = %self.name, "a commit has more than {} statuses; the rest were not read", GITHUB_STATUS_PAGES * 100);
+        true
     }
 
     /// Sends the request `make` builds until a 2xx, a refusal that retrying cannot fix, or the
     /// tries are spent. Network errors, 5xx and 429 are retried with backoff; a `Retry-After`
-    /// (429, 503) is a floor under the wait. Logs once when it gives up, never the URL.
+    /// (429, 503) is a floor under the wait, and so is GitHub's rate limit (a 403 or 429 with
+    /// `Retry-After` or `x-ratelimit-remaining: 0`, until `x-ratelimit-reset`). Such a wait
+    /// also holds back the worker's next message. Logs once when it gives up, never the URL.
     async fn post_with_retries(
         &self,
         what: &str,
@@ -807,6 +983,13 @@ impl Worker {
             .build();
         let mut tries = 0;
         loop {
+            let not_before = *self
+                .not_before
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(at) = not_before {
+                tokio::time::sleep_until(at).await;
+            }
             tries += 1;
             let (why, floor) = match make().send().await {
                 Ok(resp) => {
@@ -816,10 +999,19 @@ impl Worker {
                         return Ok(());
                     }
                     let code = status.as_u16();
-                    let floor = matches!(code, 429 | 503)
-                        .then(|| retry_after(resp.headers(), self.options.max_retry_after))
-                        .flatten();
-                    if code != 429 && !status.is_server_error() {
+                    let limited = matches!(self.target, Target::GitHub { .. })
+                        && github_rate_limited(code, resp.headers());
+                    let floor = if limited {
+                        github_rate_limit_wait(resp.headers(), self.options.max_retry_after)
+                    } else if matches!(code, 429 | 503) {
+                        retry_after(resp.headers(), self.options.max_retry_after)
+                    } else {
+                        None
+                    };
+                    if let Some(f) = floor {
+                        self.hold_until(Instant::now() + f);
+                    }
+                    if !limited && code != 429 && !status.is_server_error() {
                         let said = short_answer(resp).await;
                         tracing::warn!(
                             notification = %self.name,
@@ -828,7 +1020,16 @@ impl Worker {
                         );
                         return Err(());
                     }
-                    (format!("HTTP {code}"), floor)
+                    if limited {
+                        (
+                            format!(
+                                "HTTP {code}, GitHub rate limit: the token posts too many statuses too fast; they resume when the limit resets"
+                            ),
+                            floor,
+                        )
+                    } else {
+                        (format!("HTTP {code}"), floor)
+                    }
                 }
                 Err(e) => (crate::arm::without_url(&e), None),
             };
@@ -844,6 +1045,47 @@ impl Worker {
             tokio::time::sleep(wait).await;
         }
     }
+
+    /// No request to this target before `at` (a later one of two wins).
+    fn hold_until(&self, at: Instant) {
+        let mut not_before = self
+            .not_before
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if not_before.is_none_or(|t| t < at) {
+            *not_before = Some(at);
+        }
+    }
+}
+
+/// GitHub's secondary (or primary) rate limit: a 403 or 429 with `Retry-After` or
+/// `x-ratelimit-remaining: 0` (docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api).
+fn github_rate_limited(code: u16, headers: &reqwest::header::HeaderMap) -> bool {
+    matches!(code, 403 | 429)
+        && (headers.contains_key(reqwest::header::RETRY_AFTER)
+            || headers
+                .get("x-ratelimit-remaining")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim() == "0"))
+}
+
+/// How long GitHub asks to wait: `Retry-After`, else until `x-ratelimit-reset` (epoch
+/// seconds), at most `max`.
+fn github_rate_limit_wait(headers: &reqwest::header::HeaderMap, max: Duration) -> Option<Duration> {
+    if let Some(wait) = retry_after(headers, max) {
+        return Some(wait);
+    }
+    let reset: u64 = headers
+        .get("x-ratelimit-reset")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Some(Duration::from_secs(reset.saturating_sub(now)).min(max))
 }
 
 /// Renders with as many events shown as fit in `max` bytes.
@@ -1030,6 +1272,54 @@ mod tests {
         assert!(!valid_repository("octo/../x"));
         assert!(!valid_repository("octo"));
         assert!(!valid_repository("octo/x?y"));
+    }
+
+    #[tokio::test]
+    async fn a_dead_worker_is_started_again() {
+        let notifier = Notifier::new(NotifierOptions::default(), NotificationMetrics::default());
+        let spec = NotificationSpec {
+            name: "hook".to_owned(),
+            source: crate::spec::Source {
+                file: PathBuf::from("n.yaml"),
+                pos: crate::spec::Pos { line: 1, column: 1 },
+            },
+            target: Target::Webhook {
+                url: UrlRef::Inline("http://127.0.0.1:9/hook".to_owned()),
+                secret: None,
+            },
+            filter: super::super::Filter::default(),
+            window: Duration::from_secs(60),
+        };
+        notifier.configure(std::slice::from_ref(&spec), Path::new("/"));
+        let task = |n: &Notifier| n.lock().routes[0].task.as_ref().map(|t| t.id());
+        let before = task(&notifier);
+        // As a panic would end it.
+        if let Some(t) = &notifier.lock().routes[0].task {
+            t.abort();
+        }
+        while !notifier.lock().routes[0]
+            .task
+            .as_ref()
+            .is_some_and(JoinHandle::is_finished)
+        {
+            tokio::task::yield_now().await;
+        }
+        notifier.send(&[]);
+        assert_eq!(task(&notifier), before, "no events: nothing looked at");
+        let e = Event {
+            at: "2026-12-05T06:00:00Z".to_owned(),
+            severity: Severity::Info,
+            reason: Reason::LeadershipGained,
+            app: None,
+            source: None,
+            message: "leading".to_owned(),
+            details: std::collections::BTreeMap::new(),
+            commit: None,
+        };
+        notifier.send(&[e]);
+        let route = &notifier.lock().routes[0];
+        assert_ne!(route.task.as_ref().map(|t| t.id()), before);
+        assert!(route.task.as_ref().is_some_and(|t| !t.is_finished()));
     }
 
     #[test]

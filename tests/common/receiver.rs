@@ -37,6 +37,8 @@ pub enum Answer {
     Unavailable { retry_after: String },
     /// This status with this JSON body (e.g. GitHub's list of commit statuses).
     Json(u16, String),
+    /// This status with these headers (e.g. GitHub's `x-ratelimit-*`).
+    Headers(u16, Vec<(String, String)>),
     /// Never answers (the connection stays open until the receiver is dropped).
     Hang,
 }
@@ -265,6 +267,17 @@ async fn handle(
         Answer::Json(code, body) => {
             let status = StatusCode::from_u16(code).expect("a valid status");
             (status, [("content-type", "application/json")], body).into_response()
+        }
+        Answer::Headers(code, headers) => {
+            let status = StatusCode::from_u16(code).expect("a valid status");
+            let mut response = (status, format!("status {code}")).into_response();
+            for (k, v) in headers {
+                response.headers_mut().insert(
+                    axum::http::HeaderName::from_bytes(k.as_bytes()).expect("a header name"),
+                    axum::http::HeaderValue::from_str(&v).expect("a header value"),
+                );
+            }
+            response
         }
         Answer::Hang => std::future::pending().await,
     }

@@ -214,6 +214,14 @@ fn check_inline_url(path: &str, url: &str, check: &mut Checker<'_>) -> bool {
         Ok(u) if u.fragment().is_some() => {
             Some("has a fragment (#...), which is never sent; remove it")
         }
+        // The delivery refuses it too (deliver.rs `check_url`): said here, before a message is
+        // lost.
+        Ok(u)
+            if u.scheme() == "http"
+                && !crate::arm::is_loopback_host(u.host_str().unwrap_or("")) =>
+        {
+            Some("plain http only to loopback (127.0.0.1, ::1, localhost); use https")
+        }
         Ok(_) => None,
     };
     if let Some(why) = why {
