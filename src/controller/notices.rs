@@ -178,8 +178,12 @@ impl Notices {
         if !elected || was == leading {
             return;
         }
-        // Whoever leads next announces from its own first look.
+        // Whoever leads next announces from its own first look; GitHub's statuses are read
+        // again from GitHub, and a former leader's queued statuses are dropped.
         self.tracker.clear();
+        if let Some(n) = &self.notifier {
+            n.on_leadership(leading);
+        }
         let (reason, message) = if leading {
             (
                 Reason::LeadershipGained,
