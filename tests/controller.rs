@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Proc, Scratch, bin, copy_tree, free_port, get, post, root, send, wait_for};
+use common::{Proc, Scratch, copy_tree, free_port, get, post, root, send, wait_for};
 use serde_json::Value;
 
 /// `simulate` seeded from `desired`, returning its base URL.
@@ -31,38 +31,17 @@ fn controller_with(
     extra: &[&str],
     stderr: Stdio,
 ) -> Proc {
-    let child = bin(dir)
-        .args([
-            "run",
-            "--desired-state",
-            ".",
-            "--interval",
-            interval,
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--arm-endpoint",
-            base,
-            "--credential",
-            "managed",
-        ])
-        .args([
-            "--registry-endpoint",
-            &format!("crxshopaidev.azurecr.io={base}/registries/crxshopaidev.azurecr.io"),
-        ])
-        .args([
-            "--registry-endpoint",
-            &format!("crxshopaiprod.azurecr.io={base}/registries/crxshopaiprod.azurecr.io"),
-        ])
-        .env("IDENTITY_ENDPOINT", format!("{base}/msi/token"))
-        .env("IDENTITY_HEADER", "ctl-test")
-        .env("ACAR_TRIGGER_TOKEN", "hook-secret")
-        .env("ACAR_LOG_FORMAT", "json")
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
-    Proc(child)
+    let mut args = vec!["--interval", interval];
+    args.extend(extra);
+    common::run_against(
+        dir,
+        base,
+        port,
+        "ctl-test",
+        &args,
+        &[("ACAR_TRIGGER_TOKEN", "hook-secret".to_owned())],
+        stderr,
+    )
 }
 
 fn sim_json(base: &str, path: &str) -> Value {

@@ -12,8 +12,7 @@ use std::time::Duration;
 use common::{Proc, Scratch, bin, copy_tree, free_port, get, root, wait_for};
 use serde_json::Value;
 
-/// `run` against the simulator at `base` (managed identity), with `extra` options and env,
-/// its logs (JSON) to `stderr`.
+/// `run` against the simulator at `base`, with `extra` options and env, its logs to `stderr`.
 fn controller(
     dir: &Path,
     base: &str,
@@ -22,34 +21,7 @@ fn controller(
     env: &[(&str, String)],
     stderr: Stdio,
 ) -> Proc {
-    let mut cmd = bin(dir);
-    cmd.args([
-        "run",
-        "--desired-state",
-        ".",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--arm-endpoint",
-        base,
-        "--credential",
-        "managed",
-    ])
-    .args([
-        "--registry-endpoint",
-        &format!("crxshopaidev.azurecr.io={base}/registries/crxshopaidev.azurecr.io"),
-    ])
-    .args([
-        "--registry-endpoint",
-        &format!("crxshopaiprod.azurecr.io={base}/registries/crxshopaiprod.azurecr.io"),
-    ])
-    .env("IDENTITY_ENDPOINT", format!("{base}/msi/token"))
-    .env("IDENTITY_HEADER", "notify-test")
-    .env("ACAR_LOG_FORMAT", "json")
-    .args(extra);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    Proc(cmd.stdout(Stdio::null()).stderr(stderr).spawn().unwrap())
+    common::run_against(dir, base, port, "notify-test", extra, env, stderr)
 }
 
 fn status(ep: &str) -> Value {

@@ -404,6 +404,51 @@ pub fn spawn_simulator(desired: &Path, identity_header: &str, extra: &[&str]) ->
     (Proc(child), base)
 }
 
+/// `run` in `dir` against the simulator at `base` (managed identity answered with
+/// `identity_header`, the example's two registries sent to the simulator, JSON logs), with
+/// `extra` options and `env`, its logs to `stderr`.
+pub fn run_against(
+    dir: &Path,
+    base: &str,
+    port: u16,
+    identity_header: &str,
+    extra: &[&str],
+    env: &[(&str, String)],
+    stderr: std::process::Stdio,
+) -> Proc {
+    let mut cmd = bin(dir);
+    cmd.args([
+        "run",
+        "--desired-state",
+        ".",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--arm-endpoint",
+        base,
+        "--credential",
+        "managed",
+    ]);
+    for registry in ["crxshopaidev.azurecr.io", "crxshopaiprod.azurecr.io"] {
+        cmd.args([
+            "--registry-endpoint",
+            &format!("{registry}={base}/registries/{registry}"),
+        ]);
+    }
+    cmd.env("IDENTITY_ENDPOINT", format!("{base}/msi/token"))
+        .env("IDENTITY_HEADER", identity_header)
+        .env("ACAR_LOG_FORMAT", "json")
+        .args(extra);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Proc(
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap(),
+    )
+}
+
 /// The base URL in `simulate`'s first banner line (`aca-reconciler simulator on URL: ...`).
 pub fn banner_base(first: &str) -> String {
     first
