@@ -534,11 +534,9 @@ fn publish_leadership(fence: &Fence, leading: bool, board: &StatusBoard) {
 
 /// Publishes the desired state's problems and apps to `/status`.
 fn refresh_desired(store: &DesiredStore, board: &StatusBoard, clock: &Clock) {
-    let commit = status::git_commit(store.root());
     let mut status = board.status();
     status.desired_state_errors = store.problems.iter().map(ToString::to_string).collect();
     status.desired_loaded_at = Some(time::format_arm(clock.now()));
-    status.desired_commit = commit;
     for (k, spec) in &store.state.apps {
         let entry = status
             .apps

@@ -63,11 +63,17 @@ impl Notices {
         board: &StatusBoard,
         now: &str,
     ) {
+        // The checkout's HEAD, read once per load for both `/status` fields.
+        let head = status::git_head(store.root());
         self.commit = match &self.revision {
             Some(r) => status::revision_commit(r),
-            None => status::git_head(store.root()).map(|h| h.commit),
+            None => head.as_ref().map(|h| h.commit.clone()),
         };
-        board.status().desired_revision = self.commit.clone();
+        {
+            let mut s = board.status();
+            s.desired_commit = head.as_ref().map(status::GitHead::display);
+            s.desired_revision = self.commit.clone();
+        }
         match changed {
             None => {
                 for k in store.state.apps.keys() {

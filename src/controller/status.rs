@@ -714,12 +714,7 @@ impl RetentionView {
 /// The commit checked out in the git repository holding `dir`, as `/status` shows it:
 /// `0123456789ab (main)`; `None` outside a git checkout.
 pub fn git_commit(dir: &std::path::Path) -> Option<String> {
-    let head = git_head(dir)?;
-    let short: String = head.commit.chars().take(12).collect();
-    Some(match head.branch {
-        Some(branch) => format!("{short} ({branch})"),
-        None => short,
-    })
+    git_head(dir).map(|h| h.display())
 }
 
 /// A checked-out commit.
@@ -729,6 +724,17 @@ pub struct GitHead {
     pub commit: String,
     /// The branch, unless HEAD is detached (git-sync checks out a detached worktree).
     pub branch: Option<String>,
+}
+
+impl GitHead {
+    /// As `/status` shows it: `0123456789ab (main)`.
+    pub fn display(&self) -> String {
+        let short: String = self.commit.chars().take(12).collect();
+        match &self.branch {
+            Some(branch) => format!("{short} ({branch})"),
+            None => short,
+        }
+    }
 }
 
 /// The commit checked out in the git repository holding `dir` (its `.git/HEAD`, following one
