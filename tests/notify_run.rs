@@ -412,7 +412,17 @@ fn each_target_gets_each_change_once_nothing_at_rest_a_failure_and_its_recovery_
         return;
     }
     let t = Targets::start();
-    let r = run_with(&t, &["--interval", "2s", "--reverify-after", "1"]);
+    let r = run_with(
+        &t,
+        &[
+            "--interval",
+            "2s",
+            "--reverify-after",
+            "1",
+            "--dashboard-url",
+            "https://aca-reconciler.ops.example/",
+        ],
+    );
     wait_for("readyz", Duration::from_secs(90), || {
         get(&format!("{}/readyz", r.ep)).0 == 200
     });
@@ -472,6 +482,11 @@ fn each_target_gets_each_change_once_nothing_at_rest_a_failure_and_its_recovery_
         assert_eq!(
             req.header("authorization"),
             Some(format!("Bearer {GH_TOKEN}").as_str())
+        );
+        // Each status links to the dashboard (--dashboard-url).
+        assert_eq!(
+            req.json()["target_url"],
+            "https://aca-reconciler.ops.example/"
         );
     }
     for a in &applied {
@@ -723,4 +738,24 @@ fn a_rolled_back_commit_fails_its_status_and_a_promoted_one_succeeds() {
     );
     assert_eq!(count(&got, "ca-user-service", "RolledBack"), 1, "{got:#?}");
     assert!(events(&ep).iter().any(|e| e["reason"] == "RolledBack"));
+}
+
+#[test]
+fn a_revision_without_a_full_commit_hash_is_refused_at_start() {
+    let out = common::run(
+        bin(&root()).args([
+            "run",
+            "--simulate",
+            "--revision",
+            "abc123",
+            "--listen",
+            "127.0.0.1:0",
+        ]),
+        1,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--revision \"abc123\" holds no full commit hash"),
+        "{err}"
+    );
 }
