@@ -202,15 +202,23 @@ fn walk(
 
 /// Reads and parses one file.
 pub fn parse_file(path: &Path, root: &Path) -> ParsedFile {
+    read_and_parse(path, root).0
+}
+
+/// Reads and parses a file, and hands back the bytes it parsed (`None`: it could not be read).
+pub fn read_and_parse(path: &Path, root: &Path) -> (ParsedFile, Option<Vec<u8>>) {
     match read_limited(path) {
-        Ok(bytes) => parse_bytes(path, root, &bytes),
-        Err(diagnostic) => ParsedFile {
-            path: path.to_path_buf(),
-            root: root.to_path_buf(),
-            docs: Vec::new(),
-            documents: 0,
-            diagnostics: vec![diagnostic],
-        },
+        Ok(bytes) => (parse_bytes(path, root, &bytes), Some(bytes)),
+        Err(diagnostic) => (
+            ParsedFile {
+                path: path.to_path_buf(),
+                root: root.to_path_buf(),
+                docs: Vec::new(),
+                documents: 0,
+                diagnostics: vec![diagnostic],
+            },
+            None,
+        ),
     }
 }
 
