@@ -34,8 +34,8 @@ fn the_example_desired_state_is_valid_and_complete() {
     assert_eq!(user.replicas.map(|r| (r.min, r.max)), Some((2, 10)));
     assert_eq!(user.keep_active, Some(5));
     assert_eq!(
-        user.images["user-service"].full,
-        "crxshopaiprod.azurecr.io/user-service:v1.2.0"
+        user.images.get("user-service").map(|i| i.full.as_str()),
+        Some("crxshopaiprod.azurecr.io/user-service:v1.2.0")
     );
 
     let order = &state.apps[&AppKey::new(PROD_SUB, "rg-xshopai-prod", "ca-order-service")];

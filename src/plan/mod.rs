@@ -845,7 +845,6 @@ pub fn mode_body(to: &str) -> Value {
 mod tests {
     use super::*;
     use crate::spec::{AppKey, RevisionMode, Source, TrafficSpec};
-    use std::collections::BTreeMap;
 
     fn spec() -> AppSpec {
         AppSpec {
@@ -856,7 +855,7 @@ mod tests {
             },
             suspend: false,
             revision_mode: Some(RevisionMode::Multiple),
-            images: BTreeMap::new(),
+            images: Default::default(),
             replicas: None,
             traffic: Some(TrafficSpec::Pin("ca-x--b".into())),
             keep_active: None,
@@ -972,7 +971,7 @@ mod tests {
     #[test]
     fn latest_revision_traffic_rides_in_the_template_patch_and_nothing_else_does() {
         let mut s = spec();
-        s.images = BTreeMap::from([(
+        s.images = crate::spec::Images::from([(
             "api".to_owned(),
             crate::spec::validate::parse_image("cr.io/api:v2").unwrap(),
         )]);

@@ -1135,7 +1135,6 @@ fn human(v: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use serde_json::json;
 
@@ -1198,14 +1197,13 @@ mod tests {
     }
 
     fn spec(image: &str, r: RolloutSpec) -> AppSpec {
-        let mut images = BTreeMap::new();
-        images.insert(
+        let images = crate::spec::Images::from([(
             "app".to_owned(),
             ImageRef {
                 full: image.to_owned(),
                 ..crate::spec::validate::parse_image(image).unwrap_or_else(|e| panic!("{e}"))
             },
-        );
+        )]);
         AppSpec {
             key: AppKey::new("00000000-0000-0000-0000-000000000000", "rg", "ca-x"),
             source: Source {

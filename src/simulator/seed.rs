@@ -115,7 +115,7 @@ fn container_json(name: &str, image: &str) -> Value {
 }
 
 /// The images an app runs: its desired ones, or one made-up container if the spec names none.
-fn desired_images(spec: &AppSpec) -> BTreeMap<String, ImageRef> {
+fn desired_images(spec: &AppSpec) -> crate::spec::Images {
     if !spec.images.is_empty() {
         return spec.images.clone();
     }
@@ -123,7 +123,7 @@ fn desired_images(spec: &AppSpec) -> BTreeMap<String, ImageRef> {
     let full = format!("mcr.microsoft.com/k8se/{name}:1.0.0");
     let image = crate::spec::validate::parse_image(&full).ok();
     image
-        .map(|i| BTreeMap::from([(name, i)]))
+        .map(|i| crate::spec::Images::from([(name, i)]))
         .unwrap_or_default()
 }
 

@@ -158,7 +158,7 @@ pub struct AppSpec {
     /// `configuration.activeRevisionsMode`.
     pub revision_mode: Option<RevisionMode>,
     /// Container name -> image. Empty when the spec names no images.
-    pub images: BTreeMap<String, ImageRef>,
+    pub images: Images,
     /// `template.scale` bounds.
     pub replicas: Option<Replicas>,
     /// Where traffic goes.
@@ -225,6 +225,75 @@ pub enum TrafficTo {
     Label(String),
 }
 
+/// An app's images: container name -> image, sorted by container name, one entry per name.
+///
+/// A sorted slice rather than a `BTreeMap`: an app names one or two containers, and a map's
+/// first node has room for eleven, about 1.5 KB an app for as long as the desired state is
+/// held (1.5 MB of a 1,000-app controller's RSS at rest).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Images(Box<[(String, ImageRef)]>);
+
+impl Images {
+    /// The image of `container`.
+    pub fn get(&self, container: &str) -> Option<&ImageRef> {
+        self.0
+            .binary_search_by(|(name, _)| name.as_str().cmp(container))
+            .ok()
+            .map(|i| &self.0[i].1)
+    }
+
+    /// (container, image), by container name.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &ImageRef)> {
+        self.0.iter().map(|(name, image)| (name, image))
+    }
+
+    /// The container names, sorted.
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.0.iter().map(|(name, _)| name)
+    }
+
+    /// The images, by container name.
+    pub fn values(&self) -> impl Iterator<Item = &ImageRef> {
+        self.0.iter().map(|(_, image)| image)
+    }
+
+    /// How many containers are named.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no container is named.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Sorted by container name; a name given twice keeps its last image, as a map would.
+impl FromIterator<(String, ImageRef)> for Images {
+    fn from_iter<I: IntoIterator<Item = (String, ImageRef)>>(iter: I) -> Self {
+        let map: BTreeMap<String, ImageRef> = iter.into_iter().collect();
+        Self(map.into_iter().collect())
+    }
+}
+
+impl<const N: usize> From<[(String, ImageRef); N]> for Images {
+    fn from(entries: [(String, ImageRef); N]) -> Self {
+        entries.into_iter().collect()
+    }
+}
+
+impl<'a> IntoIterator for &'a Images {
+    type Item = (&'a String, &'a ImageRef);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (String, ImageRef)>,
+        fn(&'a (String, ImageRef)) -> (&'a String, &'a ImageRef),
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(name, image)| (name, image))
+    }
+}
+
 /// A parsed image reference: `[registry/]repository(:tag|@digest)`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ImageRef {
@@ -277,5 +346,39 @@ impl Repositories {
                 a.iter().find(|r| b.contains(r)).cloned()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(reference: &str) -> ImageRef {
+        validate::parse_image(reference).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn images_read_like_the_map_they_replace() {
+        let images: Images = [
+            ("web".to_owned(), image("cr.io/web:1")),
+            ("api".to_owned(), image("cr.io/api:1")),
+            ("web".to_owned(), image("cr.io/web:2")),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(images.len(), 2);
+        assert_eq!(images.keys().collect::<Vec<_>>(), ["api", "web"]);
+        assert_eq!(
+            images.get("web").map(|i| i.full.as_str()),
+            Some("cr.io/web:2")
+        );
+        assert_eq!(
+            images.get("api").map(|i| i.full.as_str()),
+            Some("cr.io/api:1")
+        );
+        assert!(images.get("worker").is_none());
+        let pairs: Vec<(&String, &ImageRef)> = (&images).into_iter().collect();
+        assert_eq!(pairs.len(), 2);
+        assert!(Images::default().is_empty());
     }
 }

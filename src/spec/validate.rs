@@ -4,15 +4,15 @@
 //! person would edit. Checks never stop at the first problem; a document with any problem
 //! yields no domain value, and a file with any problem contributes nothing to the state.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use super::index::DocIndex;
 use super::load::{LoadOptions, Loaded, ParsedDoc, ParsedFile, RawDocument};
 use super::raw::{self, ContainerAppDocument, RegistryRetentionDocument, RevisionMode};
 use super::{
-    AppKey, AppSpec, DesiredState, Diagnostic, ImageRef, RegistryRetention, Replicas, Repositories,
-    Source, TrafficSpec, TrafficTarget, TrafficTo,
+    AppKey, AppSpec, DesiredState, Diagnostic, ImageRef, Images, RegistryRetention, Replicas,
+    Repositories, Source, TrafficSpec, TrafficTarget, TrafficTo,
 };
 use crate::duration;
 use crate::notify::NotificationSpec;
@@ -291,13 +291,10 @@ fn check_app(
     })
 }
 
-fn check_images(
-    spec: &raw::ContainerAppSpec,
-    check: &mut Checker<'_>,
-) -> BTreeMap<String, ImageRef> {
-    let mut out = BTreeMap::new();
+fn check_images(spec: &raw::ContainerAppSpec, check: &mut Checker<'_>) -> Images {
+    let mut out = Vec::new();
     let Some(images) = &spec.images else {
-        return out;
+        return Images::default();
     };
     if images.is_empty() {
         check.problem(
@@ -312,16 +309,14 @@ fn check_images(
             continue;
         }
         match parse_image(reference) {
-            Ok(image) => {
-                out.insert(container.clone(), image);
-            }
+            Ok(image) => out.push((container.clone(), image)),
             Err(why) => check.problem(
                 &path,
                 format!("`{reference}` is not a usable image reference: {why}"),
             ),
         }
     }
-    out
+    out.into_iter().collect()
 }
 
 fn check_replicas(r: raw::Replicas, check: &mut Checker<'_>) -> Option<Replicas> {
