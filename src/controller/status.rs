@@ -46,8 +46,9 @@ pub struct AppStatus {
     pub reconciles: u64,
     /// Its rollout (spec with `rollout`): phase, step, weight, stable and new revision,
     /// failed checks, and the last check's numbers.
+    /// Boxed: most apps have none, and inline it would cost every app its 360 bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rollout: Option<crate::rollout::decide::RolloutView>,
+    pub rollout: Option<Box<crate::rollout::decide::RolloutView>>,
     /// The spec's replicas, `min-max` (absent: the spec leaves them to Azure).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replicas_desired: Option<Shared>,
@@ -889,7 +890,7 @@ impl Status {
                 .rollout_step
                 .get_or_create(&AppLabels { app })
                 .set(i64::from(view.step + 1));
-            entry.rollout = Some(view.clone());
+            entry.rollout = Some(Box::new(view.clone()));
         }
         entry.state = report.state;
         entry.failures = failures;
@@ -942,6 +943,18 @@ mod tests {
     use crate::apply::ActionRecord;
     use crate::arm::models::{ContainerApp, Revision};
     use crate::plan::Action;
+
+    #[test]
+    fn an_app_status_is_small_inline() {
+        // The map of apps holds each AppStatus inline, in nodes about half full: every inline
+        // byte costs about two per app for the life of the process (a rollout view held
+        // inline, 360 bytes that most apps leave empty, cost 0.65 MB at 1,000 apps).
+        let size = std::mem::size_of::<AppStatus>();
+        assert!(
+            size <= 320,
+            "AppStatus is {size} bytes inline; box what most apps leave empty"
+        );
+    }
 
     #[test]
     fn the_dashboards_history_is_bounded() {
