@@ -142,6 +142,9 @@ pub struct RepoPlan {
     pub protected: Vec<(String, Kept)>,
     /// Tags the cap held back for a later pass.
     pub held_back: usize,
+    /// Tags that stay after this run: the newest, the too young, the protected and those
+    /// held back.
+    pub kept: usize,
 }
 
 impl Serialize for TagInfo {
@@ -215,6 +218,7 @@ pub fn plan_repository(
         *cap -= 1;
         plan.delete.push(t.clone());
     }
+    plan.kept = tags.len() - plan.delete.len();
     if policy.delete_images {
         let mut seen = BTreeSet::new();
         for t in &plan.delete {
@@ -649,6 +653,8 @@ mod tests {
         assert_eq!(cap, 88);
         let kept: Vec<&str> = plan.protected.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(kept, ["v7", "v5", "v3"]);
+        // 20 tags: the 12 deleted go; the 5 newest (the young among them) and 3 protected stay.
+        assert_eq!(plan.kept, 8);
     }
 
     #[test]
@@ -664,6 +670,7 @@ mod tests {
         );
         assert_eq!(plan.delete.len(), 4);
         assert_eq!(plan.held_back, 5);
+        assert_eq!(plan.kept, 6, "the newest and the 5 held back stay");
         assert_eq!(cap, 0);
     }
 

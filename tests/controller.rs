@@ -81,6 +81,39 @@ fn converges_then_idles_reacts_to_edits_keeps_the_last_good_state_and_serves_its
     );
     assert_eq!(sim_json(&base, "outages"), serde_json::json!([]));
 
+    // Registry retention's counts in /status (the dashboard's table) match the registry:
+    // what it says it kept is what is left.
+    let mut retention = Value::Null;
+    wait_for(
+        "a retention run in /status",
+        Duration::from_secs(30),
+        || {
+            let (_, status) = get(&format!("{ep}/status"));
+            retention = serde_json::from_str::<Value>(&status).unwrap()["retention"].clone();
+            !retention.is_null()
+        },
+    );
+    assert_eq!(retention["errors"], serde_json::json!([]), "{retention}");
+    let world = sim_json(&base, "state");
+    let repositories = retention["repositories"].as_array().unwrap();
+    assert!(!repositories.is_empty(), "{retention}");
+    assert!(
+        repositories.iter().any(|r| r["deleted"].as_u64() > Some(0)),
+        "the example deletes tags: {retention}"
+    );
+    for r in repositories {
+        let left = world["registries"][r["registry"].as_str().unwrap()]["repositories"]
+            [r["repository"].as_str().unwrap()]["tags"]
+            .as_array()
+            .map_or(0, Vec::len) as u64;
+        assert_eq!(r["kept"].as_u64(), Some(left), "{r}");
+        assert!(
+            r["kept"].as_u64()
+                >= Some(r["protected"].as_u64().unwrap() + r["heldBack"].as_u64().unwrap()),
+            "{r}"
+        );
+    }
+
     // Converged: no more writes while nothing changes.
     let settled = writes(&base);
     std::thread::sleep(Duration::from_secs(2));

@@ -685,6 +685,8 @@ pub struct RetentionRepo {
     pub protected: usize,
     /// Tags the deletion cap held back for a later run.
     pub held_back: usize,
+    /// Tags that stay (the newest, the too young, the protected and the held back).
+    pub kept: usize,
 }
 
 impl RetentionView {
@@ -702,6 +704,7 @@ impl RetentionView {
                     deleted: r.delete.len(),
                     protected: r.protected.len(),
                     held_back: r.held_back,
+                    kept: r.kept,
                 })
                 .collect(),
             errors: outcome

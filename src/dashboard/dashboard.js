@@ -247,9 +247,9 @@ function renderRetention(s) {
   }
   box.append(el("p", {}, "Last run " + when(r.at) + "."));
   const t = el("table", { class: "retention" });
-  t.append(el("thead", {}, el("tr", {}, ...["Registry", "Repository", "Deleted", "Protected", "Held back by the cap"].map((h) => el("th", { scope: "col" }, h)))));
+  t.append(el("thead", {}, el("tr", {}, ...["Registry", "Repository", "Kept", "Deleted", "Protected", "Held back by the cap"].map((h) => el("th", { scope: "col" }, h)))));
   const b = el("tbody");
-  for (const x of r.repositories) b.append(el("tr", {}, el("td", {}, x.registry), el("td", {}, x.repository), el("td", { class: "num" }, x.deleted), el("td", { class: "num" }, x.protected), el("td", { class: "num" }, x.heldBack)));
+  for (const x of r.repositories) b.append(el("tr", {}, el("td", {}, x.registry), el("td", {}, x.repository), el("td", { class: "num" }, x.kept), el("td", { class: "num" }, x.deleted), el("td", { class: "num" }, x.protected), el("td", { class: "num" }, x.heldBack)));
   t.append(b);
   box.append(t);
   for (const e of r.errors || []) box.append(el("p", { class: "error-text" }, e));
