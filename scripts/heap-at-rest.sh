@@ -40,9 +40,8 @@ chmod +x "$out/wrap.sh"
     --planner-rounds 1 --binary "$out/wrap.sh" > "$out/fleet.json"
 
 for z in "$out"/ctl-*.zst; do
-    heaptrack_print -f "$z" --print-leaks 0 --print-peaks 0 --print-allocators 0 \
-        --print-temporary 0 --print-histogram 0 --flamegraph-cost-type leaked \
-        -F "${z%.zst}.folded" > /dev/null
+    heaptrack_print -f "$z" --print-peaks=0 --print-allocators=0 --print-temporary=0 \
+        --flamegraph-cost-type leaked -F "${z%.zst}.folded" > /dev/null
     echo "== $(basename "$z" .zst)"
     python3 - "${z%.zst}.folded" <<'PY'
 import collections, sys
