@@ -43,7 +43,7 @@ pub async fn run(
             .map_err(Error::Setup)?,
     );
     // The controller loads the tree again and keeps that; this first load, a second copy of
-    // every app's spec (about 3 MB at 1,000 apps), is not kept for the life of the process.
+    // every app's spec (2.8 MB at 1,000 apps), is not kept for the life of the process.
     let apps = first.state.apps.len();
     drop(first);
     let listener = tokio::net::TcpListener::bind(args.listen)
