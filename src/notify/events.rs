@@ -61,7 +61,8 @@ pub const WRITES_KEPT: usize = 20;
 
 impl Memory {
     fn clear_writes(&mut self) {
-        self.writes.clear();
+        // A new Vec, not clear(): an app at rest keeps no spare capacity for its next change.
+        self.writes = Vec::new();
         self.more_writes = 0;
     }
 
