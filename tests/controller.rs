@@ -107,11 +107,6 @@ fn converges_then_idles_reacts_to_edits_keeps_the_last_good_state_and_serves_its
             .as_array()
             .map_or(0, Vec::len) as u64;
         assert_eq!(r["kept"].as_u64(), Some(left), "{r}");
-        assert!(
-            r["kept"].as_u64()
-                >= Some(r["protected"].as_u64().unwrap() + r["heldBack"].as_u64().unwrap()),
-            "{r}"
-        );
     }
 
     // Converged: no more writes while nothing changes.

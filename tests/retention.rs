@@ -269,6 +269,11 @@ async fn delete_images_removes_a_manifest_only_when_no_kept_tag_shares_it() {
         "a kept tag still points at it"
     );
     retention::apply(&e.acr, &plan).await;
+    assert_eq!(
+        r.kept,
+        tags_left(&e).len(),
+        "what the plan says it keeps is what is left"
+    );
     let w = e.h.sim.world();
     let manifests = &w.registries[REG].repositories["api"].manifests;
     assert!(manifests.contains(&shared) && !manifests.contains(&alone));
@@ -285,6 +290,11 @@ async fn the_deletion_cap_holds_across_passes() {
     let report = retention::apply(&e.acr, &plan).await;
     assert_eq!(report.tags_deleted, 5);
     assert_eq!(tags_left(&e).len(), before - 5);
+    assert_eq!(
+        plan.repositories[0].kept,
+        before - 5,
+        "the held-back tags are kept"
+    );
     let lines = retention::describe(&plan, &d.registries).join("\n");
     assert!(
         lines.contains("held back by the per-pass deletion cap"),

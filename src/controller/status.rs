@@ -681,11 +681,12 @@ pub struct RetentionRepo {
     pub repository: String,
     /// Tags it deleted (planned; `errors` names any that failed).
     pub deleted: usize,
-    /// Tags old enough to go that stay (in use, newest, ...).
+    /// Tags old enough to go that stay: in use or locked.
     pub protected: usize,
     /// Tags the deletion cap held back for a later run.
     pub held_back: usize,
-    /// Tags that stay (the newest, the too young, the protected and the held back).
+    /// Tags that stay (planned, like `deleted`): the newest, the too young, the protected and
+    /// the held back.
     pub kept: usize,
 }
 

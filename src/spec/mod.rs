@@ -380,5 +380,15 @@ mod tests {
         let pairs: Vec<(&String, &ImageRef)> = (&images).into_iter().collect();
         assert_eq!(pairs.len(), 2);
         assert!(Images::default().is_empty());
+        // A reload compares specs to find what changed: the order written must not matter.
+        let reordered = Images::from([
+            ("web".to_owned(), image("cr.io/web:2")),
+            ("api".to_owned(), image("cr.io/api:1")),
+        ]);
+        assert_eq!(images, reordered);
+        assert_ne!(
+            images,
+            Images::from([("api".to_owned(), image("cr.io/api:1"))])
+        );
     }
 }
