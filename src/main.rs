@@ -12,8 +12,8 @@ use aca_reconciler::cmd;
 
 /// jemalloc, configured in `.cargo/config.toml` to return freed memory to the OS at once
 /// (glibc's malloc kept a convergence's peak resident for good: 56 MiB at rest for 1,000 apps,
-/// now about 30 MiB).
-#[cfg(not(feature = "system-alloc"))]
+/// about 30 MiB with jemalloc at the same code).
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
