@@ -96,21 +96,21 @@ impl DesiredStore {
         self.fingerprint = self.fingerprint();
         let mut discovery_problems = Vec::new();
         let files = load::discover(std::slice::from_ref(&self.root), &mut discovery_problems);
-        let mut fresh: BTreeMap<PathBuf, Option<Vec<u8>>> = BTreeMap::new();
+        let present: BTreeSet<PathBuf> = files.iter().map(|(path, _)| path.clone()).collect();
         // Use each file as it is now unless it fails to parse; then its last good version.
-        let mut chosen: BTreeMap<PathBuf, (ParsedFile, bool)> = BTreeMap::new();
+        let mut chosen: BTreeMap<PathBuf, Chosen> = BTreeMap::new();
         let mut problems = discovery_problems;
         for (path, root) in files {
             let (parsed, bytes) = load::read_and_parse(&path, &root);
             if parsed.diagnostics.is_empty() {
-                chosen.insert(path.clone(), (parsed, true));
+                chosen.insert(path, (parsed, bytes.map(Vec::into_boxed_slice)));
             } else {
                 problems.extend(parsed.diagnostics);
                 if let Some(good) = self.last_good.get(&path) {
-                    chosen.insert(path.clone(), (good.parse(&path), false));
+                    let parsed = good.parse(&path);
+                    chosen.insert(path, (parsed, None));
                 }
             }
-            fresh.insert(path, bytes);
         }
         // Rules over several files: a file whose fresh version breaks one falls back too.
         let mut loaded = assemble(&chosen, &self.options);
@@ -119,7 +119,7 @@ impl DesiredStore {
                 loaded.diagnostics.iter().map(|d| d.file.clone()).collect();
             let fall_back: Vec<PathBuf> = bad
                 .iter()
-                .filter(|p| chosen.get(*p).is_some_and(|(_, fresh)| *fresh))
+                .filter(|p| chosen.get(*p).is_some_and(|(_, fresh)| fresh.is_some()))
                 .cloned()
                 .collect();
             if fall_back.is_empty() {
@@ -136,7 +136,7 @@ impl DesiredStore {
                 match self.last_good.get(&p) {
                     Some(good) => {
                         let parsed = good.parse(&p);
-                        chosen.insert(p, (parsed, false));
+                        chosen.insert(p, (parsed, None));
                     }
                     None => {
                         chosen.remove(&p);
@@ -150,24 +150,21 @@ impl DesiredStore {
         problems.sort();
         problems.dedup();
 
-        for (path, (parsed, is_fresh)) in &chosen {
-            if !*is_fresh || loaded.diagnostics.iter().any(|d| &d.file == path) {
-                continue;
-            }
-            if let Some(Some(bytes)) = fresh.get_mut(path) {
-                let bytes = std::mem::take(bytes).into_boxed_slice();
-                let root = parsed.root.clone();
-                self.last_good
-                    .insert(path.clone(), GoodFile { root, bytes });
+        self.stale_files = present
+            .iter()
+            .filter(|p| chosen.get(*p).is_none_or(|(_, fresh)| fresh.is_none()))
+            .cloned()
+            .collect();
+        for (path, (parsed, fresh)) in chosen {
+            if let Some(bytes) = fresh
+                && !loaded.diagnostics.iter().any(|d| d.file == path)
+            {
+                let root = parsed.root;
+                self.last_good.insert(path, GoodFile { root, bytes });
             }
         }
         // A file that is gone is gone: its apps are no longer managed.
-        self.last_good.retain(|p, _| fresh.contains_key(p));
-        self.stale_files = fresh
-            .keys()
-            .filter(|p| chosen.get(*p).is_none_or(|(_, f)| !*f))
-            .cloned()
-            .collect();
+        self.last_good.retain(|p, _| present.contains(p));
 
         let mut reload = Reload::default();
         for (key, spec) in &loaded.state.apps {
@@ -197,7 +194,11 @@ impl DesiredStore {
     }
 }
 
-fn assemble(chosen: &BTreeMap<PathBuf, (ParsedFile, bool)>, options: &LoadOptions) -> load::Loaded {
+/// A file as a reload uses it, and its bytes when that is its fresh version (`None`: its last
+/// good version, parsed again).
+type Chosen = (ParsedFile, Option<Box<[u8]>>);
+
+fn assemble(chosen: &BTreeMap<PathBuf, Chosen>, options: &LoadOptions) -> load::Loaded {
     let files: Vec<ParsedFile> = chosen.values().map(|(f, _)| f.clone()).collect();
     validate::assemble(&files, options)
 }
